@@ -1,0 +1,54 @@
+# cloudmeta: every target does its own set-up; run as root on Debian.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEB_STAMP := $(VENV)/.debs
+STATE ?= $(CURDIR)/state
+# Debian packages the real data plane and the end-to-end clients need.
+DEB_PACKAGES := iproute2 iptables dnsmasq-base haproxy isc-dhcp-client cloud-init curl \
+	wrk nginx-light dpkg-dev procps psmisc util-linux postgresql-client
+
+.PHONY: install run test lint typecheck pytest bench soak services clean
+
+install: $(STAMP) $(DEB_STAMP)
+
+$(DEB_STAMP): Makefile scripts/install-debs.sh | $(VENV)/bin/python
+	scripts/install-debs.sh $(DEB_PACKAGES)
+	touch $@
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
+
+services:
+	scripts/ensure-services.sh
+
+run: install
+	CLOUDMETA_STATE_PATH=$(STATE) $(BIN)/cloudmeta all-in-one
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install
+	$(BIN)/mypy src/cloudmeta
+
+pytest: install services
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test: install services lint typecheck pytest
+
+bench: install services
+	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+soak: install services
+	CLOUDMETA_SOAK=1 $(BIN)/pytest -q -m soak tests
+
+clean:
+	rm -rf $(VENV) $(STATE)

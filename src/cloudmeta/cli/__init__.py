@@ -1,0 +1,1 @@
+"""The ``cloudmeta`` command: services, inventory management and the lab."""

@@ -1,0 +1,104 @@
+"""Entry point: global options, then one subcommand group per component.
+
+Each component registers its commands in its own module under ``cloudmeta.cli``; this file
+only wires them together, so adding a command never touches another component's file.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
+
+import click
+
+from cloudmeta import __version__
+from cloudmeta.config import Config, ConfigError, load_config
+from cloudmeta.logs import setup_logging
+
+__all__ = ["cli", "main", "pass_config"]
+
+
+class _Context:
+    def __init__(self, config_path: Path | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            try:
+                self._config = load_config(self.config_path)
+            except ConfigError as exc:
+                raise click.ClickException(str(exc)) from exc
+            setup_logging(self._config.debug, self._config.log_format)
+        return self._config
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def pass_config(func: Callable[Concatenate[Config, P], R]) -> Callable[P, R]:
+    """Decorator giving a command the loaded :class:`Config` as its first argument."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        context = click.get_current_context().find_object(_Context)
+        if context is None:  # pragma: no cover - only when called outside the CLI
+            raise click.UsageError("no cloudmeta context")
+        return func(context.config, *args, **kwargs)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML configuration file (default /etc/cloudmeta/cloudmeta.toml if it exists).",
+)
+@click.version_option(__version__, prog_name="cloudmeta")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """cloudmeta: the instance metadata service, the way OpenStack serves it."""
+    ctx.obj = _Context(config_path)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect the effective configuration."""
+
+
+@config_group.command("show")
+@pass_config
+def config_show(config: Config) -> None:
+    """Print the effective configuration (file + environment), secrets masked."""
+    click.echo(json.dumps(config.masked(), indent=2, sort_keys=True))
+
+
+def _register() -> None:
+    """Attach the command groups of every component present in this build."""
+    import importlib
+
+    for module_name in _COMMAND_MODULES:
+        module = importlib.import_module(f"cloudmeta.cli.{module_name}")
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+# One line per component's command module; each exposes COMMANDS: list[click.Command].
+_COMMAND_MODULES: list[str] = []
+
+
+def main() -> None:
+    _register()
+    try:
+        cli.main(prog_name="cloudmeta", standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,192 @@
+"""One typed configuration object, read from a TOML file and ``CLOUDMETA_*`` variables.
+
+Option names are OpenStack's where one exists (Neutron's agent options at the top level, Nova's
+``[api]`` and ``[database]`` groups as sections), so an operator's habits carry over. The object
+is built once at start-up and passed down; nothing reads configuration from a global.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "AdminSection",
+    "ApiSection",
+    "ChildAction",
+    "Config",
+    "ConfigError",
+    "DatabaseSection",
+    "IdentityMode",
+    "ProxyMode",
+    "TokenPolicy",
+    "load_config",
+]
+
+DEFAULT_CONFIG_FILE = Path("/etc/cloudmeta/cloudmeta.toml")
+
+
+class ConfigError(Exception):
+    """The configuration file or an environment variable is not valid."""
+
+
+class ProxyMode(StrEnum):
+    INLINE = "inline"
+    PROCESS = "process"
+    HAPROXY = "haproxy"
+
+
+class IdentityMode(StrEnum):
+    SIGNED = "signed"
+    SOURCE_IP = "source-ip"
+
+
+class TokenPolicy(StrEnum):
+    OPTIONAL = "optional"
+    REQUIRED = "required"
+
+
+class ChildAction(StrEnum):
+    RESPAWN = "respawn"
+    EXIT = "exit"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSection(_Section):
+    """Nova's ``[database]``: empty means the SQLite file in ``state_path``."""
+
+    connection: str = ""
+
+
+class AdminSection(_Section):
+    """Where the admin API (the stand-in for Nova's and Neutron's APIs) listens."""
+
+    listen: str = "127.0.0.1"
+    port: int = Field(8774, ge=1, le=65535)
+
+
+class ApiSection(_Section):
+    """Nova's ``[api]`` group plus its ``metadata_listen*`` options."""
+
+    metadata_listen: str = "0.0.0.0"
+    metadata_listen_port: int = Field(8775, ge=1, le=65535)
+    metadata_workers: int = Field(1, ge=1, le=64)
+    metadata_cache_expiration: int = Field(15, ge=0)
+    identity: IdentityMode = IdentityMode.SIGNED
+    http_tokens: TokenPolicy = TokenPolicy.OPTIONAL
+    dhcp_domain: str = "novalocal"
+    vendordata_providers: list[str] = Field(default_factory=lambda: ["StaticJSON"])
+    vendordata_jsonfile_path: Path | None = None
+    vendordata_dynamic_targets: list[str] = Field(default_factory=list)
+    vendordata_dynamic_connect_timeout: float = Field(5.0, ge=0.1)
+    vendordata_dynamic_read_timeout: float = Field(5.0, ge=0.1)
+
+
+class Config(BaseSettings):
+    """Everything cloudmeta can be told; see ``cloudmeta config show``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLOUDMETA_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    # Common (Neutron [DEFAULT])
+    state_path: Path = Path("/var/lib/cloudmeta")
+    debug: bool = False
+    log_format: str = Field("auto", pattern="^(auto|json|console)$")
+    # Where the CLI and the agents find the admin API, and its bearer token.
+    admin_url: str = "http://127.0.0.1:8774"
+    admin_token: SecretStr | None = None
+    # Metadata agent (neutron-metadata-agent)
+    metadata_proxy_shared_secret: SecretStr = SecretStr("")
+    nova_metadata_host: str = "127.0.0.1"
+    nova_metadata_port: int = Field(8775, ge=1, le=65535)
+    nova_metadata_protocol: str = Field("http", pattern="^https?$")
+    nova_metadata_timeout: float = Field(10.0, gt=0)
+    metadata_proxy_socket: Path | None = None
+    metadata_proxy_mode: ProxyMode = ProxyMode.INLINE
+    metadata_port: int = Field(9697, ge=1, le=65535)
+    metadata_rate_limit: float = Field(0.0, ge=0)
+    metadata_rate_burst: int = Field(50, ge=1)
+    # DHCP agent (neutron-dhcp-agent)
+    force_metadata: bool = False
+    enable_isolated_metadata: bool = False
+    dhcp_lease_duration: int = Field(86400, ge=-1)
+    dnsmasq_dns_servers: list[str] = Field(default_factory=list)
+    dns_domain: str = "openstacklocal"
+    check_child_processes_interval: float = Field(1.0, ge=0)
+    check_child_processes_action: ChildAction = ChildAction.RESPAWN
+    # Names of everything the agents create get these prefixes (tests use "cmt-").
+    namespace_prefix: str = ""
+    device_prefix: str = ""
+
+    database: DatabaseSection = Field(default_factory=DatabaseSection)
+    admin: AdminSection = Field(default_factory=AdminSection)
+    api: ApiSection = Field(default_factory=ApiSection)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init arguments; environment variables win over it.
+        return (env_settings, init_settings)
+
+    @property
+    def proxy_socket_path(self) -> Path:
+        return self.metadata_proxy_socket or self.state_path / "metadata_proxy"
+
+    @property
+    def database_url(self) -> str:
+        return self.database.connection or f"sqlite:///{self.state_path / 'cloudmeta.sqlite'}"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.state_path / "admin_token"
+
+    @property
+    def nova_metadata_url(self) -> str:
+        host = self.nova_metadata_host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{self.nova_metadata_protocol}://{host}:{self.nova_metadata_port}"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as plain data, secrets replaced by ``***``."""
+        return self.model_dump(mode="json")
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> Config:
+    """Read ``path`` (or the default file if it exists), then the environment."""
+    data: dict[str, Any] = {}
+    file = path if path is not None else DEFAULT_CONFIG_FILE
+    if path is not None or file.exists():
+        try:
+            data = tomllib.loads(file.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from exc
+    data.update(overrides)
+    try:
+        return Config(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration ({file}): {problems}") from exc

@@ -1,0 +1,46 @@
+"""The configuration contract: TOML file, CLOUDMETA_* variables that win over it, masked secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloudmeta.config import ConfigError, ProxyMode, load_config
+
+
+def test_defaults_follow_openstack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CLOUDMETA_STATE_PATH", str(tmp_path))
+    config = load_config()
+    assert config.nova_metadata_port == 8775
+    assert config.metadata_port == 9697
+    assert config.api.metadata_cache_expiration == 15
+    assert config.proxy_socket_path == tmp_path / "metadata_proxy"
+    assert config.metadata_proxy_mode is ProxyMode.INLINE
+
+
+def test_environment_wins_over_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text(
+        'state_path = "/srv/a"\nmetadata_proxy_shared_secret = "from-file"\n'
+        '[database]\nconnection = "sqlite:////srv/a/x.db"\n[api]\nmetadata_cache_expiration = 3\n'
+    )
+    monkeypatch.setenv("CLOUDMETA_METADATA_PROXY_SHARED_SECRET", "from-env")
+    monkeypatch.setenv("CLOUDMETA_DATABASE__CONNECTION", "postgresql://u@127.0.0.1:5432/test")
+    config = load_config(file)
+    assert config.state_path == Path("/srv/a")
+    assert config.metadata_proxy_shared_secret.get_secret_value() == "from-env"
+    assert config.database.connection == "postgresql://u@127.0.0.1:5432/test"
+    assert config.api.metadata_cache_expiration == 3
+    shown = config.masked()
+    assert "from-env" not in str(shown)
+
+
+def test_bad_file_names_the_option(tmp_path: Path) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text('metadata_proxy_mode = "carrier-pigeon"\n')
+    with pytest.raises(ConfigError, match="metadata_proxy_mode"):
+        load_config(file)
+    file.write_text("this is = not toml [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(file)
