@@ -1,0 +1,52 @@
+"""Fixtures shared by every test folder: a private state directory and a configuration in it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudmeta.config import Config
+
+ConfigFactory = Callable[..., Config]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``root`` need namespaces; without root they are skipped, saying why."""
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root for network namespaces (run make test as root)")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "cmt-state"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def make_config(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> ConfigFactory:
+    """Build a Config rooted in this test's state dir, with the test name prefixes set."""
+    for key in list(os.environ):
+        if key.startswith("CLOUDMETA_"):
+            monkeypatch.delenv(key)
+
+    def factory(**overrides: Any) -> Config:
+        values: dict[str, Any] = {
+            "state_path": state_dir,
+            "namespace_prefix": "cmt-",
+            "device_prefix": "cmt-",
+            "metadata_proxy_shared_secret": "cmt-test-secret",
+            "log_format": "json",
+        }
+        values.update(overrides)
+        return Config(**values)
+
+    return factory
