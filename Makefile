@@ -30,7 +30,7 @@ services:
 	scripts/ensure-services.sh
 
 run: install
-	CLOUDMETA_STATE_PATH=$(STATE) $(BIN)/cloudmeta all-in-one
+	CLOUDMETA_STATE_PATH=$(STATE) $(BIN)/cloudmeta api
 
 lint: install
 	$(BIN)/ruff check src tests bench
