@@ -1,0 +1,116 @@
+"""What one router looks like to the L3 agent, built from the admin API's JSON, and its names.
+
+Pure: no I/O. The manager compares these values to decide what to change in a namespace.
+
+Names (Neutron's, with the configured prefixes):
+- namespace ``<namespace_prefix>qrouter-<router_id>`` (namespace names have no short limit);
+- interface ``<device_prefix>qr-<port id>``, cut to Linux's 15 characters: the prefix and
+  ``qr-`` are kept whole and the port id gets what is left (11 characters without a prefix, as
+  Neutron; 8 with ``cmt-``). A prefix that leaves fewer than 6 characters of port id is refused,
+  because names would then collide too easily.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "IFNAMSIZ",
+    "L3Error",
+    "Router",
+    "RouterInterface",
+    "interface_name",
+    "interface_prefix",
+    "router_from_api",
+    "router_namespace",
+]
+
+IFNAMSIZ = 15  # usable characters of a Linux interface name
+_PORT_ID_CHARS = 11  # as Neutron's qr-XXXXXXXXXXX
+_MIN_PORT_ID_CHARS = 6
+NAMESPACE_STEM = "qrouter-"
+
+
+class L3Error(Exception):
+    """The L3 agent cannot build or understand a router; the message says what to fix."""
+
+
+def router_namespace(namespace_prefix: str, router_id: str) -> str:
+    return f"{namespace_prefix}{NAMESPACE_STEM}{router_id}"
+
+
+def interface_prefix(device_prefix: str) -> str:
+    """Every router interface name starts with this (iptables matches ``<it>+``)."""
+    return f"{device_prefix}qr-"
+
+
+def interface_name(device_prefix: str, port_id: str) -> str:
+    stem = interface_prefix(device_prefix)
+    room = min(_PORT_ID_CHARS, IFNAMSIZ - len(stem))
+    if room < _MIN_PORT_ID_CHARS:
+        raise L3Error(
+            f"device_prefix {device_prefix!r} is too long: router interface names "
+            f"'{stem}<port id>' must fit in {IFNAMSIZ} characters with at least "
+            f"{_MIN_PORT_ID_CHARS} of the port id; use a prefix of at most "
+            f"{IFNAMSIZ - 3 - _MIN_PORT_ID_CHARS} characters"
+        )
+    return stem + port_id[:room]
+
+
+@dataclass(frozen=True, slots=True)
+class RouterInterface:
+    """One router port: its network, its MAC and its subnets' gateway addresses with prefix."""
+
+    port_id: str
+    network_id: str
+    mac_address: str
+    addresses: tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Router:
+    id: str
+    interfaces: tuple[RouterInterface, ...]
+
+
+def _field(obj: Mapping[str, Any], key: str, what: str) -> Any:
+    try:
+        return obj[key]
+    except KeyError:
+        raise L3Error(f"admin API answered a {what} without '{key}': {dict(obj)!r}") from None
+
+
+def router_from_api(
+    router: Mapping[str, Any],
+    ports: Iterable[Mapping[str, Any]],
+    subnets: Iterable[Mapping[str, Any]],
+) -> Router:
+    """Join a router with its ports (for MACs) and subnets (for prefix length and gateway).
+
+    An interface whose port or subnet is missing (deleted meanwhile) or whose subnet has no
+    gateway is left out: the next change brings the router back in line.
+    """
+    by_port = {_field(p, "id", "port"): p for p in ports}
+    by_subnet = {_field(s, "id", "subnet"): s for s in subnets}
+    found: dict[str, RouterInterface] = {}
+    for item in _field(router, "interfaces", "router"):
+        port = by_port.get(_field(item, "port_id", "router interface"))
+        subnet = by_subnet.get(_field(item, "subnet_id", "router interface"))
+        if port is None or subnet is None or not subnet.get("gateway_ip"):
+            continue
+        network = ipaddress.ip_network(_field(subnet, "cidr", "subnet"), strict=False)
+        gateway = item.get("ip_address") or subnet["gateway_ip"]
+        address = ipaddress.ip_interface(f"{gateway}/{network.prefixlen}")
+        port_id = str(port["id"])
+        known = found.get(port_id)
+        found[port_id] = RouterInterface(
+            port_id=port_id,
+            network_id=str(_field(item, "network_id", "router interface")),
+            mac_address=str(_field(port, "mac_address", "port")).lower(),
+            addresses=(*known.addresses, address) if known else (address,),
+        )
+    interfaces = tuple(found[key] for key in sorted(found))
+    return Router(id=str(_field(router, "id", "router")), interfaces=interfaces)
