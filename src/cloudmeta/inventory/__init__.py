@@ -1,0 +1,20 @@
+"""The inventory: what exists in the cloud (Nova's and Neutron's databases in one store).
+
+``Store.open(config)`` gives the store; reads go through :mod:`.queries`, changes through
+:mod:`.network_ops` and :mod:`.compute_ops` inside ``store.transact``.
+"""
+
+from cloudmeta.inventory.errors import Conflict, Invalid, InventoryError, NotFound
+from cloudmeta.inventory.queries import ServerBundle
+from cloudmeta.inventory.store import ChangeRecord, Store, Tx
+
+__all__ = [
+    "ChangeRecord",
+    "Conflict",
+    "Invalid",
+    "InventoryError",
+    "NotFound",
+    "ServerBundle",
+    "Store",
+    "Tx",
+]

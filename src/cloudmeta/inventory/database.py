@@ -1,0 +1,100 @@
+"""Engines and migrations: one URL form for operators, the async driver picked here.
+
+``sqlite:///path`` becomes ``sqlite+aiosqlite`` with WAL and a busy timeout, and write
+transactions take SQLite's write lock at BEGIN (``BEGIN IMMEDIATE``) so two writers never
+deadlock upgrading a read lock. ``postgresql://`` becomes ``postgresql+asyncpg``. Migrations are
+Alembic's, shipped in this package and run in-process, so a first start needs no user step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from cloudmeta.inventory.errors import InventoryError
+
+__all__ = ["BEGIN_OPTION", "async_url", "create_engine", "is_sqlite", "upgrade"]
+
+BEGIN_OPTION = "cloudmeta_begin"
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_MIGRATION_LOCK = 0x636D6D67  # pg advisory lock key: "cmmg"
+
+
+def async_url(url: str) -> str:
+    """Map the operator's URL to the async driver cloudmeta uses for it."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise InventoryError(f"[database] connection {url!r} is not a database URL") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    elif backend == "postgresql":
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    else:
+        raise InventoryError(
+            f"[database] connection: backend {backend!r} unsupported; use sqlite:// or postgresql://"
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for ``url``; for SQLite the file's directory is created if missing."""
+    engine = create_async_engine(async_url(url), pool_pre_ping=False)
+    if is_sqlite(engine):
+        database = engine.url.database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _: ConnectionPoolEntry) -> None:
+        # Take over transaction control from the driver so BEGIN is ours to issue.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _alembic_config(connection: Connection) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _upgrade_sync(connection: Connection, revision: str) -> None:
+    if connection.dialect.name == "postgresql":
+        # Several processes may start at once; one migrates, the others wait and find it done.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+    command.upgrade(_alembic_config(connection), revision)
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Migrate the database to ``revision`` in one transaction (holding the write lock)."""
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
+        async with conn.begin():
+            await conn.run_sync(_upgrade_sync, revision)

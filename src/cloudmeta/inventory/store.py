@@ -1,0 +1,228 @@
+"""The store: sessions, one transaction per change, the revision counter and its change feed.
+
+Every write transaction first bumps the single ``store_state`` row. That row lock serialises
+writers on PostgreSQL (and SQLite's write lock does the same), so revisions commit in order and
+the agents never see revision N+1 before N. The changes written in the same transaction name
+what changed; :meth:`Store.wait_for_change` wakes at once on writes of this process and polls
+the database for writes of others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from cloudmeta.config import Config
+from cloudmeta.inventory import queries
+from cloudmeta.inventory.database import BEGIN_OPTION, create_engine, upgrade
+from cloudmeta.inventory.errors import Conflict
+from cloudmeta.inventory.models import Change, Port, Server, StoreState
+from cloudmeta.logs import get_logger
+
+__all__ = ["ChangeRecord", "Store", "Tx"]
+
+T = TypeVar("T")
+_log = get_logger("inventory")
+# How many revisions of change history to keep; older `since` values answer "resync".
+HISTORY_REVISIONS = 10000
+POLL_INTERVAL = 0.5
+_WRITE_RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    revision: int
+    kind: str
+    id: str
+    op: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"revision": self.revision, "kind": self.kind, "id": self.id, "op": self.op}
+
+
+class Tx:
+    """One write transaction: its session, its revision and the changes it records."""
+
+    def __init__(self, session: AsyncSession, revision: int) -> None:
+        self.session = session
+        self.revision = revision
+        self.changes: list[ChangeRecord] = []
+
+    def record(self, kind: str, object_id: str, op: str) -> None:
+        change = ChangeRecord(self.revision, kind, object_id, op)
+        if change not in self.changes:
+            self.changes.append(change)
+
+
+class Store:
+    """The inventory database of one process; open with :meth:`open`, close with :meth:`close`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._sqlite = engine.dialect.name == "sqlite"
+        # SQLite allows one writer; queueing them here beats spinning on busy_timeout.
+        self._write_lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+
+    @classmethod
+    async def open(cls, config: Config, *, migrate: bool = True) -> Store:
+        """Connect to ``config.database_url`` and bring the schema to head."""
+        store = cls(create_engine(config.database_url))
+        if migrate:
+            await upgrade(store.engine)
+        return store
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reading (a plain, non-locking transaction)."""
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Tx]:
+        """One write transaction; commits with a new revision if it recorded changes."""
+        async with self._writer(), self._sessions() as session:
+            # Autobegins the transaction; on SQLite as BEGIN IMMEDIATE (the write lock).
+            await session.connection(execution_options={BEGIN_OPTION: "IMMEDIATE"})
+            revision = await self._bump(session)
+            tx = Tx(session, revision)
+            yield tx  # an exception here leaves the block and the session rolls back
+            if not tx.changes:
+                await session.rollback()
+                return
+            session.add_all(
+                Change(revision=c.revision, kind=c.kind, object_id=c.id, op=c.op)
+                for c in tx.changes
+            )
+            if revision % 100 == 0:
+                await self._prune(session, revision)
+            await session.commit()
+        self._notify()
+
+    async def transact(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        """Run ``work`` in one write transaction, retrying when a unique constraint raced."""
+        for attempt in range(_WRITE_RETRIES):
+            try:
+                async with self.write() as tx:
+                    return await work(tx)
+            except IntegrityError as exc:
+                _log.info("write conflict, retrying", attempt=attempt, error=str(exc.orig))
+        raise Conflict("the request kept conflicting with concurrent changes; retry it")
+
+    @asynccontextmanager
+    async def _writer(self) -> AsyncIterator[None]:
+        if self._sqlite:
+            async with self._write_lock:
+                yield
+        else:
+            yield
+
+    @staticmethod
+    async def _bump(session: AsyncSession) -> int:
+        result = await session.execute(
+            update(StoreState)
+            .where(StoreState.id == 1)
+            .values(revision=StoreState.revision + 1)
+            .returning(StoreState.revision)
+        )
+        return int(result.scalar_one())
+
+    @staticmethod
+    async def _prune(session: AsyncSession, revision: int) -> None:
+        horizon = revision - HISTORY_REVISIONS
+        if horizon > 0:
+            await session.execute(delete(Change).where(Change.revision <= horizon))
+            await session.execute(
+                update(StoreState).where(StoreState.id == 1).values(pruned_through=horizon)
+            )
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # -- the change feed -------------------------------------------------------------------
+
+    async def revision(self) -> int:
+        async with self.read() as session:
+            return int(await session.scalar(select(StoreState.revision)) or 0)
+
+    async def changes_since(self, since: int) -> tuple[int, list[ChangeRecord] | None]:
+        """The current revision and the changes after ``since``; None when history is lost."""
+        async with self.read() as session:
+            state = (await session.execute(select(StoreState))).scalar_one()
+            if since < state.pruned_through or since > state.revision:
+                return state.revision, None
+            rows = await session.scalars(
+                select(Change)
+                .where(Change.revision > since, Change.revision <= state.revision)
+                .order_by(Change.revision, Change.seq)
+            )
+            return state.revision, [
+                ChangeRecord(r.revision, r.kind, r.object_id, r.op) for r in rows
+            ]
+
+    async def wait_for_change(self, since: int, timeout: float) -> int:  # noqa: ASYNC109
+        """Wait until the revision passes ``since`` or ``timeout`` passes; return the revision."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            event = self._changed
+            current = await self.revision()
+            remaining = deadline - time.monotonic()
+            if current != since or remaining <= 0:
+                return current
+            with suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(POLL_INTERVAL, remaining))
+
+    # -- reads the metadata API needs ---------------------------------------------------------
+
+    async def load_server(self, server_id: str) -> queries.ServerBundle | None:
+        """A server with its project, key pair, ports, fixed IPs, subnets and networks."""
+        async with self.read() as session:
+            return await queries.load_server_bundle(session, server_id)
+
+    async def find_servers_by_ip(self, ip_address: str) -> Sequence[Server]:
+        """Servers owning a port with this fixed IP (any network): the source-ip identity."""
+        async with self.read() as session:
+            return await queries.servers_by_ip(session, ip_address)
+
+    async def find_ports(self, **filters: list[str]) -> Sequence[Port]:
+        """Ports by network_id, ip_address, mac_address, device_id, device_owner (any of each)."""
+        async with self.read() as session:
+            return await queries.find_ports(session, **filters)
+
+    async def set_password_once(self, server_id: str, value: str) -> bool:
+        """Store the instance's password unless one is set (one atomic UPDATE); False if set."""
+        async with self.write() as tx:
+            result = await tx.session.execute(
+                update(Server)
+                .where(Server.id == server_id, Server.password.is_(None))
+                .values(password=value)
+            )
+            if result.rowcount:  # type: ignore[attr-defined]
+                tx.record("server", server_id, "update")
+                return True
+            return False
+
+    async def clear_password(self, server_id: str) -> bool:
+        """Empty the password slot so the instance may post a new one; False if unknown."""
+        async with self.write() as tx:
+            found = await tx.session.scalar(select(Server.id).where(Server.id == server_id))
+            if not found:
+                return False
+            await tx.session.execute(
+                update(Server).where(Server.id == server_id).values(password=None)
+            )
+            tx.record("server", server_id, "update")
+            return True
