@@ -1,0 +1,6 @@
+"""Typed async client of the admin API, and the change feed the agents follow."""
+
+from cloudmeta.adminclient.client import AdminClient, AdminError, ChangesPage
+from cloudmeta.adminclient.feed import ChangeBatch, follow_changes
+
+__all__ = ["AdminClient", "AdminError", "ChangeBatch", "ChangesPage", "follow_changes"]

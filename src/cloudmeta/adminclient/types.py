@@ -1,0 +1,129 @@
+"""The admin API's JSON objects as typed dicts (field names exactly as in docs/interfaces.md)."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+__all__ = [
+    "AllocationPool",
+    "Change",
+    "DhcpInfo",
+    "FixedIP",
+    "HostRoute",
+    "Keypair",
+    "Network",
+    "Port",
+    "Project",
+    "Router",
+    "RouterInterface",
+    "Server",
+    "Subnet",
+]
+
+
+class Project(TypedDict):
+    id: str
+    name: str
+
+
+class Keypair(TypedDict, total=False):
+    id: str
+    name: str
+    project_id: str
+    public_key: str
+    fingerprint: str
+    type: str
+    private_key: str  # only in the answer to a create that generated the key
+
+
+class Network(TypedDict):
+    id: str
+    name: str
+    project_id: str
+    mtu: int
+
+
+class AllocationPool(TypedDict):
+    start: str
+    end: str
+
+
+class HostRoute(TypedDict):
+    destination: str
+    nexthop: str
+
+
+class Subnet(TypedDict):
+    id: str
+    name: str
+    network_id: str
+    project_id: str
+    ip_version: int
+    cidr: str
+    gateway_ip: str | None
+    allocation_pools: list[AllocationPool]
+    dns_nameservers: list[str]
+    host_routes: list[HostRoute]
+    enable_dhcp: bool
+    ipv6_address_mode: str | None
+
+
+class FixedIP(TypedDict):
+    subnet_id: str
+    ip_address: str
+
+
+class Port(TypedDict):
+    id: str
+    name: str
+    network_id: str
+    project_id: str
+    mac_address: str
+    fixed_ips: list[FixedIP]
+    device_owner: str
+    device_id: str
+
+
+class RouterInterface(TypedDict):
+    port_id: str
+    subnet_id: str
+    network_id: str
+    ip_address: str
+
+
+class Router(TypedDict):
+    id: str
+    name: str
+    project_id: str
+    interfaces: list[RouterInterface]
+
+
+class Server(TypedDict):
+    id: str
+    name: str
+    hostname: str
+    project_id: str
+    availability_zone: str | None
+    flavor: str
+    image_id: str | None
+    key_name: str | None
+    user_data: str | None
+    metadata: dict[str, str]
+    launch_index: int
+    created_at: str
+    tags: list[str]
+    ports: list[str]
+
+
+class Change(TypedDict):
+    revision: int
+    kind: str
+    id: str
+    op: str
+
+
+class DhcpInfo(TypedDict):
+    network: Network
+    subnets: list[Subnet]
+    ports: list[Port]
+    routers: list[str]
