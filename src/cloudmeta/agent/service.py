@@ -1,0 +1,181 @@
+"""The metadata agent: identity resolution + signing + forwarding, reachable two ways.
+
+* :meth:`MetadataAgent.handle_unix` serves the unix socket that ``process`` and ``haproxy``
+  mode proxies forward to (they set ``X-Forwarded-For`` and the network/router header).
+* :meth:`MetadataAgent.answer` is the same path for the inline listeners, which know the
+  network/router from the socket that accepted the connection: no headers trusted, no hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from cloudmeta.agent.errors import AgentError
+from cloudmeta.agent.forward import RETRY_AFTER, Forwarder, plain_response
+from cloudmeta.agent.identity import caller_from_forwarded
+from cloudmeta.agent.lookup import PortCache, PortDirectory
+from cloudmeta.agent.ratelimit import RateLimiter
+from cloudmeta.config import Config
+from cloudmeta.logs import get_logger
+from cloudmeta.proxy.headers import (
+    FORWARDED_FOR,
+    NETWORK_ID_HEADER,
+    ROUTER_ID_HEADER,
+    ProxyTarget,
+    is_forbidden_token_put,
+)
+
+__all__ = ["MetadataAgent"]
+
+SOCKET_MODE = 0o660
+BODY_TIMEOUT = 10.0
+MAX_BODY = 1 << 20
+
+log = get_logger("agent")
+
+
+class MetadataAgent:
+    """Owns the port cache (and its feed task), the API pool and the unix socket server."""
+
+    def __init__(self, config: Config, directory: PortDirectory) -> None:
+        self._config = config
+        self.cache = PortCache(directory)
+        self.forwarder = Forwarder(config)
+        self.limiter = (
+            RateLimiter(config.metadata_rate_limit, config.metadata_rate_burst)
+            if config.metadata_rate_limit > 0
+            else None
+        )
+        self._feed: asyncio.Task[None] | None = None
+        self._unix: asyncio.AbstractServer | None = None
+        self._http: web.Server | None = None
+
+    async def start(self, unix_socket: bool = True) -> None:
+        await self.forwarder.start()
+        self._feed = asyncio.create_task(self.cache.follow(), name="agent-change-feed")
+        if unix_socket:
+            await self._listen_unix(self._config.proxy_socket_path)
+
+    async def stop(self) -> None:
+        if self._unix is not None:
+            self._unix.close()
+            await self._unix.wait_closed()
+            with contextlib.suppress(FileNotFoundError):
+                self._config.proxy_socket_path.unlink()
+            self._unix = None
+        if self._http is not None:
+            await self._http.shutdown(1.0)
+        if self._feed is not None:
+            self._feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feed
+        await self.forwarder.close()
+
+    async def _listen_unix(self, path: Path) -> None:
+        _prepare_socket_path(path)
+        self._http = web.Server(self.handle_unix, access_log=None)
+        loop = asyncio.get_running_loop()
+        self._unix = await loop.create_unix_server(self._http, str(path), backlog=4096)
+        os.chmod(path, SOCKET_MODE)  # noqa: ASYNC240 (one syscall at start-up)
+        log.info("metadata agent listening", socket=str(path))
+
+    async def handle_unix(self, request: web.BaseRequest) -> web.StreamResponse:
+        """A request from a proxy: trust its X-Forwarded-For and network/router header."""
+        network_id = request.headers.get(NETWORK_ID_HEADER)
+        router_id = request.headers.get(ROUTER_ID_HEADER)
+        if network_id and router_id:
+            return plain_response(400, f"Both network {network_id} and router {router_id} defined.")
+        if not network_id and not router_id:
+            return plain_response(400, "Neither network nor router defined.")
+        forwarded = request.headers.getall(FORWARDED_FOR, [])
+        if len(forwarded) != 1:
+            return plain_response(400, "Exactly one X-Forwarded-For is required.")
+        target = ProxyTarget(network_id=network_id or None, router_id=router_id or None)
+        return await self.answer(request, target, forwarded[0])
+
+    async def handle_inline(
+        self, request: web.BaseRequest, target: ProxyTarget, peer: str
+    ) -> web.StreamResponse:
+        """A request straight from an instance on an inline listener."""
+        if is_forbidden_token_put(request.method, request.path, request.headers.items()):
+            return plain_response(403, "A token request must not carry X-Forwarded-For.")
+        return await self.answer(request, target, peer)
+
+    async def answer(
+        self, request: web.BaseRequest, target: ProxyTarget, peer: str
+    ) -> web.StreamResponse:
+        """Resolve the caller on ``target``, sign, forward; ``peer`` is the caller's IP."""
+        try:
+            caller = caller_from_forwarded(peer)
+        except AgentError as exc:
+            return plain_response(400, str(exc))
+        try:
+            if target.network_id is not None:
+                networks: tuple[str, ...] = (target.network_id,)
+            else:
+                networks = await self.cache.router_networks(str(target.router_id))
+            found = await self.cache.find(networks, caller)
+        except Exception as exc:
+            log.warning("port lookup failed: admin API unavailable", error=str(exc))
+            return plain_response(
+                503,
+                "The port directory is temporarily unavailable. Please try again later.",
+                **{"Retry-After": RETRY_AFTER},
+            )
+        if found.owner is None:
+            where = (
+                f"network {target.network_id}"
+                if target.network_id
+                else (f"router {target.router_id}")
+            )
+            log.warning(
+                "no unique port for the caller",
+                network_id=target.network_id,
+                router_id=target.router_id,
+                networks=list(networks),
+                ip=caller.ip,
+                mac=caller.mac,
+                matches=found.matches,
+            )
+            return plain_response(404, f"Instance was not found on {where}.")
+        if self.limiter is not None:
+            wait = self.limiter.allow(found.owner.instance_id, time.monotonic())
+            if wait > 0:
+                return plain_response(
+                    429,
+                    "Too many metadata requests from this instance.",
+                    **{"Retry-After": self.limiter.retry_after(wait)},
+                )
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                body = await request.read() if request.body_exists else b""
+        except TimeoutError:
+            return plain_response(408, "The request body did not arrive in time.")
+        if len(body) > MAX_BODY:
+            return plain_response(413, "Request body too large.")
+        return await self.forwarder.forward(
+            request.method,
+            request.rel_url.raw_path_qs,
+            request.headers.items(),
+            body,
+            caller.ip,
+            found.owner,
+        )
+
+
+def _prepare_socket_path(path: Path) -> None:
+    """Create the socket's directory and remove a stale socket left by a previous agent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise AgentError(
+                f"{path} exists and is not a socket; remove it or change metadata_proxy_socket"
+            )
+        path.unlink()

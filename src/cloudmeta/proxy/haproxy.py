@@ -1,0 +1,114 @@
+"""``haproxy`` mode: Neutron's generated haproxy config (CONTRACTS 3a/3b), pure rendering.
+
+Differences from Neutron, each closing a hole: ``X-Forwarded-For`` is deleted before
+``option forwardfor`` adds the real peer (Neutron appends to the caller's copy), every
+``X-Neutron-*``/``X-Instance-ID*``/``X-Tenant-ID`` is deleted (Neutron deletes only the other
+id header), and a token PUT already carrying ``X-Forwarded-For`` is denied with 403.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloudmeta.proxy.binds import Bind
+from cloudmeta.proxy.headers import ProxyTarget
+
+__all__ = ["HaproxyTimeouts", "config_dir", "render_config", "same_config"]
+
+MAXCONN = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HaproxyTimeouts:
+    """Neutron's ``[metadata_haproxy]`` defaults, in seconds."""
+
+    http_request: int = 30
+    connect: int = 30
+    client: int = 32
+    server: int = 32
+    http_keep_alive: int = 30
+
+
+def config_dir(state_path: Path) -> Path:
+    return state_path / "ns-metadata-proxy"
+
+
+def _bind_line(bind: Bind) -> str:
+    if bind.is_v6:
+        iface = f" interface {bind.interface}" if bind.interface else ""
+        return f"    bind [{bind.host}]:{bind.port}{iface}"
+    return f"    bind {bind.host}:{bind.port}"
+
+
+def render_config(
+    target: ProxyTarget,
+    binds: Sequence[Bind],
+    agent_socket: Path,
+    pidfile: Path,
+    *,
+    debug: bool = False,
+    user: str | None = None,
+    group: str | None = None,
+    timeouts: HaproxyTimeouts | None = None,
+) -> str:
+    """The whole haproxy.cfg for one network or router namespace."""
+    t = timeouts or HaproxyTimeouts()
+    header, value = target.header
+    log_tag = f"haproxy-metadata-proxy-{target.uuid}"
+    user = user or pwd.getpwuid(os.geteuid()).pw_name
+    group = group or grp.getgrgid(os.getegid()).gr_name
+    lines = [
+        "global",
+        f"    log /dev/log local0 {'debug' if debug else 'info'}",
+        f"    log-tag {log_tag}",
+        f"    user {user}",
+        f"    group {group}",
+        f"    maxconn {MAXCONN}",
+        "    nbthread 2",
+        f"    pidfile {pidfile}",
+        "    daemon",
+        "",
+        "defaults",
+        "    log global",
+        "    mode http",
+        "    option httplog",
+        "    option dontlognull",
+        "    option http-server-close",
+        "    option forwardfor",
+        "    retries 3",
+        f"    timeout http-request {t.http_request}s",
+        f"    timeout connect {t.connect}s",
+        f"    timeout client {t.client}s",
+        f"    timeout server {t.server}s",
+        f"    timeout http-keep-alive {t.http_keep_alive}s",
+        "",
+        "listen listener",
+        *(_bind_line(b) for b in binds),
+        # The token PUT rule must see the caller's own X-Forwarded-For, so it comes first.
+        "    acl token_put method PUT",
+        "    acl token_put_path path -m reg ^/+latest/+api/+token/*$",
+        "    acl has_xff req.hdr_cnt(X-Forwarded-For) gt 0",
+        "    http-request deny deny_status 403 if token_put token_put_path has_xff",
+        "    http-request del-header X-Forwarded-For",
+        r"    http-request del-header (?i)^x-neutron-.* -m reg",
+        r"    http-request del-header (?i)^x-instance-id.* -m reg",
+        "    http-request del-header X-Tenant-ID",
+        f"    http-request set-header {header} {value}",
+        f"    server metadata {agent_socket}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+_PIDFILE = re.compile(r"^\s*pidfile .*$", re.M)
+
+
+def same_config(old: str, new: str) -> bool:
+    """Neutron compares configs ignoring the pidfile line; a difference means respawn."""
+    return _PIDFILE.sub("", old) == _PIDFILE.sub("", new)

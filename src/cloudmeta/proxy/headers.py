@@ -1,0 +1,106 @@
+"""Header rules every proxy mode applies: who may claim an identity, and who is asking.
+
+The proxy is the trust boundary: the instance proves nothing, the namespace it reached does.
+So anything the caller sent that names a network, router, instance or project is dropped, and
+``X-Forwarded-For`` is replaced by the connection's real peer. Pure functions over header
+pairs, shared by the inline mode, the ``ns-metadata-proxy`` process and the haproxy config.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from multidict import CIMultiDict
+
+__all__ = [
+    "FORWARDED_FOR",
+    "HOP_BY_HOP",
+    "NETWORK_ID_HEADER",
+    "ROUTER_ID_HEADER",
+    "SPOOFABLE_PREFIXES",
+    "ProxyTarget",
+    "clean_headers",
+    "is_forbidden_token_put",
+    "peer_host",
+]
+
+NETWORK_ID_HEADER = "X-Neutron-Network-ID"
+ROUTER_ID_HEADER = "X-Neutron-Router-ID"
+FORWARDED_FOR = "X-Forwarded-For"
+TOKEN_PATH = "/latest/api/token"
+# Lower-case prefixes of headers only the proxy and the agent may set.
+SPOOFABLE_PREFIXES = ("x-neutron-", "x-instance-id", "x-tenant-id", "x-forwarded-for")
+# Connection-scoped headers (RFC 9110 7.6.1) that never cross a proxy.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyTarget:
+    """What a listener serves: one network or one router (never both)."""
+
+    network_id: str | None = None
+    router_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.network_id is None) == (self.router_id is None):
+            raise ValueError("a metadata proxy serves exactly one of network_id or router_id")
+
+    @property
+    def header(self) -> tuple[str, str]:
+        if self.network_id is not None:
+            return NETWORK_ID_HEADER, self.network_id
+        assert self.router_id is not None
+        return ROUTER_ID_HEADER, self.router_id
+
+    @property
+    def uuid(self) -> str:
+        return self.network_id if self.network_id is not None else str(self.router_id)
+
+
+def peer_host(peername: object) -> str:
+    """The IP of a socket peer (``getpeername()`` tuple), without any ``%zone``."""
+    if isinstance(peername, tuple) and peername:
+        return str(peername[0]).split("%", 1)[0]
+    raise ValueError(f"not an IP peer: {peername!r}")
+
+
+def _spoofable(name: str) -> bool:
+    return name.lower().startswith(SPOOFABLE_PREFIXES)
+
+
+def clean_headers(
+    headers: Iterable[tuple[str, str]], peer: str, target: ProxyTarget | None
+) -> CIMultiDict[str]:
+    """The caller's headers with identity claims and hop-by-hop fields dropped, then the
+    proxy's own: ``X-Forwarded-For: <peer>`` and the target's network/router header."""
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP or _spoofable(lower):
+            continue
+        out.add(name, value)
+    out[FORWARDED_FOR] = peer
+    if target is not None:
+        out[target.header[0]] = target.header[1]
+    return out
+
+
+def is_forbidden_token_put(method: str, path: str, headers: Iterable[tuple[str, str]]) -> bool:
+    """AWS's SSRF rule: a token PUT that already went through a forwarding proxy is refused."""
+    if method.upper() != "PUT" or posixpath.normpath("/" + path.split("?", 1)[0]) != TOKEN_PATH:
+        return False
+    return any(name.lower() == "x-forwarded-for" for name, _ in headers)

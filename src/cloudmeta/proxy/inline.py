@@ -1,0 +1,143 @@
+"""``inline`` mode: the agent's own listening sockets inside each served namespace.
+
+No process and no unix-socket hop per network: a socket is created inside the namespace by
+:func:`cloudmeta.linux.open_socket_in_namespace` (a helper thread does the ``setns``) and served
+by the caller's event loop through ONE shared aiohttp low-level server. Which network or router
+a connection belongs to is read from the accepted socket itself: its network-namespace cookie
+(``SO_NETNS_COOKIE``, Linux >= 5.14) is the same as its listener's, so the record per namespace
+is just ``cookie -> ProxyTarget`` plus the listening servers: no app or handler per network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from cloudmeta.linux import open_socket_in_namespace
+from cloudmeta.logs import get_logger
+from cloudmeta.proxy.binds import Bind
+from cloudmeta.proxy.errors import ProxyError
+from cloudmeta.proxy.headers import ProxyTarget, peer_host
+
+__all__ = ["InlineHandler", "InlineListeners", "netns_cookie"]
+
+SO_NETNS_COOKIE = getattr(socket, "SO_NETNS_COOKIE", 71)
+BACKLOG = 1024
+
+InlineHandler = Callable[[web.BaseRequest, ProxyTarget, str], Awaitable[web.StreamResponse]]
+
+log = get_logger("proxy")
+
+
+def netns_cookie(sock: socket.socket) -> bytes:
+    """The 8-byte cookie naming the network namespace ``sock`` lives in."""
+    return sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+
+
+@dataclass(slots=True)
+class _Listener:
+    target: ProxyTarget
+    binds: tuple[Bind, ...]
+    cookie: bytes
+    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+
+
+class InlineListeners:
+    """Listeners per namespace, all dispatched to ``handler(request, target, peer_ip)``."""
+
+    def __init__(self, handler: InlineHandler) -> None:
+        self._handler = handler
+        self._http = web.Server(self._dispatch, access_log=None)
+        self._by_namespace: dict[str, _Listener] = {}
+        self._by_cookie: dict[bytes, ProxyTarget] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_namespace)
+
+    def target_of(self, namespace: str) -> ProxyTarget | None:
+        listener = self._by_namespace.get(namespace)
+        return listener.target if listener else None
+
+    async def ensure(self, namespace: str, target: ProxyTarget, binds: Sequence[Bind]) -> None:
+        """Listen in ``namespace`` for ``target`` (idempotent; a change re-opens the sockets)."""
+        wanted = tuple(binds)
+        current = self._by_namespace.get(namespace)
+        if current is not None and current.target == target and current.binds == wanted:
+            return
+        if current is not None:
+            await self.remove(namespace)
+        sockets: list[socket.socket] = []
+        try:
+            for bind in wanted:
+                sockets.append(
+                    open_socket_in_namespace(
+                        namespace,
+                        bind.host,
+                        bind.port,
+                        interface=bind.interface,
+                        backlog=BACKLOG,
+                    )
+                )
+        except Exception as exc:
+            for sock in sockets:
+                sock.close()
+            raise ProxyError(f"cannot open the metadata listeners in {namespace}: {exc}") from exc
+        if not sockets:
+            raise ProxyError(f"no bind address given for namespace {namespace}")
+        cookie = netns_cookie(sockets[0])
+        other = self._by_cookie.get(cookie)
+        if other is not None:
+            for sock in sockets:
+                sock.close()
+            raise ProxyError(
+                f"namespace {namespace} already serves {other.uuid} under another name"
+            )
+        listener = _Listener(target, wanted, cookie)
+        loop = asyncio.get_running_loop()
+        try:
+            for sock in sockets:
+                listener.servers.append(await loop.create_server(self._http, sock=sock))
+        except BaseException:
+            for server in listener.servers:
+                server.close()
+            for sock in sockets[len(listener.servers) :]:
+                sock.close()
+            raise
+        self._by_namespace[namespace] = listener
+        self._by_cookie[cookie] = target
+        log.info(
+            "inline metadata listener up",
+            namespace=namespace,
+            target=target.uuid,
+            binds=[str(b) for b in wanted],
+        )
+
+    async def remove(self, namespace: str) -> None:
+        listener = self._by_namespace.pop(namespace, None)
+        if listener is None:
+            return
+        self._by_cookie.pop(listener.cookie, None)
+        for server in listener.servers:
+            server.close()
+        log.info("inline metadata listener down", namespace=namespace)
+
+    async def close(self) -> None:
+        for namespace in list(self._by_namespace):
+            await self.remove(namespace)
+        await self._http.shutdown(1.0)
+
+    async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return web.Response(status=500, text="connection already closed\n")
+        target = self._by_cookie.get(netns_cookie(sock))
+        if target is None:  # the namespace was just removed
+            return web.Response(
+                status=503, text="metadata listener removed\n", headers={"Retry-After": "2"}
+            )
+        return await self._handler(request, target, peer_host(sock.getpeername()))
