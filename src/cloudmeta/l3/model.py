@@ -4,8 +4,9 @@ Pure: no I/O. The manager compares these values to decide what to change in a na
 
 Names (Neutron's, with the configured prefixes):
 - namespace ``<namespace_prefix>qrouter-<router_id>`` (namespace names have no short limit);
-- interface ``<device_prefix>qr-<port id>``, cut to Linux's 15 characters: the prefix and
-  ``qr-`` are kept whole and the port id gets what is left (11 characters without a prefix, as
+- interface ``<device_prefix>qr-<port id>``, cut to Linux's 15 characters, and its veth peer
+  on the network's bridge ``<device_prefix>tap<port id>`` likewise: the prefix and the stem
+  are kept whole and the port id gets what is left (11 characters without a prefix, as
   Neutron; 8 with ``cmt-``). A prefix that leaves fewer than 6 characters of port id is refused,
   because names would then collide too easily.
 """
@@ -22,6 +23,7 @@ __all__ = [
     "L3Error",
     "Router",
     "RouterInterface",
+    "bridge_port_name",
     "interface_name",
     "interface_prefix",
     "router_from_api",
@@ -48,11 +50,20 @@ def interface_prefix(device_prefix: str) -> str:
 
 
 def interface_name(device_prefix: str, port_id: str) -> str:
-    stem = interface_prefix(device_prefix)
+    """The router's end of the port, inside the router namespace."""
+    return _port_link_name(interface_prefix(device_prefix), port_id)
+
+
+def bridge_port_name(device_prefix: str, port_id: str) -> str:
+    """The other end of the veth, on the network's bridge (Neutron's ``tap`` + port id)."""
+    return _port_link_name(f"{device_prefix}tap", port_id)
+
+
+def _port_link_name(stem: str, port_id: str) -> str:
     room = min(_PORT_ID_CHARS, IFNAMSIZ - len(stem))
     if room < _MIN_PORT_ID_CHARS:
         raise L3Error(
-            f"device_prefix {device_prefix!r} is too long: router interface names "
+            f"device prefix in {stem!r} is too long: router link names "
             f"'{stem}<port id>' must fit in {IFNAMSIZ} characters with at least "
             f"{_MIN_PORT_ID_CHARS} of the port id; use a prefix of at most "
             f"{IFNAMSIZ - 3 - _MIN_PORT_ID_CHARS} characters"
