@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from cloudmeta.adminclient import AdminClient, AdminError, ChangeBatch, follow_changes
 from cloudmeta.agent.identity import Caller
 from cloudmeta.logs import get_logger
 
-__all__ = ["Lookup", "Owner", "PortCache", "PortDirectory"]
+__all__ = ["Lookup", "Owner", "PortCache"]
 
 NEGATIVE_TTL = 0.5
 POSITIVE_TTL = 30.0
@@ -26,39 +27,6 @@ FEED_RETRY = 0.5
 _RELEVANT_KINDS = frozenset({"port", "router", "network", "subnet"})
 
 log = get_logger("agent")
-
-
-class _Port(Protocol):
-    @property
-    def device_id(self) -> str: ...
-    @property
-    def project_id(self) -> str: ...
-
-
-class _Interface(Protocol):
-    @property
-    def network_id(self) -> str: ...
-
-
-class _Router(Protocol):
-    @property
-    def interfaces(self) -> Sequence[_Interface]: ...
-
-
-class PortDirectory(Protocol):
-    """The part of :class:`cloudmeta.adminclient.AdminClient` the agent needs."""
-
-    async def list_ports(
-        self,
-        *,
-        network_id: Sequence[str] | None = ...,
-        ip_address: str | None = ...,
-        mac_address: str | None = ...,
-    ) -> Sequence[_Port]: ...
-
-    async def get_router(self, router_id: str) -> _Router: ...
-
-    def follow_changes(self) -> AsyncIterator[Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +49,8 @@ _Key = tuple[str, ...]
 class PortCache:
     """Cached port and router lookups; :meth:`follow` keeps them true to the change feed."""
 
-    def __init__(
-        self, directory: PortDirectory, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._directory = directory
+    def __init__(self, client: AdminClient, clock: Callable[[], float] = time.monotonic) -> None:
+        self._client = client
         self._clock = clock
         self._entries: dict[_Key, tuple[float, Any]] = {}
         self._inflight: dict[_Key, asyncio.Future[Any]] = {}
@@ -98,8 +64,13 @@ class PortCache:
 
     async def router_networks(self, router_id: str) -> tuple[str, ...]:
         async def fetch() -> tuple[str, ...]:
-            router = await self._directory.get_router(router_id)
-            return tuple(sorted({iface.network_id for iface in router.interfaces}))
+            try:
+                router = await self._client.get_router(router_id)
+            except AdminError as exc:
+                if exc.status == 404:
+                    return ()
+                raise
+            return tuple(sorted({iface["network_id"] for iface in router["interfaces"]}))
 
         result: tuple[str, ...] = await self._cached(("router", router_id), fetch)
         return result
@@ -112,16 +83,16 @@ class PortCache:
 
         async def fetch() -> Lookup:
             if caller.mac is not None:
-                ports = await self._directory.list_ports(
+                ports = await self._client.list_ports(
                     network_id=list(networks), mac_address=caller.mac
                 )
             else:
-                ports = await self._directory.list_ports(
+                ports = await self._client.list_ports(
                     network_id=list(networks), ip_address=caller.ip
                 )
             if len(ports) != 1:
                 return Lookup(None, len(ports))
-            return Lookup(Owner(ports[0].device_id, ports[0].project_id), 1)
+            return Lookup(Owner(ports[0]["device_id"], ports[0]["project_id"]), 1)
 
         result: Lookup = await self._cached(key, fetch)
         return result
@@ -140,6 +111,8 @@ class PortCache:
         try:
             value = await fetch()
         except BaseException as exc:
+            if isinstance(exc, AdminError) and exc.status == 0:
+                self._lost()  # the feed may have missed changes while the API was away
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody else must log it
             raise
@@ -153,39 +126,27 @@ class PortCache:
             self._entries[key] = (self._clock() + ttl, value)
         return value
 
+    def _lost(self) -> None:
+        self.feed_healthy = False
+        self.invalidate()
+
     async def follow(self) -> None:
-        """Run forever: apply the change feed; on any feed error bypass the cache and retry."""
+        """Run forever: drop the cache on every relevant batch. The cache is trusted only
+        after a batch arrived since the last sign of trouble (the feed starts with a resync)."""
         while True:
             try:
-                changes = self._directory.follow_changes()
-                self.feed_healthy = True
-                async for batch in changes:
+                async for batch in follow_changes(self._client):
                     if _relevant(batch):
                         self.invalidate()
+                    self.feed_healthy = True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning(
-                    "change feed lost; port cache bypassed until it is back", error=str(exc)
-                )
-            self.feed_healthy = False
-            self.invalidate()
+                log.warning("change feed failed; port cache bypassed", error=str(exc))
+            self._lost()
             await asyncio.sleep(FEED_RETRY)
 
 
-def _relevant(batch: Any) -> bool:
-    """Does a feed item touch ports, routers, networks or subnets (a resync always does)?"""
-    if batch is None or isinstance(batch, str):
-        return True
-    changes = batch.get("changes") if isinstance(batch, dict) else getattr(batch, "changes", batch)
-    if changes is None:
-        return True
-    try:
-        items = list(changes)
-    except TypeError:
-        return True
-    for change in items:
-        kind = change.get("kind") if isinstance(change, dict) else getattr(change, "kind", None)
-        if kind is None or kind in _RELEVANT_KINDS:
-            return True
-    return False
+def _relevant(batch: ChangeBatch) -> bool:
+    """Does a batch touch ports, routers, networks or subnets (a resync always does)?"""
+    return batch.resync or any(c["kind"] in _RELEVANT_KINDS for c in batch.changes)

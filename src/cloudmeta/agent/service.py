@@ -17,10 +17,11 @@ from pathlib import Path
 
 from aiohttp import web
 
+from cloudmeta.adminclient import AdminClient
 from cloudmeta.agent.errors import AgentError
 from cloudmeta.agent.forward import RETRY_AFTER, Forwarder, plain_response
 from cloudmeta.agent.identity import caller_from_forwarded
-from cloudmeta.agent.lookup import PortCache, PortDirectory
+from cloudmeta.agent.lookup import PortCache
 from cloudmeta.agent.ratelimit import RateLimiter
 from cloudmeta.config import Config
 from cloudmeta.logs import get_logger
@@ -44,9 +45,9 @@ log = get_logger("agent")
 class MetadataAgent:
     """Owns the port cache (and its feed task), the API pool and the unix socket server."""
 
-    def __init__(self, config: Config, directory: PortDirectory) -> None:
+    def __init__(self, config: Config, client: AdminClient) -> None:
         self._config = config
-        self.cache = PortCache(directory)
+        self.cache = PortCache(client)
         self.forwarder = Forwarder(config)
         self.limiter = (
             RateLimiter(config.metadata_rate_limit, config.metadata_rate_burst)
@@ -83,7 +84,7 @@ class MetadataAgent:
         self._http = web.Server(self.handle_unix, access_log=None)
         loop = asyncio.get_running_loop()
         self._unix = await loop.create_unix_server(self._http, str(path), backlog=4096)
-        os.chmod(path, SOCKET_MODE)  # noqa: ASYNC240 (one syscall at start-up)
+        os.chmod(path, SOCKET_MODE)
         log.info("metadata agent listening", socket=str(path))
 
     async def handle_unix(self, request: web.BaseRequest) -> web.StreamResponse:
