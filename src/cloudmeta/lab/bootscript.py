@@ -1,0 +1,73 @@
+"""The script that is an instance's "firmware + init": pure text, written next to the instance.
+
+It runs as pid 1 of the instance's own pid namespace, in its own UTS and mount namespaces
+(``unshare``), inside the instance's network namespace. It mounts an overlay of the host's ``/``
+with the instance's upper dir, gives it its own ``/proc``, ``/dev`` (rbind), ``/sys``, ``/run``
+and ``/tmp``, then runs, chrooted there, Debian's ``dhclient`` (its ``dhclient-script`` and
+rfc3442 hook then write only the overlay's ``/etc/resolv.conf``) and the three stages of
+cloud-init. Every step is appended to ``steps`` (``<epoch> <step> <rc>``) so the host can follow
+the boot; ``status`` holds ``ok`` or ``failed`` at the end. It then stays alive as the instance's
+anchor (its pid namespace and mounts live as long as it does) until it is killed.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+__all__ = ["BOOT_STEPS", "boot_script", "instance_env"]
+
+BOOT_STEPS = ("mount", "dhcp", "init", "config", "final")
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What Nova's SMBIOS tells a real guest; cloud-init reads it from pid 1's environment when
+# there is no DMI (its container case), which is how it recognises OpenStack here.
+_NOVA_PRODUCT = "OpenStack Nova"
+
+
+def instance_env(openstack: bool) -> dict[str, str]:
+    """The environment of the instance's pid 1 (and so of everything it runs)."""
+    env = {"PATH": _PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"}
+    if openstack:
+        env["product_name"] = _NOVA_PRODUCT
+    return env
+
+
+def boot_script(instance_dir: Path, interface: str, dhcp_timeout: int = 30) -> str:
+    """The boot script for the instance whose files live in ``instance_dir``."""
+    d = shlex.quote(str(instance_dir))
+    iface = shlex.quote(interface)
+    return f"""#!/bin/sh
+# cloudmeta lab instance: pid 1 of its own pid, UTS and mount namespaces.
+set -u
+D={d}
+R="$D/root"
+step() {{ echo "$(date +%s.%N) $1 $2" >> "$D/steps"; }}
+finish() {{
+    echo "$1" > "$D/status.tmp" && mv "$D/status.tmp" "$D/status"
+    trap 'exit 0' TERM INT
+    while :; do sleep 3600 & wait $!; done
+}}
+inside() {{ chroot "$R" "$@" >> "$D/console.log" 2>&1; }}
+
+mount -t overlay cmt-lab -o "lowerdir=/,upperdir=$D/upper,workdir=$D/work" "$R" \\
+  && mount -t proc proc "$R/proc" \\
+  && mount --rbind /dev "$R/dev" \\
+  && mount -t sysfs sysfs "$R/sys" \\
+  && mount -t tmpfs -o mode=0755 tmpfs "$R/run" \\
+  && mount -t tmpfs -o mode=1777 tmpfs "$R/tmp" \\
+  && mkdir -p "$R/run/lock" "$R/var/lib/dhcp"
+rc=$?; step mount $rc
+[ $rc -eq 0 ] || finish failed
+hostname localhost
+
+timeout {dhcp_timeout} chroot "$R" dhclient -1 -v -pf /run/dhclient.pid \\
+    -lf /var/lib/dhcp/dhclient.leases {iface} >> "$D/console.log" 2>&1
+rc=$?; step dhcp $rc
+[ $rc -eq 0 ] || finish failed
+
+overall=ok
+inside cloud-init init; rc=$?; step init $rc; [ $rc -eq 0 ] || overall=failed
+inside cloud-init modules --mode config; rc=$?; step config $rc; [ $rc -eq 0 ] || overall=failed
+inside cloud-init modules --mode final; rc=$?; step final $rc; [ $rc -eq 0 ] || overall=failed
+finish $overall
+"""

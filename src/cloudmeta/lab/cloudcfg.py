@@ -1,0 +1,127 @@
+"""What a lab instance's cloud-init is told: its system config and its user-data (pure).
+
+The system config plays the part of the cloud image's ``/etc/cloud/cloud.cfg``: it lists only
+the datasource in use, points it at 169.254.169.254 with short timeouts, and keeps only the
+modules that make sense in a namespace (no network apply, no disks, no locale, no ntp). The
+user-data is the seed's "typical uses of cloud-init": a hostname, a first password, a package
+from the lab's apt repository and a ``runcmd`` marker.
+
+Both are written as JSON, which YAML (cloud-init's format) reads as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "DEFAULT_USER",
+    "MARKER_FILE",
+    "METADATA_URL",
+    "Datasource",
+    "lab_cloud_cfg",
+    "lab_user_data",
+]
+
+METADATA_URL = "http://169.254.169.254"
+DEFAULT_USER = "debian"
+MARKER_FILE = "/var/lib/cmt-lab-runcmd"
+# A missing or slow metadata path should fail a boot in seconds, not in cloud-init's minutes.
+_MAX_WAIT = 20
+_TIMEOUT = 3
+_RETRIES = 2
+
+
+class Datasource(StrEnum):
+    """cloud-init's datasources the lab can boot with."""
+
+    OPENSTACK = "OpenStack"
+    EC2 = "Ec2"
+
+
+def lab_cloud_cfg(datasource: Datasource) -> str:
+    """The instance's ``/etc/cloud/cloud.cfg``."""
+    ds_cfg: dict[str, Any] = {
+        "metadata_urls": [METADATA_URL],
+        "max_wait": _MAX_WAIT,
+        "timeout": _TIMEOUT,
+        "retries": _RETRIES,
+    }
+    if datasource is Datasource.OPENSTACK:
+        ds_cfg["apply_network_config"] = False
+    cfg: dict[str, Any] = {
+        "datasource_list": [datasource.value],
+        "datasource": {datasource.value: ds_cfg},
+        # The lab's DHCP already configured the link; cloud-init must not rewrite it.
+        "network": {"config": "disabled"},
+        "users": ["default"],
+        "disable_root": True,
+        "preserve_hostname": False,
+        "manage_etc_hosts": False,
+        # Host keys take seconds to generate and an instance here has no sshd to use them.
+        "ssh_genkeytypes": [],
+        "ssh_deletekeys": False,
+        "apt": {"preserve_sources_list": True},
+        "cloud_init_modules": [
+            "seed_random",
+            "bootcmd",
+            "write-files",
+            "set_hostname",
+            "update_hostname",
+            "users-groups",
+            "ssh",
+        ],
+        "cloud_config_modules": ["set-passwords", "apt-configure", "runcmd"],
+        "cloud_final_modules": [
+            "package-update-upgrade-install",
+            "scripts-per-once",
+            "scripts-per-boot",
+            "scripts-per-instance",
+            "scripts-user",
+            "final-message",
+        ],
+        "system_info": {
+            "distro": "debian",
+            "default_user": {
+                "name": DEFAULT_USER,
+                "lock_passwd": True,
+                "gecos": "Debian",
+                "groups": ["adm", "sudo"],
+                "sudo": ["ALL=(ALL) NOPASSWD:ALL"],
+                "shell": "/bin/bash",
+            },
+            "paths": {"cloud_dir": "/var/lib/cloud/", "templates_dir": "/etc/cloud/templates/"},
+            "ssh_svcname": "ssh",
+        },
+    }
+    return json.dumps(cfg, indent=2) + "\n"
+
+
+def lab_user_data(
+    hostname: str,
+    password: str,
+    repo_url: str | None,
+    package: str | None = "cmt-hello",
+) -> str:
+    """The seed's typical user-data: hostname, first password, a package, a runcmd marker.
+
+    ``repo_url`` is the lab's apt repository; the instance's sources then list only it (the
+    host's mirrors are not reachable from a lab network), and apt ignores ``sources.list.d``.
+    """
+    data: dict[str, Any] = {
+        "hostname": hostname,
+        "password": password,
+        "chpasswd": {"expire": False},
+        "ssh_pwauth": "unchanged",
+        "runcmd": [["sh", "-c", f"echo {hostname} > {MARKER_FILE}"]],
+    }
+    if repo_url is not None and package is not None:
+        data["apt"] = {
+            "preserve_sources_list": False,
+            "sources_list": f"deb [trusted=yes] {repo_url} ./\n",
+            "conf": 'Dir::Etc::SourceParts "/etc/apt/cmt-lab-sources.list.d";\n',
+        }
+        data["packages"] = [package]
+        data["package_update"] = False
+    return "#cloud-config\n" + json.dumps(data, indent=2) + "\n"
