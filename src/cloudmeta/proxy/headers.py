@@ -101,6 +101,9 @@ def clean_headers(
 
 def is_forbidden_token_put(method: str, path: str, headers: Iterable[tuple[str, str]]) -> bool:
     """AWS's SSRF rule: a token PUT that already went through a forwarding proxy is refused."""
-    if method.upper() != "PUT" or posixpath.normpath("/" + path.split("?", 1)[0]) != TOKEN_PATH:
+    if (
+        method.upper() != "PUT"
+        or posixpath.normpath("/" + path.split("?", 1)[0].lstrip("/")) != TOKEN_PATH
+    ):
         return False
     return any(name.lower() == "x-forwarded-for" for name, _ in headers)
