@@ -49,6 +49,13 @@ from cloudmeta.linux.ip import (
     plug_veth,
     set_link,
 )
+from cloudmeta.linux.iptables import (
+    Chain,
+    RuleCounter,
+    apply_iptables,
+    iptables_counters,
+    remove_iptables,
+)
 from cloudmeta.linux.netns import (
     create_namespace,
     delete_namespace,
@@ -62,12 +69,15 @@ from cloudmeta.linux.probe import ping
 
 __all__ = [
     "Address",
+    "Chain",
     "CommandResult",
     "Link",
     "LinuxError",
     "Route",
+    "RuleCounter",
     "add_address",
     "add_route",
+    "apply_iptables",
     "create_bridge",
     "create_namespace",
     "delete_address",
@@ -76,6 +86,7 @@ __all__ = [
     "delete_route",
     "flush_routes",
     "in_namespace",
+    "iptables_counters",
     "list_addresses",
     "list_links",
     "list_namespaces",
@@ -84,6 +95,7 @@ __all__ = [
     "open_socket_in_namespace",
     "ping",
     "plug_veth",
+    "remove_iptables",
     "run",
     "set_link",
     "set_sysctl",
