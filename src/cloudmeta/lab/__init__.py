@@ -1,1 +1,1 @@
-"""The lab: a whole cloud on one host, instances as namespaces that boot with real DHCP and cloud-init."""
+"""The lab: a whole cloud on one host; instances are namespaces booting real cloud-init."""
