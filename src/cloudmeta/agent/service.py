@@ -32,6 +32,7 @@ from cloudmeta.proxy.headers import (
     ProxyTarget,
     is_forbidden_token_put,
 )
+from cloudmeta.proxy.inline import InlineListeners
 
 __all__ = ["MetadataAgent"]
 
@@ -57,6 +58,14 @@ class MetadataAgent:
         self._feed: asyncio.Task[None] | None = None
         self._unix: asyncio.AbstractServer | None = None
         self._http: web.Server | None = None
+        self._inline: InlineListeners | None = None
+
+    @property
+    def inline(self) -> InlineListeners:
+        """This agent's inline listeners (created on first use), for the proxy manager."""
+        if self._inline is None:
+            self._inline = InlineListeners(self.handle_inline)
+        return self._inline
 
     async def start(self, unix_socket: bool = True) -> None:
         await self.forwarder.start()
@@ -65,6 +74,8 @@ class MetadataAgent:
             await self._listen_unix(self._config.proxy_socket_path)
 
     async def stop(self) -> None:
+        if self._inline is not None:
+            await self._inline.close()
         if self._unix is not None:
             self._unix.close()
             await self._unix.wait_closed()

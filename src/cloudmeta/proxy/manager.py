@@ -1,0 +1,182 @@
+"""``MetadataProxyManager``: the one API the DHCP and L3 agents use, whatever the mode.
+
+* ``inline`` needs the metadata agent in the SAME process: the manager is given the agent's
+  :class:`~cloudmeta.proxy.inline.InlineListeners` (``cloudmeta.agent.embedded`` builds both).
+  In ``cloudmeta all-in-one`` the DHCP and L3 agents share the one agent; a DHCP or L3 agent
+  run as its own process with ``metadata_proxy_mode = inline`` embeds its own metadata agent
+  (no unix socket), which is cheap: one admin API session and one API pool per process.
+* ``process`` and ``haproxy`` start one child per namespace inside it, with a pid file, that
+  forwards to the agent's unix socket; they work with the agent in any process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cloudmeta.config import Config, ProxyMode
+from cloudmeta.linux import spawn
+from cloudmeta.logs import get_logger
+from cloudmeta.proxy.binds import METADATA_V6_IP, Bind
+from cloudmeta.proxy.errors import ProxyError
+from cloudmeta.proxy.haproxy import config_dir, render_config, same_config
+from cloudmeta.proxy.headers import ProxyTarget
+from cloudmeta.proxy.inline import InlineListeners
+
+__all__ = ["MetadataProxyManager"]
+
+STOP_TIMEOUT = 5.0
+
+log = get_logger("proxy")
+
+
+@dataclass(slots=True)
+class _Child:
+    target: ProxyTarget
+    binds: tuple[Bind, ...]
+    argv: list[str]
+    process: subprocess.Popen[bytes]
+    conf: Path | None
+
+
+class MetadataProxyManager:
+    """``ensure(namespace, network_id=|router_id=, bind=(addr, port))`` / ``remove(namespace)``."""
+
+    def __init__(
+        self, config: Config, monitor: Any = None, *, inline: InlineListeners | None = None
+    ) -> None:
+        self._config = config
+        self._monitor = monitor
+        self.mode = config.metadata_proxy_mode
+        if self.mode is ProxyMode.INLINE and inline is None:
+            raise ProxyError(
+                "metadata_proxy_mode = inline needs the metadata agent in this process: build "
+                "the manager with cloudmeta.agent.embedded(...) (all-in-one does), or set "
+                "metadata_proxy_mode = process or haproxy to use a separate `cloudmeta agent`"
+            )
+        self._inline = inline
+        self._children: dict[str, _Child] = {}
+
+    async def ensure(
+        self,
+        namespace: str,
+        *,
+        network_id: str | None = None,
+        router_id: str | None = None,
+        bind: tuple[str, int] = ("169.254.169.254", 80),
+        ipv6_interface: str | None = None,
+    ) -> None:
+        """Serve metadata in ``namespace`` for one network or router; idempotent. With
+        ``ipv6_interface`` also on ``[fe80::a9fe:a9fe%<interface>]:<port>``."""
+        try:
+            target = ProxyTarget(network_id=network_id, router_id=router_id)
+        except ValueError as exc:
+            raise ProxyError(f"ensure({namespace}): {exc}") from exc
+        binds = [Bind(bind[0], bind[1])]
+        if ipv6_interface:
+            binds.append(Bind(METADATA_V6_IP, bind[1], ipv6_interface))
+        if self._inline is not None and self.mode is ProxyMode.INLINE:
+            await self._inline.ensure(namespace, target, binds)
+            return
+        await self._ensure_child(namespace, target, tuple(binds))
+
+    async def remove(self, namespace: str) -> None:
+        """Stop serving metadata in ``namespace`` (no error if it was not served)."""
+        if self._inline is not None:
+            await self._inline.remove(namespace)
+        child = self._children.pop(namespace, None)
+        if child is not None:
+            await _stop(child.process)
+            if child.conf is not None:
+                child.conf.unlink(missing_ok=True)
+            log.info("metadata proxy stopped", namespace=namespace, mode=self.mode.value)
+
+    async def close(self) -> None:
+        for namespace in list(self._children):
+            await self.remove(namespace)
+
+    def pids(self) -> dict[str, int]:
+        """Child pid per namespace (process/haproxy modes), e.g. for memory accounting."""
+        return {ns: child.process.pid for ns, child in self._children.items()}
+
+    async def check_children(self) -> None:
+        """Respawn children that died (the monitor's job, as Neutron's ProcessMonitor)."""
+        for namespace, child in list(self._children.items()):
+            if child.process.poll() is not None:
+                log.warning(
+                    "metadata proxy died; respawning",
+                    namespace=namespace,
+                    returncode=child.process.returncode,
+                )
+                child.process = spawn(child.argv, namespace=namespace)
+
+    async def _ensure_child(
+        self, namespace: str, target: ProxyTarget, binds: tuple[Bind, ...]
+    ) -> None:
+        argv, conf, text = self._command(target, binds)
+        current = self._children.get(namespace)
+        if current is not None and current.process.poll() is None:
+            unchanged = current.target == target and current.binds == binds
+            if unchanged and (conf is None or same_config(_read(conf), text)):
+                return
+            await self.remove(namespace)
+        if conf is not None:
+            conf.parent.mkdir(parents=True, exist_ok=True)
+            conf.write_text(text)
+        process = spawn(argv, namespace=namespace)
+        self._children[namespace] = _Child(target, binds, argv, process, conf)
+        log.info(
+            "metadata proxy started",
+            namespace=namespace,
+            mode=self.mode.value,
+            target=target.uuid,
+            pid=process.pid,
+        )
+
+    def _command(
+        self, target: ProxyTarget, binds: tuple[Bind, ...]
+    ) -> tuple[list[str], Path | None, str]:
+        socket_path = self._config.proxy_socket_path
+        if self.mode is ProxyMode.HAPROXY:
+            directory = config_dir(self._config.state_path)
+            conf = directory / f"{target.uuid}.conf"
+            pidfile = directory / f"{target.uuid}.pid"
+            text = render_config(target, binds, socket_path, pidfile, debug=self._config.debug)
+            # -db: stay in the foreground so the supervisor's pid is haproxy's own.
+            return ["haproxy", "-db", "-f", str(conf)], conf, text
+        which = (
+            ("--network_id", target.network_id)
+            if target.network_id
+            else ("--router_id", str(target.router_id))
+        )
+        argv = [sys.executable, "-m", "cloudmeta.proxy", *which]
+        for bind in binds:
+            argv += ["--bind", str(bind)]
+        argv += ["--metadata_proxy_socket", str(socket_path)]
+        return argv, None, ""
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+async def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, wait ``STOP_TIMEOUT`` s, then SIGKILL (Neutron's destroy)."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(None, process.wait), STOP_TIMEOUT)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await loop.run_in_executor(None, process.wait)
