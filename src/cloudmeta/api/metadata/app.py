@@ -1,0 +1,298 @@
+"""The metadata HTTP app (nova-api-metadata): identity, tokens, cache, routing, password.
+
+One catch-all route; each request does a header check, one dict lookup for the instance and one
+for the rendered path. The inventory is read only on a cache miss; a change committed by this
+process is seen by the next request, other processes' changes within the feed's poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+from datetime import UTC, datetime
+from http import HTTPStatus
+
+from aiohttp import web
+
+from cloudmeta.config import Config, IdentityMode, TokenPolicy
+from cloudmeta.documents import TEXT, Body, Seeded, Settings, Special, path_tokens, resolve
+from cloudmeta.documents import root_listing as _root_listing
+from cloudmeta.documents.openstack import dump, vendor_data2
+from cloudmeta.documents.paths import JSON
+from cloudmeta.logs import get_logger
+
+from .cache import Entry, InstanceCache
+from .errors import MetadataError
+from .identity import Caller, signed_caller
+from .signing import IdentitySigner
+from .source import MetadataSource
+from .tokens import TOKEN_HEADER, TTL_HEADER, TokenAuthority, parse_ttl
+from .vendordata import DynamicVendordata, load_static
+
+__all__ = ["SERVICE", "MetadataService", "make_app"]
+
+_log = get_logger("api")
+MAX_PATH = 1024
+MAX_PASSWORD = 1020  # Nova: 4 chunks of 255 characters
+MAX_HEADERS = 64
+_TOKEN_PATH = ["ec2", "latest", "api", "token"]
+_READ = ("GET", "HEAD")
+_MISSING = object()
+_UNKNOWN = "An unknown error has occurred. Please try your request again."
+
+
+def _response(
+    body: bytes, content_type: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    all_headers = {"Content-Type": content_type}
+    if headers:
+        all_headers.update(headers)
+    return web.Response(body=body, headers=all_headers)
+
+
+def _error(exc: MetadataError) -> web.Response:
+    phrase = HTTPStatus(exc.status).phrase
+    body = (
+        f"{exc.status} {phrase}\n\n{exc.message}\n" if exc.message else f"{exc.status} {phrase}\n"
+    )
+    headers = {"Content-Type": TEXT, **exc.headers}
+    return web.Response(status=exc.status, body=body.encode(), headers=headers)
+
+
+def _not_allowed(allow: str) -> MetadataError:
+    return MetadataError(405, f"Use {allow}.", {"Allow": allow})
+
+
+class MetadataService:
+    """The request handler and its state (cache, keys, change-feed follower)."""
+
+    def __init__(self, config: Config, source: MetadataSource) -> None:
+        api = config.api
+        self._source = source
+        self._secret = config.metadata_proxy_shared_secret.get_secret_value().encode()
+        self._signed = api.identity is IdentityMode.SIGNED
+        self._tokens_required = api.http_tokens is TokenPolicy.REQUIRED
+        self.cache = InstanceCache(api.metadata_cache_expiration)
+        self._settings = Settings(
+            dhcp_domain=api.dhcp_domain,
+            vendordata_providers=tuple(api.vendordata_providers),
+            static_vendordata=load_static(api.vendordata_jsonfile_path),
+        )
+        self._dynamic = DynamicVendordata(
+            api.vendordata_dynamic_targets,
+            api.vendordata_dynamic_connect_timeout,
+            api.vendordata_dynamic_read_timeout,
+        )
+        self._tokens = TokenAuthority.from_state(config.state_path)
+        self._signer = IdentitySigner.from_state(config.state_path)
+        self._revision = 0
+        self._generation = 0
+        self._marker = source.local_marker()
+        self._sync_lock = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
+        if self._signed and not self._secret:
+            _log.warning("metadata_proxy_shared_secret is empty: any caller can sign requests")
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def start(self, _: web.Application | None = None) -> None:
+        self._marker = self._source.local_marker()
+        self._revision = await self._source.revision()
+        self._watcher = asyncio.create_task(self._watch(), name="metadata-cache-watch")
+
+    async def stop(self, _: web.Application | None = None) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self._dynamic.close()
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                revision = await self._source.wait_for_change(self._revision, 30.0)
+                if revision != self._revision:
+                    await self.sync()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _log.warning("change feed failed; dropping the cache", error=repr(exc))
+                self.cache.clear()
+                await asyncio.sleep(1.0)
+
+    async def sync(self) -> None:
+        """Apply the changes after our revision to the cache."""
+        async with self._sync_lock:
+            self._marker = self._source.local_marker()
+            revision, changes = await self._source.changes_since(self._revision)
+            if changes is None or changes:
+                self._generation += 1
+                self.cache.invalidate(changes)
+            self._revision = revision
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._handle(request)
+        except MetadataError as exc:
+            return _error(exc)
+        except Exception:
+            _log.exception("metadata request failed", path=request.path[:MAX_PATH])
+            return _error(MetadataError(500, _UNKNOWN))
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if len(request.raw_path) > MAX_PATH:
+            raise MetadataError(400, f"The request path is longer than {MAX_PATH} bytes.")
+        method = request.method
+        path = request.path
+        tokens = path_tokens(path)
+        if tokens == ["ec2"]:
+            if method not in _READ:
+                raise _not_allowed("GET, HEAD")
+            body = _root_listing()
+            return _response(body.data, body.content_type)
+        if self._source.local_marker() is not self._marker:
+            await self.sync()
+        caller, entry = await self._identify(request)
+        instance_id = entry.instance.id
+        if tokens == _TOKEN_PATH:
+            if method != "PUT":
+                raise _not_allowed("PUT")
+            ttl = parse_ttl(request.headers.get(TTL_HEADER))
+            issued = self._tokens.issue(instance_id, ttl)
+            return _response(issued.encode(), TEXT, {TTL_HEADER: str(ttl)})
+        token = request.headers.get(TOKEN_HEADER)
+        if token is not None:
+            self._tokens.check(token, instance_id)
+        elif self._tokens_required or entry.tokens_required:
+            raise MetadataError(
+                401,
+                f"A session token is required: PUT /latest/api/token, then send {TOKEN_HEADER}.",
+            )
+        address = caller.address
+        key = path if entry.instance.fixed_ips(4) else (path, address)
+        resolved = entry.responses.get(key, _MISSING)
+        if resolved is _MISSING:
+            today = datetime.now(UTC).strftime("%Y-%m-%d")
+            resolved = resolve(entry.instance, path, self._settings, address, today)
+            entry.remember(key, resolved)
+        if resolved is None:
+            raise MetadataError(404, "The resource could not be found.")
+        if resolved is Special.PASSWORD:
+            return await self._password(request, entry)
+        if method not in _READ:
+            raise _not_allowed("GET, HEAD")
+        if isinstance(resolved, Body):
+            return _response(resolved.data, resolved.content_type)
+        if isinstance(resolved, Seeded):
+            seed = base64.b64encode(os.urandom(512))
+            return _response(resolved.render(seed), resolved.content_type)
+        body = await self._special(entry, resolved, path, address)
+        if key in entry.responses:
+            entry.responses[key] = body
+        return _response(body.data, body.content_type)
+
+    async def _identify(self, request: web.Request) -> tuple[Caller, Entry]:
+        if self._signed:
+            caller = signed_caller(request.headers, self._secret)
+            entry = await self._entry(caller.instance_id)
+            if entry is None:
+                raise MetadataError(404, "The resource could not be found.")
+            if entry.instance.project_id != caller.tenant_id:
+                _log.warning(
+                    "tenant id does not match the instance's project",
+                    instance_id=caller.instance_id,
+                    tenant_id=caller.tenant_id,
+                    address=caller.address,
+                )
+                raise MetadataError(404, "The resource could not be found.")
+            return caller, entry
+        address = request.remote or ""
+        ids = self.cache.addresses(address)
+        if ids is None:
+            ids = await self._source.find_by_address(address)
+            self.cache.put_addresses(address, ids)
+        if len(ids) != 1:
+            _log.warning(
+                "no single instance holds the caller's address", address=address, found=ids
+            )
+            raise MetadataError(404, "The resource could not be found.")
+        entry = await self._entry(ids[0])
+        if entry is None:
+            raise MetadataError(404, "The resource could not be found.")
+        return Caller(ids[0], entry.instance.project_id, address), entry
+
+    async def _entry(self, instance_id: str) -> Entry | None:
+        entry = self.cache.get(instance_id)
+        if entry is not None:
+            return entry
+        generation = self._generation
+        loaded = await self._source.load(instance_id)
+        if loaded is None:
+            return None
+        required = loaded.instance.metadata.get("http_tokens") == TokenPolicy.REQUIRED.value
+        if generation != self._generation or self._source.local_marker() is not self._marker:
+            # Something changed while we read: serve this answer, but do not keep it.
+            return Entry(loaded, 0.0, required)
+        return self.cache.put(loaded, required)
+
+    async def _special(self, entry: Entry, special: object, path: str, address: str | None) -> Body:
+        if special is Special.VENDOR_DATA2:
+            dynamic = await self._dynamic.fetch(entry.instance)
+            data, dropped = vendor_data2(self._settings, dynamic)
+            if dropped:
+                _log.warning("duplicate vendordata keys removed", keys=dropped)
+            return Body(dump(data), JSON)
+        document = entry.responses.get(("identity-document", address))
+        if document is None:
+            doc_path = path.rsplit("/", 1)[0] + "/document"
+            today = datetime.now(UTC).strftime("%Y-%m-%d")
+            found = resolve(entry.instance, doc_path, self._settings, address, today)
+            assert isinstance(found, Body)
+            document = found.data
+        if special is Special.IDENTITY_SIGNATURE:
+            return Body(self._signer.signature(document))
+        return Body(self._signer.pkcs7(document))
+
+    async def _password(self, request: web.Request, entry: Entry) -> web.StreamResponse:
+        method = request.method
+        if method in _READ:
+            return _response((entry.instance.password or "").encode(), TEXT)
+        if method != "POST":
+            raise _not_allowed("GET, HEAD, POST")
+        if entry.instance.password:
+            raise MetadataError(409, "A password is already set for this instance.")
+        length = request.content_length
+        if length is not None and length > MAX_PASSWORD:
+            raise MetadataError(400, "Request is too large.")
+        body = await request.content.read(MAX_PASSWORD + 1)
+        if len(body) > MAX_PASSWORD:
+            raise MetadataError(400, "Request is too large.")
+        try:
+            password = body.decode()
+        except UnicodeDecodeError:
+            raise MetadataError(400, "The password must be UTF-8 text.") from None
+        if password:
+            if not await self._source.set_password_once(entry.instance.id, password):
+                raise MetadataError(409, "A password is already set for this instance.")
+            self.cache.invalidate([("server", entry.instance.id)])
+        return web.Response(body=b"", headers={"Content-Type": TEXT})
+
+
+SERVICE = web.AppKey("metadata_service", MetadataService)
+
+
+def make_app(config: Config, source: MetadataSource) -> web.Application:
+    """The metadata app over any :class:`MetadataSource` (the inventory, or one in memory)."""
+    service = MetadataService(config, source)
+    app = web.Application(
+        handler_args={"max_field_size": 8190, "max_line_size": 8190, "max_headers": MAX_HEADERS}
+    )
+    app[SERVICE] = service
+    app.on_startup.append(service.start)
+    app.on_cleanup.append(service.stop)
+    app.router.add_route("*", "/{tail:.*}", service.handle)
+    return app
