@@ -65,7 +65,8 @@ async def get(
     session: AsyncSession, model: type[M], object_id: str, *options: Any, field_name: str = ""
 ) -> M:
     """The object with this id, or NotFound naming the field and the id."""
-    found = await session.get(model, object_id, options=list(options))
+    # populate_existing: an object already in the session gets the requested loads too.
+    found = await session.get(model, object_id, options=list(options), populate_existing=True)
     if found is None:
         kind = model.__tablename__.rstrip("s")
         raise NotFound(f"{field_name or kind + '_id'}: no {kind} with id {object_id!r}")

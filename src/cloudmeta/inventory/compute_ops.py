@@ -1,0 +1,186 @@
+"""Changes to projects, key pairs and servers (Nova's side), each inside one :class:`Tx`."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+
+from cloudmeta.inventory import network_ops, queries, rules
+from cloudmeta.inventory.errors import Conflict, Invalid
+from cloudmeta.inventory.models import (
+    DEVICE_OWNER_COMPUTE_PREFIX,
+    Keypair,
+    Network,
+    Port,
+    Project,
+    Router,
+    Server,
+    ServerMetadata,
+    ServerTag,
+    Subnet,
+)
+from cloudmeta.inventory.specs import KeypairCreate, PortCreate, ServerCreate
+from cloudmeta.inventory.store import Tx
+
+__all__ = [
+    "DEFAULT_PROJECT",
+    "create_keypair",
+    "create_project",
+    "create_server",
+    "delete_keypair",
+    "delete_project",
+    "delete_server",
+    "load_server",
+    "resolve_project",
+]
+
+DEFAULT_PROJECT = "default"
+
+
+async def resolve_project(tx: Tx, project_id: str | None) -> Project:
+    """The given project, or the ``default`` project (created on first use)."""
+    if project_id is not None:
+        return await queries.get(tx.session, Project, project_id)
+    project = await tx.session.scalar(select(Project).where(Project.name == DEFAULT_PROJECT))
+    if project is None:
+        project = Project(name=DEFAULT_PROJECT)
+        tx.session.add(project)
+        await tx.session.flush()
+        tx.record("project", project.id, "create")
+    return project
+
+
+async def create_project(tx: Tx, name: str) -> Project:
+    if await tx.session.scalar(select(Project.id).where(Project.name == name)):
+        raise Conflict(f"name: a project named {name!r} exists")
+    project = Project(name=name)
+    tx.session.add(project)
+    await tx.session.flush()
+    tx.record("project", project.id, "create")
+    return project
+
+
+async def delete_project(tx: Tx, project_id: str) -> None:
+    project = await queries.get(tx.session, Project, project_id)
+    for model in (Network, Subnet, Port, Router, Server, Keypair):
+        used = await tx.session.scalar(
+            select(func.count()).select_from(model).where(model.project_id == project_id)
+        )
+        if used:
+            raise Conflict(f"project_id: project {project.name!r} still owns {model.__tablename__}")
+    await tx.session.delete(project)
+    tx.record("project", project_id, "delete")
+
+
+async def create_keypair(tx: Tx, spec: KeypairCreate) -> tuple[Keypair, str | None]:
+    """Import ``public_key``, or generate an Ed25519 pair and return its private key once."""
+    project = await resolve_project(tx, spec.project_id)
+    exists = await tx.session.scalar(
+        select(Keypair.id).where(Keypair.project_id == project.id, Keypair.name == spec.name)
+    )
+    if exists:
+        raise Conflict(f"name: key pair {spec.name!r} exists in project {project.name!r}")
+    private_key = None
+    public_key = spec.public_key
+    if public_key is None:
+        public_key, private_key = _generate_keypair(spec.name)
+    fingerprint, key_type = rules.keypair_fingerprint(public_key)
+    keypair = Keypair(
+        name=spec.name,
+        project_id=project.id,
+        public_key=public_key.strip(),
+        fingerprint=fingerprint,
+        type=key_type,
+    )
+    tx.session.add(keypair)
+    await tx.session.flush()
+    tx.record("keypair", keypair.id, "create")
+    return keypair, private_key
+
+
+def _generate_keypair(comment: str) -> tuple[str, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    return f"{public.decode()} {comment}", private.decode()
+
+
+async def delete_keypair(tx: Tx, keypair_id: str) -> None:
+    keypair = await queries.get(tx.session, Keypair, keypair_id)
+    await tx.session.delete(keypair)
+    tx.record("keypair", keypair_id, "delete")
+
+
+async def create_server(tx: Tx, spec: ServerCreate) -> Server:
+    """Create the server and one port on each requested network, in request order."""
+    rules.check_user_data(spec.user_data)
+    rules.check_metadata(spec.metadata)
+    rules.check_tags(spec.tags)
+    project = await resolve_project(tx, spec.project_id)
+    if spec.key_name is not None:
+        found = await tx.session.scalar(
+            select(Keypair.id).where(
+                Keypair.project_id == project.id, Keypair.name == spec.key_name
+            )
+        )
+        if not found:
+            raise Invalid(f"key_name: no key pair {spec.key_name!r} in project {project.name!r}")
+    hostname = spec.hostname or rules.sanitize_hostname(spec.name)
+    if spec.hostname is not None and rules.sanitize_hostname(hostname) != hostname:
+        raise Invalid(f"hostname: {hostname!r} is not a valid host name (letters, digits, '-')")
+    server = Server(
+        name=spec.name,
+        hostname=hostname,
+        project_id=project.id,
+        availability_zone=spec.availability_zone,
+        flavor=spec.flavor,
+        image_id=spec.image_id,
+        key_name=spec.key_name,
+        user_data=spec.user_data,
+        launch_index=spec.launch_index,
+        metadata_items=[ServerMetadata(key=k, value=v) for k, v in spec.metadata.items()],
+        tag_items=[ServerTag(tag=t) for t in dict.fromkeys(spec.tags)],
+    )
+    tx.session.add(server)
+    await tx.session.flush()
+    owner = DEVICE_OWNER_COMPUTE_PREFIX + (spec.availability_zone or "nova")
+    for index, request in enumerate(spec.networks):
+        fixed = None
+        if request.fixed_ip is not None:
+            fixed = [{"ip_address": request.fixed_ip}]
+        port_spec = PortCreate.model_validate(
+            {
+                "network_id": request.network_id,
+                "project_id": project.id,
+                "device_owner": owner,
+                "device_id": server.id,
+                "fixed_ips": fixed,
+            }
+        )
+        await network_ops.create_port(tx, port_spec, field=f"networks[{index}]")
+    tx.record("server", server.id, "create")
+    return await load_server(tx, server.id)
+
+
+async def load_server(tx: Tx, server_id: str) -> Server:
+    return await queries.get(tx.session, Server, server_id, *queries.server_options())
+
+
+async def delete_server(tx: Tx, server_id: str) -> None:
+    server = await queries.get(
+        tx.session, Server, server_id, selectinload(Server.ports).selectinload(Port.fixed_ips)
+    )
+    for port in server.ports:
+        await tx.session.delete(port)
+        tx.record("port", port.id, "delete")
+    await tx.session.delete(server)
+    tx.record("server", server_id, "delete")

@@ -1,0 +1,122 @@
+"""What a client may send to create each resource: pydantic models, also the OpenAPI schemas.
+
+Shapes and bounds live here; rules that need the database (does the network exist, is the
+address free) live in the ``*_ops`` modules.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+__all__ = [
+    "FixedIPSpec",
+    "HostRouteSpec",
+    "KeypairCreate",
+    "NetworkCreate",
+    "NetworkRequest",
+    "PoolSpec",
+    "PortCreate",
+    "ProjectCreate",
+    "RouterCreate",
+    "RouterInterfaceSpec",
+    "ServerCreate",
+    "SubnetCreate",
+]
+
+Name = Annotated[str, StringConstraints(max_length=255)]
+RequiredName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+Address = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProjectCreate(_Spec):
+    name: RequiredName
+
+
+class KeypairCreate(_Spec):
+    name: RequiredName
+    project_id: Id | None = None
+    public_key: Annotated[str, StringConstraints(max_length=16384)] | None = None
+
+
+class NetworkCreate(_Spec):
+    name: Name = ""
+    project_id: Id | None = None
+    mtu: int = Field(1500, ge=68, le=9216)
+
+
+class PoolSpec(_Spec):
+    start: Address
+    end: Address
+
+
+class HostRouteSpec(_Spec):
+    destination: Address
+    nexthop: Address
+
+
+class SubnetCreate(_Spec):
+    """``gateway_ip`` absent: the first address; ``null``: no gateway."""
+
+    network_id: Id
+    cidr: Address
+    name: Name = ""
+    project_id: Id | None = None
+    ip_version: Literal[4, 6] | None = None
+    gateway_ip: Address | None = None
+    allocation_pools: list[PoolSpec] | None = Field(None, max_length=64)
+    dns_nameservers: list[Address] = Field(default_factory=list, max_length=16)
+    host_routes: list[HostRouteSpec] = Field(default_factory=list, max_length=64)
+    enable_dhcp: bool = True
+    ipv6_address_mode: Literal["slaac", "dhcpv6-stateful", "dhcpv6-stateless"] | None = None
+
+
+class FixedIPSpec(_Spec):
+    subnet_id: Id | None = None
+    ip_address: Address | None = None
+
+
+class PortCreate(_Spec):
+    network_id: Id
+    name: Name = ""
+    project_id: Id | None = None
+    mac_address: Address | None = None
+    fixed_ips: list[FixedIPSpec] | None = Field(None, max_length=16)
+    device_owner: Name = ""
+    device_id: Name = ""
+
+
+class RouterCreate(_Spec):
+    name: Name = ""
+    project_id: Id | None = None
+
+
+class RouterInterfaceSpec(_Spec):
+    subnet_id: Id
+
+
+class NetworkRequest(_Spec):
+    network_id: Id
+    fixed_ip: Address | None = None
+
+
+class ServerCreate(_Spec):
+    name: RequiredName
+    hostname: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    project_id: Id | None = None
+    availability_zone: Name | None = None
+    flavor: RequiredName = "m1.small"
+    image_id: Name | None = None
+    key_name: Name | None = None
+    # Base64 text; the length bound (Nova's 65535) is checked with a clearer message in rules.
+    user_data: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    launch_index: int = Field(0, ge=0, le=65535)
+    networks: list[NetworkRequest] = Field(default_factory=list, max_length=16)

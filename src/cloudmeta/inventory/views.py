@@ -1,0 +1,116 @@
+"""Inventory objects as the admin API's JSON (field names as in docs/interfaces.md)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from cloudmeta.inventory.models import Keypair, Network, Port, Project, Router, Server, Subnet
+
+__all__ = [
+    "keypair_view",
+    "network_view",
+    "port_view",
+    "project_view",
+    "router_view",
+    "server_view",
+    "subnet_view",
+]
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def project_view(project: Project) -> dict[str, Any]:
+    return {"id": project.id, "name": project.name}
+
+
+def keypair_view(keypair: Keypair) -> dict[str, Any]:
+    return {
+        "id": keypair.id,
+        "name": keypair.name,
+        "project_id": keypair.project_id,
+        "public_key": keypair.public_key,
+        "fingerprint": keypair.fingerprint,
+        "type": keypair.type,
+    }
+
+
+def network_view(network: Network) -> dict[str, Any]:
+    return {
+        "id": network.id,
+        "name": network.name,
+        "project_id": network.project_id,
+        "mtu": network.mtu,
+    }
+
+
+def subnet_view(subnet: Subnet) -> dict[str, Any]:
+    return {
+        "id": subnet.id,
+        "name": subnet.name,
+        "network_id": subnet.network_id,
+        "project_id": subnet.project_id,
+        "ip_version": subnet.ip_version,
+        "cidr": subnet.cidr,
+        "gateway_ip": subnet.gateway_ip,
+        "allocation_pools": list(subnet.allocation_pools),
+        "dns_nameservers": list(subnet.dns_nameservers),
+        "host_routes": list(subnet.host_routes),
+        "enable_dhcp": subnet.enable_dhcp,
+        "ipv6_address_mode": subnet.ipv6_address_mode,
+    }
+
+
+def port_view(port: Port) -> dict[str, Any]:
+    return {
+        "id": port.id,
+        "name": port.name,
+        "network_id": port.network_id,
+        "project_id": port.project_id,
+        "mac_address": port.mac_address,
+        "fixed_ips": [
+            {"subnet_id": ip.subnet_id, "ip_address": ip.ip_address} for ip in port.fixed_ips
+        ],
+        "device_owner": port.device_owner,
+        "device_id": port.device_id,
+    }
+
+
+def router_view(router: Router) -> dict[str, Any]:
+    return {
+        "id": router.id,
+        "name": router.name,
+        "project_id": router.project_id,
+        "interfaces": [
+            {
+                "port_id": port.id,
+                "subnet_id": ip.subnet_id,
+                "network_id": port.network_id,
+                "ip_address": ip.ip_address,
+            }
+            for port in router.interfaces
+            for ip in port.fixed_ips
+        ],
+    }
+
+
+def server_view(server: Server) -> dict[str, Any]:
+    return {
+        "id": server.id,
+        "name": server.name,
+        "hostname": server.hostname,
+        "project_id": server.project_id,
+        "availability_zone": server.availability_zone,
+        "flavor": server.flavor,
+        "image_id": server.image_id,
+        "key_name": server.key_name,
+        "user_data": server.user_data,
+        "metadata": server.meta,
+        "launch_index": server.launch_index,
+        "created_at": _utc(server.created_at).isoformat(),
+        "tags": server.tags,
+        "ports": [port.id for port in server.ports],
+    }
