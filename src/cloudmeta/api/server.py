@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from cloudmeta.api.admin import build_admin_app
+from cloudmeta.api.metadata import make_metadata_app
 from cloudmeta.config import Config
 from cloudmeta.inventory import Store
 from cloudmeta.logs import get_logger
@@ -37,8 +38,9 @@ class ServedApp:
 
 SERVED_APPS: list[ServedApp] = [
     ServedApp("admin", build_admin_app, lambda c: (c.admin.listen, c.admin.port)),
-    # ServedApp("metadata", build_metadata_app,
-    #           lambda c: (c.api.metadata_listen, c.api.metadata_listen_port)),
+    ServedApp(
+        "metadata", make_metadata_app, lambda c: (c.api.metadata_listen, c.api.metadata_listen_port)
+    ),
 ]
 
 
