@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Iterable, Mapping
+from typing import Any
 
+from cloudmeta.adminclient import AdminClient
 from cloudmeta.l3.model import Router, router_from_api
 
 __all__ = [
     "ROUTER_INTERFACE_OWNERS",
-    "RouterClient",
     "fetch_router",
     "list_router_ids",
     "routers_touched",
@@ -22,22 +22,6 @@ ROUTER_INTERFACE_OWNERS = frozenset(
         "network:ha_router_replicated_interface",
     }
 )
-
-
-class RouterClient(Protocol):
-    """The part of :class:`cloudmeta.adminclient.AdminClient` the L3 agent uses."""
-
-    async def get_router(self, router_id: str) -> Any: ...
-
-    async def list_routers(self) -> Sequence[Any]: ...
-
-    async def get_port(self, port_id: str) -> Any: ...
-
-    async def list_ports(self, *, device_id: str) -> Sequence[Any]: ...
-
-    async def get_subnet(self, subnet_id: str) -> Any: ...
-
-    def follow_changes(self) -> AsyncIterator[Any]: ...
 
 
 def _status(exc: Exception) -> int | None:
@@ -55,7 +39,7 @@ async def _get_or_none(coro: Any) -> Any:
         raise
 
 
-async def fetch_router(client: RouterClient, router_id: str) -> Router | None:
+async def fetch_router(client: AdminClient, router_id: str) -> Router | None:
     """The router with its ports' MACs and subnets' prefixes; None when it no longer exists."""
     router = await _get_or_none(client.get_router(router_id))
     if router is None:
@@ -69,7 +53,7 @@ async def fetch_router(client: RouterClient, router_id: str) -> Router | None:
     return router_from_api(router, ports, subnets)
 
 
-async def list_router_ids(client: RouterClient) -> list[str]:
+async def list_router_ids(client: AdminClient) -> list[str]:
     return [str(r["id"]) for r in await client.list_routers()]
 
 
@@ -82,9 +66,7 @@ def _changes(batch: Any) -> Iterable[Mapping[str, Any]]:
     return changes or []
 
 
-async def routers_touched(
-    client: RouterClient, batch: Any, known: Mapping[str, Router]
-) -> set[str]:
+async def routers_touched(client: AdminClient, batch: Any, known: Mapping[str, Router]) -> set[str]:
     """Ids of the routers a batch of changes may affect.
 
     A router change names its router. A port change names the router that holds the port, or

@@ -1,49 +1,34 @@
-"""The router namespace's metadata rules, rendered for ``iptables-restore --noflush``.
+"""The router namespace's metadata rules, as chains of our own for the linux package.
 
 Pure: no I/O. The rules are Neutron's (``driver.py`` metadata_filter_rules / metadata_nat_rules
-and ``router_info.initialize_metadata_iptables``), placed in chains of our own so that writing
-them again replaces them instead of appending copies:
+and ``router_info.initialize_metadata_iptables``), each table's in a chain of ours hooked once
+from a built-in chain, so writing them again (``iptables-restore --noflush``) replaces them:
 
 - mangle: mark TCP to 169.254.169.254:80 arriving on a router interface (``0x1/0xffff``);
 - nat: redirect the same packets to the router's proxy port (9697 by default);
 - filter: accept the proxy port only for marked packets from a router interface, drop the rest.
-
-Each chain is hooked from one built-in chain; the linux package adds that jump once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from cloudmeta.linux.iptables import Chain
 
 __all__ = [
     "METADATA_CIDR",
     "METADATA_MARK",
+    "NAT_CHAIN",
     "ROUTER_MARK_MASK",
-    "Chain",
     "metadata_chains",
     "redirect_rule",
-    "render_restore",
 ]
 
 METADATA_CIDR = "169.254.169.254/32"
 METADATA_HTTP_PORT = 80
 METADATA_MARK = "0x1"
 ROUTER_MARK_MASK = "0xffff"
-# iptables chain names are limited to 28 characters; these fit with any hook name used here.
-_CHAIN_PREFIX = "cloudmeta-l3-"
-
-
-@dataclass(frozen=True, slots=True)
-class Chain:
-    """One chain of ours: its table, the built-in chain that jumps to it, and its rules."""
-
-    table: str
-    hook: str
-    rules: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        return f"{_CHAIN_PREFIX}{self.hook}"
+MANGLE_CHAIN = "cloudmeta-l3-mark"
+NAT_CHAIN = "cloudmeta-l3-redirect"
+FILTER_CHAIN = "cloudmeta-l3-input"
 
 
 def redirect_rule(interface_pattern: str, proxy_port: int) -> str:
@@ -62,33 +47,20 @@ def metadata_chains(interface_prefix: str, proxy_port: int) -> tuple[Chain, ...]
     mark = f"{METADATA_MARK}/{ROUTER_MARK_MASK}"
     to_metadata = f"-d {METADATA_CIDR} -i {qr} -p tcp -m tcp --dport {METADATA_HTTP_PORT}"
     return (
-        Chain("mangle", "PREROUTING", (f"{to_metadata} -j MARK --set-xmark {mark}",)),
-        Chain("nat", "PREROUTING", (redirect_rule(qr, proxy_port),)),
+        Chain(
+            "mangle",
+            MANGLE_CHAIN,
+            (f"{to_metadata} -j MARK --set-xmark {mark}",),
+            jump_from="PREROUTING",
+        ),
+        Chain("nat", NAT_CHAIN, (redirect_rule(qr, proxy_port),), jump_from="PREROUTING"),
         Chain(
             "filter",
-            "INPUT",
+            FILTER_CHAIN,
             (
                 f"-i {qr} -p tcp -m tcp --dport {proxy_port} -m mark --mark {mark} -j ACCEPT",
                 f"-p tcp -m tcp --dport {proxy_port} -j DROP",
             ),
+            jump_from="INPUT",
         ),
     )
-
-
-def render_restore(chains: tuple[Chain, ...]) -> str:
-    """``iptables-restore --noflush`` input that (re)fills our chains, one COMMIT per table.
-
-    Declaring an existing user chain under ``--noflush`` flushes it, so the text is idempotent.
-    The jumps from the built-in chains are not in it: appending them would add a copy each time.
-    """
-    lines: list[str] = []
-    tables: dict[str, list[Chain]] = {}
-    for chain in chains:
-        tables.setdefault(chain.table, []).append(chain)
-    for table, members in tables.items():
-        lines.append(f"*{table}")
-        lines.extend(f":{chain.name} - [0:0]" for chain in members)
-        for chain in members:
-            lines.extend(f"-A {chain.name} {rule}" for rule in chain.rules)
-        lines.append("COMMIT")
-    return "\n".join(lines) + "\n"
