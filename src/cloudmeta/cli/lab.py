@@ -1,0 +1,333 @@
+"""``cloudmeta lab up|boot|kill|status|exec|down``: a whole cloud on one host (devstack's job)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cloudmeta.adminclient import AdminClient, AdminError
+from cloudmeta.cli.main import pass_config
+from cloudmeta.config import Config, ProxyMode
+from cloudmeta.lab import cloud, instance
+from cloudmeta.lab.cloud import DEMO_NETWORKS
+from cloudmeta.lab.cloudcfg import Datasource
+from cloudmeta.lab.errors import LabError
+from cloudmeta.lab.state import LabState, load_state, save_state
+from cloudmeta.linux import LinuxError
+
+__all__ = ["COMMANDS"]
+
+T = TypeVar("T")
+# command -> the Debian package that provides it
+_TOOLS = {
+    "ip": "iproute2",
+    "dnsmasq": "dnsmasq-base",
+    "dhclient": "isc-dhcp-client",
+    "cloud-init": "cloud-init",
+    "unshare": "util-linux",
+    "nsenter": "util-linux",
+    "dpkg-deb": "dpkg",
+    "dpkg-scanpackages": "dpkg-dev",
+    "curl": "curl",
+    "iptables": "iptables",
+}
+_COLUMNS = (
+    ("name", "name"),
+    ("network", "network"),
+    ("ip", "IP"),
+    ("metadata_next_hop", "169.254.169.254 via"),
+    ("path", "path"),
+    ("hostname", "hostname inside"),
+    ("password_set", "password set"),
+    ("package", "package"),
+    ("result", "cloud-init"),
+    ("boot_seconds", "boot s"),
+)
+
+
+def _console() -> Console:
+    return Console(stderr=False, highlight=False)
+
+
+def _preflight(proxy_mode: ProxyMode | None = None) -> None:
+    """Root and the Debian tools, or a message that says exactly what to do."""
+    if os.geteuid() != 0:
+        raise click.ClickException(
+            "the lab needs root (network, mount and pid namespaces): run it with sudo"
+        )
+    tools = dict(_TOOLS)
+    if proxy_mode is ProxyMode.HAPROXY:
+        tools["haproxy"] = "haproxy"
+    missing = sorted({pkg for cmd, pkg in tools.items() if shutil.which(cmd) is None})
+    if missing:
+        raise click.ClickException(
+            f"missing Debian packages: {', '.join(missing)}; "
+            f"install them with: apt-get install -y {' '.join(missing)}"
+        )
+
+
+def _run(config: Config, body: Callable[[AdminClient], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with AdminClient(config) as client:
+            return await body(client)
+
+    try:
+        return asyncio.run(main())
+    except (LabError, LinuxError, AdminError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "password_set":
+        return "yes" if value else "no"
+    if key == "result":
+        return {"ok": "[green]ok[/]", "failed": "[red]failed[/]"}.get(str(value), str(value))
+    return str(value)
+
+
+def _table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="cloudmeta lab")
+    for _, title in _COLUMNS:
+        table.add_column(title)
+    for row in rows:
+        table.add_row(*(_cell(key, row.get(key)) for key, _ in _COLUMNS))
+    return table
+
+
+async def _rows(config: Config, client: AdminClient, state: LabState) -> list[dict[str, Any]]:
+    return list(
+        await asyncio.gather(
+            *(cloud.instance_row(client, config, i) for i in state.instances.values())
+        )
+    )
+
+
+async def _wait_all(config: Config, state: LabState, console: Console) -> None:
+    """A bar for the boots, with each instance's current step."""
+    names = list(state.instances)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("booting", total=len(names))
+        waits = {
+            n: asyncio.create_task(instance.wait_booted(cloud.instance_paths(config, n)))
+            for n in names
+        }
+        while not all(w.done() for w in waits.values()):
+            steps = ", ".join(
+                f"{n}:{instance.last_step(cloud.instance_paths(config, n)) or 'start'}"
+                for n, w in waits.items()
+                if not w.done()
+            )
+            bar.update(task, completed=sum(w.done() for w in waits.values()), description=steps)
+            await asyncio.sleep(0.2)
+
+
+def _lab_config(config: Config, force_metadata: bool, proxy_mode: str | None) -> Config:
+    update: dict[str, Any] = {"enable_isolated_metadata": True}
+    if force_metadata:
+        update["force_metadata"] = True
+    if proxy_mode:
+        update["metadata_proxy_mode"] = ProxyMode(proxy_mode)
+    return config.model_copy(update=update)
+
+
+@click.group("lab")
+def lab_group() -> None:
+    """A whole cloud on one host: instances are namespaces booting real DHCP and cloud-init."""
+
+
+@lab_group.command("up")
+@click.option("--instances", "count", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--force-metadata", is_flag=True, help="Metadata through DHCP on every network.")
+@click.option("--proxy-mode", type=click.Choice([m.value for m in ProxyMode]), default=None)
+@click.option("--once", is_flag=True, help="Tear down after the table; exit 0 only if all ok.")
+@pass_config
+def up_command(
+    config: Config, count: int, force_metadata: bool, proxy_mode: str | None, once: bool
+) -> None:
+    """Start the services, build the demo cloud, boot COUNT instances, print the table."""
+    _preflight(ProxyMode(proxy_mode) if proxy_mode else None)
+    config = _lab_config(config, force_metadata, proxy_mode)
+    console = _console()
+    say: Callable[[str], None] = lambda line: console.print(f"[bold]lab[/] {line}")  # noqa: E731
+
+    async def body(client: AdminClient) -> list[dict[str, Any]] | None:
+        state = load_state(config)
+        if (
+            state is not None
+            and state.instances
+            and any(instance.read_pid(cloud.instance_paths(config, n)) for n in state.instances)
+        ):
+            say("a lab is already running (`cloudmeta lab down` removes it):")
+            console.print(_table(await _rows(config, client, state)))
+            return None
+        if state is not None:
+            say("cleaning up what an earlier lab left")
+            await cloud.down(config, state, client)
+        state = LabState()
+        save_state(config, state)
+        try:
+            await cloud.ensure_all_in_one(config, client, state, say)
+            await cloud.build_cloud(config, client, state, say)
+            by_name = {n.name: n.id for n in state.networks.values()}
+            order = list(DEMO_NETWORKS)
+            for i in range(count):
+                name = f"lab-{i + 1}"
+                network = order[i % len(order)]
+                inst = await cloud.boot_instance(config, client, state, name, by_name[network])
+                say(f"instance {name} on {network}: {inst.ip} ({inst.mac}), booting")
+            await _wait_all(config, state, console)
+            rows = await _rows(config, client, state)
+            console.print(_table(rows))
+            for row in rows:
+                for error in row["errors"]:
+                    say(f"[red]{row['name']}[/]: {error}")
+            if not once:
+                say("up; Ctrl-C tears it down")
+                await asyncio.Event().wait()
+            return rows
+        finally:
+            say("tearing down")
+            await asyncio.shield(cloud.down(config, state, client))
+
+    try:
+        rows = _run(config, body)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    if rows is not None and not all(r["result"] == "ok" for r in rows):
+        sys.exit(1)
+
+
+def _require_state(config: Config) -> LabState:
+    state = load_state(config)
+    if state is None:
+        raise click.ClickException("no lab here: start one with `cloudmeta lab up`")
+    return state
+
+
+@lab_group.command("boot")
+@click.argument("name")
+@click.option("--network", required=True, help="Network name or id.")
+@click.option("--fixed-ip", default=None)
+@click.option("--user-data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--property", "properties", multiple=True, metavar="KEY=VALUE")
+@click.option("--datasource", type=click.Choice([d.value for d in Datasource]), default="OpenStack")
+@click.option("--wait/--no-wait", default=True, show_default=True)
+@pass_config
+def boot_command(
+    config: Config,
+    name: str,
+    network: str,
+    fixed_ip: str | None,
+    user_data: Path | None,
+    properties: tuple[str, ...],
+    datasource: str,
+    wait: bool,
+) -> None:
+    """Create server NAME on NETWORK and boot it as a lab instance."""
+    _preflight()
+    props = dict(p.split("=", 1) for p in properties if "=" in p)
+    text = user_data.read_text() if user_data else None
+
+    async def body(client: AdminClient) -> dict[str, Any] | None:
+        state = load_state(config) or LabState()
+        nets = await client.list_networks()
+        match = [n for n in nets if network in (n["id"], n["name"])]
+        if len(match) != 1:
+            raise LabError(f"network {network!r} matches {len(match)} networks; give its id")
+        await cloud.boot_instance(
+            config,
+            client,
+            state,
+            name,
+            match[0]["id"],
+            fixed_ip=fixed_ip,
+            user_data=text,
+            properties=props,
+            datasource=Datasource(datasource),
+        )
+        if not wait:
+            return None
+        await instance.wait_booted(cloud.instance_paths(config, name))
+        return await cloud.instance_row(client, config, state.instances[name])
+
+    row = _run(config, body)
+    if row is not None:
+        _console().print(_table([row]))
+        if row["result"] != "ok":
+            sys.exit(1)
+
+
+@lab_group.command("kill")
+@click.argument("name")
+@pass_config
+def kill_command(config: Config, name: str) -> None:
+    """Stop instance NAME and delete its server."""
+    _preflight()
+    state = _require_state(config)
+    if name not in state.instances:
+        raise click.ClickException(f"no lab instance {name}")
+    _run(config, lambda client: cloud.kill_instance(config, client, state, name))
+
+
+@lab_group.command("status")
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_config
+def status_command(config: Config, fmt: str) -> None:
+    """The table of instances (``-f json``: a list of objects)."""
+    state = load_state(config) or LabState()
+
+    async def body(client: AdminClient) -> list[dict[str, Any]]:
+        return await _rows(config, client, state)
+
+    rows = _run(config, body)
+    if fmt == "json":
+        for row in rows:
+            row.pop("errors", None)
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _console().print(_table(rows))
+
+
+@lab_group.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_config
+def exec_command(config: Config, name: str, argv: tuple[str, ...]) -> None:
+    """Run a command inside instance NAME: ``cloudmeta lab exec lab-1 -- curl ...``."""
+    _preflight()
+    try:
+        full = instance.exec_argv(cloud.instance_paths(config, name), argv)
+    except LabError as exc:
+        raise click.ClickException(str(exc)) from exc
+    sys.exit(subprocess.call(full))
+
+
+@lab_group.command("down")
+@pass_config
+def down_command(config: Config) -> None:
+    """Remove every namespace, link, bridge, process and file the lab made (idempotent)."""
+    _preflight()
+    state = load_state(config)
+    if state is None:
+        click.echo("no lab to remove")
+        return
+    _run(config, lambda client: cloud.down(config, state, client))
+    click.echo("lab removed")
+
+
+COMMANDS: list[click.Command] = [lab_group]

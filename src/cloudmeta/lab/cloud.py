@@ -1,0 +1,344 @@
+"""The lab's cloud (devstack's job): the services, a demo project, networks, instances.
+
+Everything goes through the admin API, as a user of the cloud would; only the parts a real
+cloud gets from its hypervisor (plugging an instance's port into its network's bridge, booting
+it) are done here directly. Every step records what it makes in :mod:`~cloudmeta.lab.state`
+first, so :func:`down` can undo a lab that crashed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cloudmeta import linux
+from cloudmeta.adminclient import AdminClient, AdminError
+from cloudmeta.config import Config
+from cloudmeta.l3.model import bridge_port_name, router_namespace
+from cloudmeta.lab import instance, repo
+from cloudmeta.lab.cloudcfg import Datasource, lab_user_data
+from cloudmeta.lab.errors import LabError
+from cloudmeta.lab.state import LabInstance, LabNetwork, LabState, lab_dir, save_state
+from cloudmeta.linux.cleanup import cleanup
+from cloudmeta.linux.names import bridge_name
+from cloudmeta.linux.process import pid_alive, stop_pid
+
+__all__ = [
+    "DEMO_NETWORKS",
+    "Progress",
+    "boot_instance",
+    "build_cloud",
+    "down",
+    "ensure_all_in_one",
+    "instance_paths",
+    "instance_row",
+    "kill_instance",
+]
+
+Progress = Callable[[str], None]
+# name -> (cidr, behind a router)
+DEMO_NETWORKS = {"isolated": ("192.0.2.0/24", False), "routed": ("198.51.100.0/24", True)}
+_INSTANCE_IFACE = "eth0"
+
+
+def instance_paths(config: Config, name: str) -> instance.InstancePaths:
+    return instance.InstancePaths(lab_dir(config) / "instances" / name)
+
+
+def _aio_pid_file(config: Config) -> Path:
+    return lab_dir(config) / "all-in-one.pid"
+
+
+def config_env(config: Config) -> dict[str, str]:
+    """``config`` as ``CLOUDMETA_*`` variables, so a child process sees the same settings."""
+    env: dict[str, str] = {}
+    data = config.model_dump(mode="json")
+    data["metadata_proxy_shared_secret"] = config.metadata_proxy_shared_secret.get_secret_value()
+    if config.admin_token is not None:
+        data["admin_token"] = config.admin_token.get_secret_value()
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            for sub, subvalue in value.items():
+                if subvalue is not None:
+                    env[f"CLOUDMETA_{key}__{sub}".upper()] = _env_value(subvalue)
+        else:
+            env[f"CLOUDMETA_{key}".upper()] = _env_value(value)
+    return env
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value) if isinstance(value, list) else str(value)
+
+
+async def _api_up(client: AdminClient) -> bool:
+    try:
+        await client.revision()
+    except (AdminError, OSError):
+        return False
+    return True
+
+
+async def ensure_all_in_one(
+    config: Config, client: AdminClient, state: LabState, progress: Progress
+) -> None:
+    """Start ``cloudmeta all-in-one`` (pid file and log in the lab dir) unless the API answers."""
+    if await _api_up(client):
+        progress("services: cloudmeta already answers at " + client.url)
+        return
+    exe = Path(sys.executable).with_name("cloudmeta")
+    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "cloudmeta.cli.main"]
+    log = lab_dir(config) / "all-in-one.log"
+    env = {**os.environ, **config_env(config)}
+    proc = linux.spawn([*argv, "all-in-one"], log_path=log, env=env)
+    state.all_in_one_pid = proc.pid
+    save_state(config, state)
+    _aio_pid_file(config).write_text(f"{proc.pid}\n")
+    progress(f"services: started cloudmeta all-in-one (pid {proc.pid}, log {log})")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LabError(f"cloudmeta all-in-one exited with {proc.returncode}; see {log}")
+        if await _api_up(client):
+            return
+        await asyncio.sleep(0.3)
+    raise LabError(f"cloudmeta all-in-one did not answer within 60 s; see {log}")
+
+
+async def build_cloud(
+    config: Config, client: AdminClient, state: LabState, progress: Progress
+) -> None:
+    """Demo project, key pair, the two networks, the router, the apt repository on each."""
+    project = await client.create_project("lab-demo")
+    state.project_id = project["id"]
+    save_state(config, state)
+    keypair = await client.create_keypair("lab-key", project_id=project["id"])
+    state.keypair_id = keypair["id"]
+    progress(f"project lab-demo {project['id']}, key pair lab-key")
+    for name, (cidr, routed) in DEMO_NETWORKS.items():
+        network = await client.create_network(name, project_id=project["id"])
+        state.networks[network["id"]] = LabNetwork(id=network["id"], name=name, cidr=cidr)
+        save_state(config, state)
+        subnet = await client.create_subnet(network["id"], cidr, name=f"{name}-subnet")
+        state.networks[network["id"]].subnet_id = subnet["id"]
+        if routed:
+            router = await client.create_router("lab-router", project_id=project["id"])
+            state.router_id = router["id"]
+            save_state(config, state)
+            await client.add_router_interface(router["id"], subnet["id"])
+        progress(f"network {name} {cidr} ({'behind lab-router' if routed else 'no router'})")
+    await asyncio.gather(*(ensure_repo(config, client, state, n) for n in list(state.networks)))
+    progress("apt repository cmt-hello served on each network")
+
+
+async def ensure_repo(config: Config, client: AdminClient, state: LabState, network_id: str) -> str:
+    """The lab repository's URL on ``network_id``, serving it there first if needed."""
+    net = state.networks.get(network_id)
+    if net is None:
+        found = await client.get_network(network_id)
+        net = state.networks[network_id] = LabNetwork(id=network_id, name=found["name"], cidr="")
+    if net.repo_ip and net.repo_pid and pid_alive(net.repo_pid):
+        return f"http://{net.repo_ip}/"
+    repo_dir = await repo.build_repository(lab_dir(config) / "repo")
+    port = await client.create_port(
+        network_id, name="lab-repo", device_owner="lab:repo", device_id="lab-repo"
+    )
+    net.repo_port_id = port["id"]
+    net.repo_ip = port["fixed_ips"][0]["ip_address"]
+    net.repo_namespace = f"{config.namespace_prefix}lab-repo-{network_id[:8]}"
+    net.repo_link = bridge_port_name(config.device_prefix, port["id"])
+    save_state(config, state)
+    subnet = await client.get_subnet(port["fixed_ips"][0]["subnet_id"])
+    prefixlen = ipaddress.ip_network(subnet["cidr"]).prefixlen
+    await _plug(config, state, net.repo_namespace, net.repo_link, network_id, port["mac_address"])
+    await linux.add_address(net.repo_namespace, _INSTANCE_IFACE, f"{net.repo_ip}/{prefixlen}")
+    net.repo_pid = repo.start_server(
+        net.repo_namespace, net.repo_ip, repo_dir, lab_dir(config) / f"repo-{network_id[:8]}.log"
+    )
+    save_state(config, state)
+    await repo.wait_serving(net.repo_namespace, net.repo_ip)
+    return f"http://{net.repo_ip}/"
+
+
+async def _plug(
+    config: Config, state: LabState, namespace: str, link: str, network_id: str, mac: str
+) -> None:
+    bridge = bridge_name(config.device_prefix, network_id)
+    for name, names in ((namespace, state.namespaces), (bridge, state.bridges)):
+        if name not in names:
+            names.append(name)
+    save_state(config, state)
+    await linux.create_bridge(None, bridge)
+    linux.create_namespace(namespace)
+    await linux.set_link(namespace, "lo", up=True)
+    await linux.plug_veth(namespace, _INSTANCE_IFACE, mac=mac, host_ifname=link, bridge=bridge)
+
+
+async def boot_instance(
+    config: Config,
+    client: AdminClient,
+    state: LabState,
+    name: str,
+    network_id: str,
+    *,
+    fixed_ip: str | None = None,
+    user_data: str | None = None,
+    properties: dict[str, str] | None = None,
+    datasource: Datasource = Datasource.OPENSTACK,
+) -> LabInstance:
+    """Create the server through the API, plug its port, start its boot (do not wait)."""
+    if name in state.instances:
+        raise LabError(f"lab instance {name} exists: `cloudmeta lab kill {name}` first")
+    net = state.networks.get(network_id)
+    if user_data is None:
+        repo_url = await ensure_repo(config, client, state, network_id)
+        user_data = lab_user_data(f"{name}-lab", secrets.token_urlsafe(12), repo_url)
+        net = state.networks[network_id]
+    nic: dict[str, str] = {"network_id": network_id}
+    if fixed_ip:
+        nic["fixed_ip"] = fixed_ip
+    fields: dict[str, Any] = {
+        "user_data": base64.b64encode(user_data.encode()).decode(),
+        "metadata": properties or {},
+    }
+    if state.project_id:
+        fields["project_id"] = state.project_id
+        fields["key_name"] = "lab-key"
+    server = await client.create_server(name, [nic], **fields)
+    ports = await client.list_ports(device_id=server["id"])
+    if not ports:
+        raise LabError(f"server {name} got no port on network {network_id}")
+    port = ports[0]
+    inst = LabInstance(
+        name=name,
+        server_id=server["id"],
+        network_id=network_id,
+        network=net.name if net else network_id,
+        namespace=f"{config.namespace_prefix}vm-{name}",
+        link=bridge_port_name(config.device_prefix, port["id"]),
+        port_id=port["id"],
+        ip=port["fixed_ips"][0]["ip_address"],
+        mac=port["mac_address"],
+        datasource=datasource.value,
+    )
+    state.instances[name] = inst
+    save_state(config, state)
+    await _plug(config, state, inst.namespace, inst.link, network_id, port["mac_address"])
+    paths = instance_paths(config, name)
+    await asyncio.to_thread(
+        instance.start, paths, inst.namespace, _INSTANCE_IFACE, Datasource(inst.datasource)
+    )
+    return inst
+
+
+async def metadata_next_hop(client: AdminClient, inst: LabInstance) -> tuple[str | None, str]:
+    """Where the instance's packets to 169.254.169.254 go, and which path that is."""
+    try:
+        routes = await linux.list_routes(inst.namespace)
+    except linux.LinuxError:
+        return None, "-"
+    by_dest = {r.destination: r.via for r in routes}
+    hop = by_dest.get("169.254.169.254/32") or by_dest.get("default")
+    if hop is None:
+        return None, "-"
+    ports = await client.list_ports(network_id=inst.network_id, ip_address=hop)
+    owners = {p["device_owner"] for p in ports}
+    return hop, "dhcp" if "network:dhcp" in owners else "router"
+
+
+async def instance_row(client: AdminClient, config: Config, inst: LabInstance) -> dict[str, Any]:
+    """One line of ``lab status`` (the JSON fields of the issue)."""
+    facts = await instance.facts(instance_paths(config, inst.name), repo.PACKAGE)
+    hop, path = await metadata_next_hop(client, inst)
+    return {
+        "name": inst.name,
+        "server_id": inst.server_id,
+        "network": inst.network,
+        "ip": inst.ip,
+        "metadata_next_hop": hop,
+        "path": path,
+        "hostname": facts.hostname,
+        "password_set": facts.password_set,
+        "package": facts.package,
+        "result": facts.result,
+        "boot_seconds": facts.boot_seconds,
+        "errors": facts.errors,
+    }
+
+
+async def kill_instance(
+    config: Config, client: AdminClient | None, state: LabState, name: str
+) -> None:
+    """Stop one instance, unplug it, delete its server; idempotent."""
+    inst = state.instances.get(name)
+    await instance.kill(instance_paths(config, name))
+    if inst is None:
+        return
+    await cleanup(namespaces=[inst.namespace], links=[inst.link])
+    if inst.namespace in state.namespaces:
+        state.namespaces.remove(inst.namespace)
+    if client is not None:
+        with contextlib.suppress(AdminError):
+            await client.delete_server(inst.server_id)
+    del state.instances[name]
+    save_state(config, state)
+
+
+async def down(config: Config, state: LabState, client: AdminClient | None) -> None:
+    """Remove everything the lab made (idempotent; works from a half-written state)."""
+    for name in list(state.instances):
+        await kill_instance(config, client, state, name)
+    if client is not None and await _api_up(client):
+        await _delete_resources(client, state)
+    if state.all_in_one_pid:
+        await stop_pid(state.all_in_one_pid, timeout=10)
+    agent_namespaces = [f"{config.namespace_prefix}qdhcp-{n}" for n in state.networks]
+    if state.router_id:
+        agent_namespaces.append(router_namespace(config.namespace_prefix, state.router_id))
+    repo_namespaces = [n.repo_namespace for n in state.networks.values() if n.repo_namespace]
+    links = [n.repo_link for n in state.networks.values() if n.repo_link]
+    await cleanup(
+        namespaces=[*state.namespaces, *repo_namespaces, *agent_namespaces],
+        links=[*links, *state.bridges],
+    )
+    await asyncio.to_thread(shutil.rmtree, lab_dir(config), True)
+
+
+async def _delete_resources(client: AdminClient, state: LabState) -> None:
+    """Best effort: the API objects of the lab, so a shared all-in-one is left as it was."""
+    calls: list[Any] = []
+    for net in state.networks.values():
+        if net.repo_port_id:
+            calls.append(client.delete_port(net.repo_port_id))
+    if state.router_id:
+        for net in state.networks.values():
+            if net.subnet_id:
+                calls.append(client.remove_router_interface(state.router_id, net.subnet_id))
+    for call in calls:
+        with contextlib.suppress(AdminError):
+            await call
+    deletions: list[Any] = []
+    if state.router_id:
+        deletions.append(client.delete_router(state.router_id))
+    deletions += [client.delete_network(n) for n in state.networks]
+    if state.keypair_id:
+        deletions.append(client.delete_keypair(state.keypair_id))
+    if state.project_id:
+        deletions.append(client.delete_project(state.project_id))
+    for call in deletions:
+        with contextlib.suppress(AdminError):
+            await call
