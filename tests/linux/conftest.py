@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from linux_scratch import Scratch
 
-from cloudmeta import linux
-
 
 @pytest.fixture
-async def scratch() -> AsyncIterator[Scratch]:
-    made = Scratch()
+async def scratch(tmp_path: Path) -> AsyncIterator[Scratch]:
+    made = Scratch(pid_dir=tmp_path / "cmt-pids")
     try:
         yield made
     finally:
-        for link in made.host_links:
-            await linux.delete_link(None, link)
-        for ns in made.namespaces:
-            linux.delete_namespace(ns)
+        await made.clean()

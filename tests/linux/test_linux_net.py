@@ -157,7 +157,7 @@ async def test_link_local_v6_listener_uses_the_interface_scope(scratch: Scratch)
 
 def test_two_hundred_namespaces_benchmark() -> None:
     """Prints the figure; asserts only that everything made is gone again."""
-    tag = Scratch().tag
+    tag = Scratch(Path("/nonexistent")).tag
     names = [f"{tag}-{i}" for i in range(200)]
     fds = len(os.listdir("/proc/self/fd"))
     start = time.monotonic()

@@ -30,6 +30,7 @@ Design choices
   chains, written with ``iptables-restore --noflush``; jumps from built-in chains added once.
 """
 
+from cloudmeta.linux.cleanup import cleanup, namespace_pids
 from cloudmeta.linux.errors import LinuxError
 from cloudmeta.linux.execute import CommandResult, run, spawn
 from cloudmeta.linux.ip import (
@@ -66,6 +67,7 @@ from cloudmeta.linux.netns import (
     set_sysctl,
 )
 from cloudmeta.linux.probe import ping
+from cloudmeta.linux.process import ProcessManager, ProcessMonitor, pid_alive, read_pid, stop_pid
 
 __all__ = [
     "Address",
@@ -73,11 +75,14 @@ __all__ = [
     "CommandResult",
     "Link",
     "LinuxError",
+    "ProcessManager",
+    "ProcessMonitor",
     "Route",
     "RuleCounter",
     "add_address",
     "add_route",
     "apply_iptables",
+    "cleanup",
     "create_bridge",
     "create_namespace",
     "delete_address",
@@ -92,12 +97,16 @@ __all__ = [
     "list_namespaces",
     "list_routes",
     "namespace_exists",
+    "namespace_pids",
     "open_socket_in_namespace",
+    "pid_alive",
     "ping",
     "plug_veth",
+    "read_pid",
     "remove_iptables",
     "run",
     "set_link",
     "set_sysctl",
     "spawn",
+    "stop_pid",
 ]
