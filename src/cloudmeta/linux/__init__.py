@@ -31,6 +31,7 @@ Design choices
 """
 
 from cloudmeta.linux.cleanup import cleanup, namespace_pids
+from cloudmeta.linux.dhclient import run_dhclient
 from cloudmeta.linux.errors import LinuxError
 from cloudmeta.linux.execute import CommandResult, run, spawn
 from cloudmeta.linux.ip import (
@@ -105,6 +106,7 @@ __all__ = [
     "read_pid",
     "remove_iptables",
     "run",
+    "run_dhclient",
     "set_link",
     "set_sysctl",
     "spawn",
