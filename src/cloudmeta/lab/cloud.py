@@ -12,7 +12,6 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
-import json
 import os
 import secrets
 import shutil
@@ -27,6 +26,7 @@ from cloudmeta.adminclient import AdminClient, AdminError
 from cloudmeta.config import Config
 from cloudmeta.l3.model import bridge_port_name, router_namespace
 from cloudmeta.lab import instance, repo
+from cloudmeta.lab.childenv import config_env
 from cloudmeta.lab.cloudcfg import Datasource, lab_user_data
 from cloudmeta.lab.errors import LabError
 from cloudmeta.lab.state import LabInstance, LabNetwork, LabState, lab_dir, save_state
@@ -58,31 +58,6 @@ def instance_paths(config: Config, name: str) -> instance.InstancePaths:
 
 def _aio_pid_file(config: Config) -> Path:
     return lab_dir(config) / "all-in-one.pid"
-
-
-def config_env(config: Config) -> dict[str, str]:
-    """``config`` as ``CLOUDMETA_*`` variables, so a child process sees the same settings."""
-    env: dict[str, str] = {}
-    data = config.model_dump(mode="json")
-    data["metadata_proxy_shared_secret"] = config.metadata_proxy_shared_secret.get_secret_value()
-    if config.admin_token is not None:
-        data["admin_token"] = config.admin_token.get_secret_value()
-    for key, value in data.items():
-        if value is None:
-            continue
-        if isinstance(value, dict):
-            for sub, subvalue in value.items():
-                if subvalue is not None:
-                    env[f"CLOUDMETA_{key}__{sub}".upper()] = _env_value(subvalue)
-        else:
-            env[f"CLOUDMETA_{key}".upper()] = _env_value(value)
-    return env
-
-
-def _env_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return json.dumps(value) if isinstance(value, list) else str(value)
 
 
 async def _api_up(client: AdminClient) -> bool:

@@ -1,0 +1,138 @@
+"""A lab instance boots for real (dhclient + cloud-init) and leaves the host as it was.
+
+The metadata here is a static OpenStack tree served at 169.254.169.254 in a namespace next to
+the instance, with dnsmasq pushing the route: the instance runtime alone, no cloudmeta service.
+The end-to-end tests in test_lab_e2e.py go through the real path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cloudmeta import linux
+from cloudmeta.lab import instance, repo
+from cloudmeta.lab.cloudcfg import MARKER_FILE, Datasource, lab_user_data
+from cloudmeta.linux.cleanup import cleanup, namespace_pids
+
+pytestmark = pytest.mark.root
+
+_MAC = "fa:16:3e:00:00:10"
+_HOST_FILES = ("/etc/hostname", "/etc/shadow", "/etc/passwd", "/etc/resolv.conf", "/etc/hosts")
+_HOST_DIRS = ("/home", "/root/.ssh", "/var/lib/cloud", "/etc/apt")
+
+
+def _host_snapshot() -> dict[str, str]:
+    """Hashes of the host files and listings of the host dirs cloud-init would write."""
+    snap: dict[str, str] = {}
+    for name in _HOST_FILES:
+        path = Path(name)
+        snap[name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "-"
+    for name in _HOST_DIRS:
+        path = Path(name)
+        snap[name] = repr(sorted(str(p) for p in path.rglob("*"))) if path.exists() else "-"
+    import socket
+
+    snap["hostname"] = socket.gethostname()
+    return snap
+
+
+def _metadata_tree(root: Path, user_data: str) -> None:
+    meta = {
+        "uuid": "6c3a9f0e-0000-4000-8000-00000000cafe",
+        "name": "cmt-static",
+        "hostname": "cmt-static",
+        "launch_index": 0,
+        "availability_zone": "nova",
+        "project_id": "cmt-project",
+    }
+    for version in ("latest", "2012-08-10"):
+        folder = root / "openstack" / version
+        folder.mkdir(parents=True)
+        (folder / "meta_data.json").write_text(json.dumps(meta))
+        (folder / "user_data").write_text(user_data)
+        (folder / "vendor_data.json").write_text("{}")
+        (folder / "network_data.json").write_text("{}")
+
+
+@pytest.fixture
+async def static_cloud(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
+    tag = secrets.token_hex(3)
+    vm, md, link = f"cmt-{tag}-vm", f"cmt-{tag}-md", f"cmt-{tag}-md0"
+    try:
+        linux.create_namespace(vm)
+        linux.create_namespace(md)
+        await linux.set_link(vm, "lo", up=True)
+        await linux.set_link(md, "lo", up=True)
+        await linux.plug_veth(vm, "eth0", mac=_MAC, host_ifname=link, bridge_namespace=md)
+        await linux.add_address(md, link, "192.0.2.2/24")
+        await linux.add_address(md, link, "169.254.169.254/32")
+        await repo.build_repository(tmp_path / "lab" / "repo")
+        repo.start_server(md, "192.0.2.2", tmp_path / "lab" / "repo", tmp_path / "repo.log")
+        _metadata_tree(tmp_path / "md", lab_user_data("cmt-static-lab", "pw", "http://192.0.2.2/"))
+        linux.spawn(
+            [
+                sys.executable,
+                "-m",
+                "http.server",
+                "80",
+                "--bind",
+                "169.254.169.254",
+                "--directory",
+                str(tmp_path / "md"),
+            ],
+            namespace=md,
+            log_path=tmp_path / "md.log",
+        )
+        linux.spawn(
+            [
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--port=0",
+                f"--interface={link}",
+                "--bind-interfaces",
+                "--dhcp-range=192.0.2.0,static,255.255.255.0",
+                f"--dhcp-host={_MAC},192.0.2.10,cmt-static",
+                "--dhcp-option=option:classless-static-route,169.254.169.254/32,192.0.2.2",
+                f"--dhcp-leasefile={tmp_path / 'leases'}",
+                "--pid-file=",
+            ],
+            namespace=md,
+            log_path=tmp_path / "dnsmasq.log",
+        )
+        await repo.wait_serving(md, "192.0.2.2")
+        yield vm, tmp_path / "instances"
+    finally:
+        await instance.kill(instance.InstancePaths(tmp_path / "instances" / "cmt-static"))
+        await cleanup(namespaces=[vm, md])
+
+
+async def test_instance_boots_with_real_cloud_init_and_host_is_unchanged(
+    static_cloud: tuple[str, Path],
+) -> None:
+    namespace, base = static_cloud
+    before = _host_snapshot()
+    paths = instance.InstancePaths(base / "cmt-static")
+    instance.start(paths, namespace, "eth0", Datasource.OPENSTACK)
+    status = await instance.wait_booted(paths, timeout=120)
+    facts = await instance.facts(paths)
+    assert status == "ok", (paths.console.read_text()[-3000:], facts)
+    assert facts.result == "ok"
+    assert facts.hostname == "cmt-static-lab"
+    assert facts.password_set
+    assert facts.package == "cmt-hello 1.0"
+    assert facts.datasource and "DataSourceOpenStack" in facts.datasource
+    assert (paths.upper / MARKER_FILE.lstrip("/")).read_text().strip() == "cmt-static-lab"
+    assert (paths.upper / "var/lib/cloud/data/result.json").exists()
+    # Everything cloud-init wrote is in the upper dir: the host is as it was.
+    assert _host_snapshot() == before
+    await instance.kill(paths)
+    assert not paths.dir.exists()
+    assert namespace_pids(namespace) == []

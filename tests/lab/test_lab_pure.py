@@ -1,0 +1,70 @@
+"""The lab's pure parts: what cloud-init is told, the boot script, config passed to children."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+
+import pytest
+
+from cloudmeta.config import Config
+from cloudmeta.lab.bootscript import BOOT_STEPS, boot_script, instance_env
+from cloudmeta.lab.childenv import config_env
+from cloudmeta.lab.cloudcfg import Datasource, lab_cloud_cfg, lab_user_data
+from cloudmeta.lab.repo import control_file
+
+
+@pytest.mark.parametrize("ds", list(Datasource))
+def test_cloud_cfg_lists_only_the_datasource_in_use(ds: Datasource) -> None:
+    cfg = json.loads(lab_cloud_cfg(ds))
+    assert cfg["datasource_list"] == [ds.value]
+    assert cfg["datasource"][ds.value]["metadata_urls"] == ["http://169.254.169.254"]
+    assert cfg["network"] == {"config": "disabled"}
+    modules = cfg["cloud_init_modules"] + cfg["cloud_config_modules"] + cfg["cloud_final_modules"]
+    for touches_host in ("growpart", "resizefs", "locale", "ntp", "disk_setup", "mounts"):
+        assert touches_host not in modules
+    for needed in ("set_hostname", "set-passwords", "apt-configure", "scripts-user"):
+        assert needed in modules
+
+
+def test_user_data_is_the_seeds_typical_uses() -> None:
+    text = lab_user_data("lab-1-lab", "pw", "http://192.0.2.3/")
+    assert text.startswith("#cloud-config\n")
+    data = json.loads(text.split("\n", 1)[1])
+    assert data["hostname"] == "lab-1-lab"
+    assert data["password"] == "pw"
+    assert data["packages"] == ["cmt-hello"]
+    assert data["apt"]["sources_list"] == "deb [trusted=yes] http://192.0.2.3/ ./\n"
+    assert "SourceParts" in data["apt"]["conf"]  # the host's mirrors are ignored
+    assert "packages" not in json.loads(lab_user_data("x", "pw", None).split("\n", 1)[1])
+
+
+def test_boot_script_records_every_step_and_mounts_its_own_filesystems() -> None:
+    from pathlib import Path
+
+    script = boot_script(Path("/var/lib/cloudmeta/lab/instances/a b"), "eth0")
+    for step in BOOT_STEPS:
+        assert f"step {step} " in script
+    assert "D='/var/lib/cloudmeta/lab/instances/a b'" in script
+    for mount in ("lowerdir=/,", "-t proc", "--rbind /dev", "-t sysfs", '"$R/run"', '"$R/tmp"'):
+        assert mount in script
+    assert "-pf /run/dhclient.pid" in script  # dhclient's files inside the overlay only
+    assert instance_env(True)["product_name"] == "OpenStack Nova"
+    assert "product_name" not in instance_env(False)
+
+
+def test_config_env_gives_a_child_the_same_config(
+    make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_config(force_metadata=True, dnsmasq_dns_servers=["192.0.2.53"])
+    for key, value in config_env(config).items():
+        monkeypatch.setenv(key, value)
+    again = Config()
+    assert again.model_dump() == config.model_dump()
+    assert again.metadata_proxy_shared_secret.get_secret_value() == "cmt-test-secret"
+    assert "CLOUDMETA_STATE_PATH" in os.environ
+
+
+def test_control_file_names_the_package() -> None:
+    assert control_file().startswith("Package: cmt-hello\nVersion: 1.0\n")
