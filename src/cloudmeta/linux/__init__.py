@@ -58,6 +58,7 @@ from cloudmeta.linux.iptables import (
     iptables_counters,
     remove_iptables,
 )
+from cloudmeta.linux.names import bridge_name, link_name
 from cloudmeta.linux.netns import (
     create_namespace,
     delete_namespace,
@@ -83,6 +84,7 @@ __all__ = [
     "add_address",
     "add_route",
     "apply_iptables",
+    "bridge_name",
     "cleanup",
     "create_bridge",
     "create_namespace",
@@ -93,6 +95,7 @@ __all__ = [
     "flush_routes",
     "in_namespace",
     "iptables_counters",
+    "link_name",
     "list_addresses",
     "list_links",
     "list_namespaces",
