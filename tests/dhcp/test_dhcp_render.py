@@ -10,7 +10,6 @@ import pytest
 from cloudmeta.dhcp.decisions import (
     MetadataPolicy,
     dhcp_ips_by_subnet,
-    first_free_ip,
     interface_cidrs,
     isolated_subnets,
     should_enable_metadata,
@@ -255,19 +254,6 @@ def test_interface_addresses() -> None:
     ]
     routed = bundle(ports=[DHCP_PORT, ROUTER_PORT])
     assert interface_cidrs(routed, routed.dhcp_port(), ISOLATED) == ["192.0.2.2/24"]
-
-
-def test_first_free_ip_skips_gateway_and_used() -> None:
-    b = bundle()
-    s = b.subnets[0]
-    assert first_free_ip(s, []) == "192.0.2.2"
-    assert first_free_ip(s, ["192.0.2.2", "192.0.2.3"]) == "192.0.2.4"
-    tiny = bundle([subnet(allocation_pools=[{"start": "192.0.2.2", "end": "192.0.2.2"}])])
-    assert first_free_ip(tiny.subnets[0], ["192.0.2.2"]) is None
-    nopool = bundle(
-        [subnet(allocation_pools=[], cidr="198.51.100.0/29", gateway_ip="198.51.100.1")]
-    )
-    assert first_free_ip(nopool.subnets[0], []) == "198.51.100.2"
 
 
 def test_signature_changes_on_subnet_not_on_ports() -> None:

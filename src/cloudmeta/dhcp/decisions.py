@@ -1,14 +1,14 @@
 """What the DHCP agent decides for a network, as pure functions (Neutron's rules, CONTRACTS §4d-4f).
 
 Which subnets are isolated, whether metadata is served through DHCP, which next hop the
-169.254.169.254 host route gets, which addresses the DHCP interface carries, which address a
-new DHCP port takes.
+169.254.169.254 host route gets, which addresses the DHCP interface carries; the admin API
+allocates the DHCP port's address itself, as Neutron's IPAM does.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cloudmeta.dhcp.model import (
@@ -23,7 +23,6 @@ from cloudmeta.dhcp.model import (
 __all__ = [
     "MetadataPolicy",
     "dhcp_ips_by_subnet",
-    "first_free_ip",
     "interface_cidrs",
     "isolated_subnets",
     "metadata_route_ip",
@@ -138,27 +137,6 @@ def interface_cidrs(bundle: NetworkBundle, port: Port | None, policy: MetadataPo
         if any(s.ip_version == 6 for s in bundle.dhcp_subnets):
             cidrs.append(METADATA_V6_CIDR)
     return cidrs
-
-
-def _pool_addresses(subnet: Subnet) -> Iterator[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    if subnet.allocation_pools:
-        for start, end in subnet.allocation_pools:
-            first, last = ipaddress.ip_address(start), ipaddress.ip_address(end)
-            for value in range(int(first), int(last) + 1):
-                yield ipaddress.ip_address(value)
-    else:
-        yield from subnet.network.hosts()
-
-
-def first_free_ip(subnet: Subnet, used: Iterable[str]) -> str | None:
-    """The lowest address of the subnet's pools not taken, as Neutron's IPAM picks it."""
-    taken = {ipaddress.ip_address(ip) for ip in used}
-    if subnet.gateway_ip:
-        taken.add(ipaddress.ip_address(subnet.gateway_ip))
-    for addr in _pool_addresses(subnet):
-        if addr not in taken:
-            return str(addr)
-    return None
 
 
 def subnet_signature(bundle: NetworkBundle) -> tuple[object, ...]:

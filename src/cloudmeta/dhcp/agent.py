@@ -1,0 +1,381 @@
+"""The DHCP agent (neutron-dhcp-agent): one qdhcp namespace, port and dnsmasq per network.
+
+Every change converges one network on what the admin API says (``_converge``): DHCP port,
+interface, files, dnsmasq (adopted, reloaded or restarted), metadata proxy. A full sync at start
+and after the admin API comes back also removes what belongs to networks that are gone. A
+network that fails is retried with backoff; the others keep being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+from cloudmeta import linux
+from cloudmeta.adminclient import AdminClient, AdminError, ChangeBatch, follow_changes
+from cloudmeta.config import Config
+from cloudmeta.dhcp.decisions import (
+    MetadataPolicy,
+    dhcp_ips_by_subnet,
+    interface_cidrs,
+    should_enable_metadata,
+    subnet_signature,
+)
+from cloudmeta.dhcp.device import DhcpDevice, destroy_device, setup_device
+from cloudmeta.dhcp.driver import DhcpError, Dnsmasq, dhcp_namespace
+from cloudmeta.dhcp.model import (
+    DHCP_DEVICE_OWNER,
+    METADATA_V4_IP,
+    BundleError,
+    NetworkBundle,
+    Port,
+    dhcp_device_id,
+)
+from cloudmeta.dhcp.render import allocations
+from cloudmeta.linux.names import bridge_name
+from cloudmeta.logs import get_logger
+from cloudmeta.proxy import MetadataProxyManager, ProxyError
+
+__all__ = ["DhcpAgent"]
+
+_log = get_logger("dhcp")
+MIN_BACKOFF = 1.0
+MAX_BACKOFF = 60.0
+METADATA_PORT = 80
+
+
+@dataclass(slots=True)
+class _Served:
+    """What the agent runs for one network."""
+
+    dnsmasq: Dnsmasq
+    device: DhcpDevice
+    signature: tuple[object, ...]
+    subnet_ids: frozenset[str]
+    port_ids: frozenset[str]
+    metadata: bool
+
+
+@dataclass(slots=True)
+class _Retry:
+    due: float
+    delay: float
+
+
+class DhcpAgent:
+    """``await DhcpAgent(config, client, proxy_manager, monitor).run()`` serves until cancelled.
+
+    ``monitor`` is shared with whoever else watches processes; the agent registers each
+    dnsmasq with it and starts it. Bridges live in ``bridge_namespace`` (the host by default).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        client: AdminClient,
+        proxy_manager: MetadataProxyManager,
+        monitor: linux.ProcessMonitor,
+        *,
+        bridge_namespace: str | None = None,
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._proxy = proxy_manager
+        self._monitor = monitor
+        self._bridge_namespace = bridge_namespace
+        self._policy = MetadataPolicy(config.force_metadata, config.enable_isolated_metadata)
+        self._served: dict[str, _Served] = {}
+        self._retry: dict[str, _Retry] = {}
+        self._lock = asyncio.Lock()
+        self._revision = -1
+        self._resync_pending = False
+        self._applied = asyncio.Condition()
+
+    # -- public surface ----------------------------------------------------------------------
+
+    @property
+    def networks(self) -> dict[str, str]:
+        """Served network id -> its namespace."""
+        return {nid: s.dnsmasq.namespace for nid, s in self._served.items()}
+
+    def dnsmasq(self, network_id: str) -> Dnsmasq | None:
+        served = self._served.get(network_id)
+        return served.dnsmasq if served else None
+
+    def device(self, network_id: str) -> DhcpDevice | None:
+        served = self._served.get(network_id)
+        return served.device if served else None
+
+    async def wait_for_revision(self, revision: int, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Until the agent has applied the admin API's changes up to ``revision``."""
+        async with asyncio.timeout(timeout), self._applied:
+            await self._applied.wait_for(lambda: self._revision >= revision)
+
+    async def run(self) -> None:
+        """Follow the admin API forever: full sync first (and after any gap), then changes."""
+        self._monitor.start()
+        helpers = [
+            asyncio.create_task(self._retry_loop(), name="dhcp-retry"),
+            asyncio.create_task(self._proxy_watch(), name="dhcp-proxy-watch"),
+        ]
+        try:
+            async for batch in follow_changes(self._client, poll_timeout=10.0):
+                if batch.resync:
+                    await self.sync_all()
+                else:
+                    async with self._lock:
+                        await self._apply(batch)
+                async with self._applied:
+                    self._revision = batch.revision
+                    self._applied.notify_all()
+        finally:
+            for task in helpers:
+                task.cancel()
+            for task in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def sync_all(self) -> None:
+        """Converge every network; tear down what belongs to networks that no longer exist."""
+        async with self._lock:
+            try:
+                wanted = {n["id"] for n in await self._client.list_networks()}
+            except AdminError as exc:
+                _log.warning("admin API unreachable; full sync postponed", error=str(exc))
+                self._resync_pending = True
+                return
+            self._resync_pending = False
+            _log.info("full sync", networks=len(wanted))
+            for network_id in sorted(wanted):
+                await self._sync_one(network_id)
+            for network_id in set(self._served) - wanted:
+                await self._teardown(network_id)
+            await self._clean_stale_namespaces(wanted)
+
+    async def sync_network(self, network_id: str) -> None:
+        """Converge one network; on failure log it and schedule a retry with backoff."""
+        async with self._lock:
+            await self._sync_one(network_id)
+
+    async def teardown_network(self, network_id: str) -> None:
+        """Stop dnsmasq and the proxy, remove interface, namespace and files."""
+        async with self._lock:
+            await self._teardown(network_id)
+
+    async def _sync_one(self, network_id: str) -> None:
+        try:
+            await self._converge(network_id)
+        except (DhcpError, BundleError, ProxyError, linux.LinuxError, AdminError) as exc:
+            retry = self._retry.get(network_id)
+            delay = min(MAX_BACKOFF, retry.delay * 2) if retry else MIN_BACKOFF
+            self._retry[network_id] = _Retry(time.monotonic() + delay, delay)
+            _log.error(
+                "network not served; will retry",
+                network_id=network_id,
+                error=str(exc),
+                retry_in=delay,
+            )
+        else:
+            self._retry.pop(network_id, None)
+
+    async def _teardown(self, network_id: str) -> None:
+        served = self._served.pop(network_id, None)
+        self._retry.pop(network_id, None)
+        dnsmasq = served.dnsmasq if served else Dnsmasq(self._config, network_id, self._monitor)
+        namespace = dnsmasq.namespace
+        await dnsmasq.stop()
+        await self._proxy.remove(namespace)
+        if served is not None:
+            await destroy_device(served.device)
+        await _kill_and_delete_namespace(namespace)
+        dnsmasq.remove_files()
+        _log.info("network torn down", network_id=network_id, namespace=namespace)
+
+    async def close(self, *, teardown: bool = False) -> None:
+        """Forget the networks; dnsmasq keeps running (adopted by the next agent) unless
+        ``teardown``."""
+        for network_id in list(self._served):
+            if teardown:
+                await self.teardown_network(network_id)
+            else:
+                self._monitor.unregister("dnsmasq", network_id)
+        self._served.clear()
+
+    # -- change handling -----------------------------------------------------------------------
+
+    async def _apply(self, batch: ChangeBatch) -> None:
+        networks: set[str] = set()
+        for change in batch.changes:
+            try:
+                networks |= await self._networks_of(change["kind"], change["id"])
+            except AdminError as exc:
+                _log.warning("cannot place a change; full resync", error=str(exc))
+                self._resync_pending = True
+        for network_id in sorted(networks):
+            await self._sync_one(network_id)
+
+    async def _networks_of(self, kind: str, object_id: str) -> set[str]:
+        """Which networks a change can affect (known ones first, else ask the admin API)."""
+        if kind == "network":
+            return {object_id}
+        if kind not in ("subnet", "port", "router"):
+            return set()
+        known = {
+            nid
+            for nid, s in self._served.items()
+            if object_id in (s.subnet_ids if kind == "subnet" else s.port_ids)
+        }
+        try:
+            if kind == "subnet":
+                known.add((await self._client.get_subnet(object_id))["network_id"])
+            elif kind == "port":
+                known.add((await self._client.get_port(object_id))["network_id"])
+            else:
+                router = await self._client.get_router(object_id)
+                known |= {i["network_id"] for i in router["interfaces"]}
+        except AdminError as exc:
+            if exc.status != 404:
+                raise
+        return known
+
+    # -- one network --------------------------------------------------------------------------
+
+    async def _fetch(self, network_id: str) -> NetworkBundle | None:
+        try:
+            data = await self._client.get_network_dhcp(network_id)
+        except AdminError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return NetworkBundle.from_json(dict(data))
+
+    async def _converge(self, network_id: str) -> None:
+        bundle = await self._fetch(network_id)
+        if bundle is None or not bundle.dhcp_subnets:
+            if network_id in self._served or _namespace_exists(self._config, network_id):
+                await self._release_port(bundle)
+                await self._teardown(network_id)
+            return
+        port, bundle = await self._ensure_port(bundle)
+        served = self._served.get(network_id)
+        device = DhcpDevice.for_port(
+            dhcp_namespace(self._config, network_id),
+            self._config.device_prefix,
+            port.id,
+            bridge_name(self._config.device_prefix, network_id),
+            self._bridge_namespace,
+        )
+        if served is not None and served.device != device:
+            await destroy_device(served.device)  # the DHCP port was replaced
+        metadata = should_enable_metadata(bundle, self._policy)
+        await setup_device(
+            device, bundle, port.mac_address, interface_cidrs(bundle, port, self._policy)
+        )
+        for skipped in allocations(bundle)[1]:
+            _log.warning(
+                "port address not served by DHCP",
+                network_id=network_id,
+                port_id=skipped.port_id,
+                ip=skipped.ip,
+                reason=skipped.reason,
+            )
+        dnsmasq = served.dnsmasq if served else Dnsmasq(self._config, network_id, self._monitor)
+        changed = dnsmasq.write_files(bundle, dhcp_ips_by_subnet(bundle, port), device.ifname)
+        signature = subnet_signature(bundle)
+        command = dnsmasq.command(bundle, device.ifname)
+        restart = served is not None and served.signature != signature
+        outcome = await dnsmasq.ensure(command, restart=restart)
+        if outcome == "adopted" and changed:
+            dnsmasq.reload()
+        self._served[network_id] = _Served(
+            dnsmasq=dnsmasq,
+            device=device,
+            signature=signature,
+            subnet_ids=frozenset(s.id for s in bundle.subnets),
+            port_ids=frozenset(p.id for p in bundle.ports),
+            metadata=metadata,
+        )
+        await self._metadata_proxy(bundle, device, metadata)
+
+    async def _metadata_proxy(self, bundle: NetworkBundle, device: DhcpDevice, on: bool) -> None:
+        if not on:
+            await self._proxy.remove(device.namespace)
+            return
+        has_v6 = any(s.ip_version == 6 for s in bundle.dhcp_subnets)
+        await self._proxy.ensure(
+            device.namespace,
+            network_id=bundle.network.id,
+            bind=(METADATA_V4_IP, METADATA_PORT),
+            ipv6_interface=device.ifname if has_v6 else None,
+        )
+
+    async def _ensure_port(self, bundle: NetworkBundle) -> tuple[Port, NetworkBundle]:
+        """This agent's DHCP port with an address on every DHCP subnet (reused if it has)."""
+        port = bundle.dhcp_port()
+        wanted = {s.id for s in bundle.dhcp_subnets}
+        if port is not None and wanted <= {f.subnet_id for f in port.fixed_ips}:
+            return port, bundle
+        if port is not None:  # subnets were added: the admin API has no port update
+            _log.info("replacing DHCP port for new subnets", port_id=port.id)
+            await self._client.delete_port(port.id)
+        await self._client.create_port(
+            bundle.network.id,
+            name="",
+            device_owner=DHCP_DEVICE_OWNER,
+            device_id=dhcp_device_id(bundle.network.id),
+            fixed_ips=[{"subnet_id": s.id} for s in bundle.dhcp_subnets],
+        )
+        fresh = await self._fetch(bundle.network.id)
+        port = fresh.dhcp_port() if fresh else None
+        if fresh is None or port is None:
+            raise DhcpError(f"network {bundle.network.id}: the DHCP port vanished after creation")
+        _log.info("DHCP port created", network_id=fresh.network.id, port_id=port.id)
+        return port, fresh
+
+    async def _release_port(self, bundle: NetworkBundle | None) -> None:
+        port = bundle.dhcp_port() if bundle else None
+        if port is not None:
+            with contextlib.suppress(AdminError):
+                await self._client.delete_port(port.id)
+
+    # -- background duties ----------------------------------------------------------------------
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            if self._resync_pending:
+                await self.sync_all()
+            now = time.monotonic()
+            for network_id, retry in list(self._retry.items()):
+                if retry.due <= now:
+                    await self.sync_network(network_id)
+
+    async def _proxy_watch(self) -> None:
+        """Respawn dead proxies of the process and haproxy modes (the manager owns them)."""
+        while True:
+            await asyncio.sleep(max(0.1, self._config.check_child_processes_interval))
+            try:
+                await self._proxy.check_children()
+            except Exception:
+                _log.exception("metadata proxy check failed")
+
+    async def _clean_stale_namespaces(self, wanted: set[str]) -> None:
+        stem = f"{self._config.namespace_prefix}qdhcp-"
+        for namespace in linux.list_namespaces(stem):
+            network_id = namespace[len(stem) :]
+            if network_id not in wanted and network_id not in self._served:
+                _log.info("removing stale namespace", namespace=namespace)
+                await self._teardown(network_id)
+
+
+def _namespace_exists(config: Config, network_id: str) -> bool:
+    return linux.namespace_exists(dhcp_namespace(config, network_id))
+
+
+async def _kill_and_delete_namespace(namespace: str) -> None:
+    """Stop whatever still runs inside (a stale dnsmasq), then remove the namespace."""
+    for pid in linux.namespace_pids(namespace):
+        await linux.stop_pid(pid)
+    linux.delete_namespace(namespace)
