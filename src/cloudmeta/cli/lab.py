@@ -155,9 +155,15 @@ def lab_group() -> None:
 @click.option("--force-metadata", is_flag=True, help="Metadata through DHCP on every network.")
 @click.option("--proxy-mode", type=click.Choice([m.value for m in ProxyMode]), default=None)
 @click.option("--once", is_flag=True, help="Tear down after the table; exit 0 only if all ok.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
 @pass_config
 def up_command(
-    config: Config, count: int, force_metadata: bool, proxy_mode: str | None, once: bool
+    config: Config,
+    count: int,
+    force_metadata: bool,
+    proxy_mode: str | None,
+    once: bool,
+    report: Path | None,
 ) -> None:
     """Start the services, build the demo cloud, boot COUNT instances, print the table."""
     _preflight(ProxyMode(proxy_mode) if proxy_mode else None)
@@ -193,6 +199,8 @@ def up_command(
             await _wait_all(config, state, console)
             rows = await _rows(config, client, state)
             console.print(_table(rows))
+            if report is not None:
+                report.write_text(json.dumps(rows, indent=2))  # noqa: ASYNC240
             for row in rows:
                 for error in row["errors"]:
                     say(f"[red]{row['name']}[/]: {error}")

@@ -1,0 +1,182 @@
+"""The whole lab, end to end: ``cloudmeta lab up --once`` and instances read through the real path.
+
+Each test gets its own state dir, ports and ``cmt-<tag>-`` namespace prefix, and removes what it
+made (``lab down``) even when it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudmeta.adminclient import AdminClient
+from cloudmeta.config import Config
+from cloudmeta.lab import cloud, instance
+from cloudmeta.lab.childenv import config_env
+from cloudmeta.lab.cloudcfg import Datasource
+from cloudmeta.lab.state import LabState, load_state, save_state
+from cloudmeta.linux import list_namespaces
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
+
+_CLI = [sys.executable, "-c", "from cloudmeta.cli.main import main; main()"]
+_BOTO = """
+import json, sys
+from botocore.utils import InstanceMetadataFetcher
+f = InstanceMetadataFetcher(timeout=2, num_attempts=2)
+token = f._fetch_metadata_token()
+doc = f._get_request("latest/dynamic/instance-identity/document", None, token)
+print(json.dumps({"token": bool(token), "document": json.loads(doc.text)}))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def lab_config(make_config: Callable[..., Config]) -> Config:
+    admin, metadata = _free_port(), _free_port()
+    return make_config(
+        namespace_prefix=f"cmt-{secrets.token_hex(3)}-",
+        admin={"listen": "127.0.0.1", "port": admin},
+        admin_url=f"http://127.0.0.1:{admin}",
+        api={"metadata_listen": "127.0.0.1", "metadata_listen_port": metadata},
+        nova_metadata_port=metadata,
+        enable_isolated_metadata=True,
+    )
+
+
+def _cli(config: Config, *args: str, timeout: float = 200) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **config_env(config)}
+    return subprocess.run(
+        [*_CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _assert_nothing_left(config: Config) -> None:
+    assert list_namespaces(config.namespace_prefix) == []
+    assert not (config.state_path / "lab").exists()
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(config.state_path) not in mounts
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            assert str(config.state_path / "lab") not in cmd, cmd
+
+
+@pytest.mark.parametrize("force_metadata", [False, True], ids=["both-paths", "force-metadata"])
+def test_lab_up_once_boots_every_instance(lab_config: Config, force_metadata: bool) -> None:
+    report = lab_config.state_path / "report.json"
+    args = ["lab", "up", "--once", "--instances", "4", "--report", str(report)]
+    if force_metadata:
+        args.append("--force-metadata")
+    try:
+        done = _cli(lab_config, *args)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+        rows: list[dict[str, Any]] = json.loads(report.read_text())
+        assert len(rows) == 4
+        assert {r["network"] for r in rows} == {"isolated", "routed"}
+        for row in rows:
+            assert row["result"] == "ok", row
+            assert row["hostname"] == f"{row['name']}-lab"
+            assert row["password_set"] is True
+            assert row["package"] == "cmt-hello 1.0"
+            expected = "dhcp" if force_metadata or row["network"] == "isolated" else "router"
+            assert row["path"] == expected, row
+            prefix = "192.0.2." if row["network"] == "isolated" else "198.51.100."
+            assert row["ip"].startswith(prefix) and row["metadata_next_hop"].startswith(prefix)
+    finally:
+        _cli(lab_config, "lab", "down", timeout=60)
+    _assert_nothing_left(lab_config)
+
+
+@pytest.fixture
+async def lab(lab_config: Config) -> AsyncIterator[tuple[Config, AdminClient, LabState]]:
+    state = LabState()
+    save_state(lab_config, state)
+    client = AdminClient(lab_config)
+    try:
+        await cloud.ensure_all_in_one(lab_config, client, state, lambda _: None)
+        await cloud.build_cloud(lab_config, client, state, lambda _: None)
+        yield lab_config, client, state
+    finally:
+        await cloud.down(lab_config, load_state(lab_config) or state, client)
+        await client.close()
+    _assert_nothing_left(lab_config)
+
+
+async def _boot(
+    lab: tuple[Config, AdminClient, LabState], name: str, network: str, ds: Datasource
+) -> dict[str, Any]:
+    config, client, state = lab
+    net = next(n.id for n in state.networks.values() if n.name == network)
+    await cloud.boot_instance(config, client, state, name, net, datasource=ds)
+    await instance.wait_booted(cloud.instance_paths(config, name), timeout=120)
+    return await cloud.instance_row(client, config, state.instances[name])
+
+
+def _result_json(config: Config, name: str) -> dict[str, Any]:
+    path = cloud.instance_paths(config, name).upper / "var/lib/cloud/data/result.json"
+    return dict(json.loads(path.read_text())["v1"])
+
+
+async def test_openstack_and_ec2_datasources_read_their_own_instance(
+    lab: tuple[Config, AdminClient, LabState],
+) -> None:
+    config, client, state = lab
+    rows = await asyncio.gather(
+        _boot(lab, "os-1", "isolated", Datasource.OPENSTACK),
+        _boot(lab, "ec2-1", "routed", Datasource.EC2),
+        _boot(lab, "ec2-2", "isolated", Datasource.EC2),
+    )
+    for row in rows:
+        assert row["result"] == "ok", row
+        assert row["hostname"] == f"{row['name']}-lab"
+    assert "DataSourceOpenStack" in _result_json(config, "os-1")["datasource"]
+    for name in ("ec2-1", "ec2-2"):
+        assert "DataSourceEc2" in _result_json(config, name)["datasource"]
+        # cloud-init's own cache of what it read: this instance's id, not another's.
+        obj = cloud.instance_paths(config, name).upper / "run/cloud-init/instance-data.json"
+        data = json.loads(obj.read_text()) if obj.exists() else None
+        if data is not None:
+            assert data["v1"]["instance_id"] == state.instances[name].server_id
+    # The EC2 datasource used IMDSv2: the token was asked for first.
+    log = (cloud.instance_paths(config, "ec2-1").upper / "var/log/cloud-init.log").read_text()
+    assert "latest/api/token" in log
+
+
+async def test_botocore_gets_a_token_and_the_identity_document(
+    lab: tuple[Config, AdminClient, LabState],
+) -> None:
+    config, client, state = lab
+    row = await _boot(lab, "boto-1", "routed", Datasource.EC2)
+    assert row["result"] == "ok", row
+    inst = state.instances["boto-1"]
+    done = subprocess.run(
+        ["ip", "netns", "exec", inst.namespace, sys.executable, "-c", _BOTO],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["token"] is True
+    assert answer["document"]["instanceId"]
+    assert answer["document"]["privateIp"] == inst.ip
