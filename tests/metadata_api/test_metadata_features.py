@@ -262,3 +262,26 @@ async def test_vendordata_static_and_dynamic_with_slow_target(api: Api) -> None:
         "fast": {"from": "fast", "instance": api.cloud.servers["a0"]},
     }
     assert elapsed < 4.5  # the slow target's 5 s were cut by the 0.5 s read timeout
+
+
+async def test_identity_verify_cli(api: Api, state_dir: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cloudmeta.cli.identity import COMMANDS
+    from cloudmeta.cli.main import cli
+
+    for command in COMMANDS:
+        cli.add_command(command)
+    base = "/latest/dynamic/instance-identity/"
+    (tmp_path / "document").write_bytes((await api.get(base + "document"))[1])
+    (tmp_path / "signature").write_bytes((await api.get(base + "signature"))[1])
+    runner = CliRunner()
+    env = {"CLOUDMETA_STATE_PATH": str(state_dir)}
+    args = ["identity", "verify", str(tmp_path / "document")]
+    good = runner.invoke(cli, args, env=env)
+    assert good.exit_code == 0, good.output
+    assert "signature OK" in good.output
+    (tmp_path / "document").write_bytes(b"{}")
+    bad = runner.invoke(cli, args, env=env)
+    assert bad.exit_code == 1
+    assert "does NOT match" in bad.output
