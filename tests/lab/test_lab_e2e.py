@@ -25,7 +25,7 @@ from cloudmeta.lab import cloud, instance
 from cloudmeta.lab.childenv import config_env
 from cloudmeta.lab.cloudcfg import Datasource
 from cloudmeta.lab.state import LabState, load_state, save_state
-from cloudmeta.linux import list_namespaces
+from cloudmeta.linux import list_namespaces, run
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
@@ -139,7 +139,7 @@ def _result_json(config: Config, name: str) -> dict[str, Any]:
 async def test_openstack_and_ec2_datasources_read_their_own_instance(
     lab: tuple[Config, AdminClient, LabState],
 ) -> None:
-    config, client, state = lab
+    config, _, state = lab
     rows = await asyncio.gather(
         _boot(lab, "os-1", "isolated", Datasource.OPENSTACK),
         _boot(lab, "ec2-1", "routed", Datasource.EC2),
@@ -164,16 +164,12 @@ async def test_openstack_and_ec2_datasources_read_their_own_instance(
 async def test_botocore_gets_a_token_and_the_identity_document(
     lab: tuple[Config, AdminClient, LabState],
 ) -> None:
-    config, client, state = lab
+    _, _, state = lab
     row = await _boot(lab, "boto-1", "routed", Datasource.EC2)
     assert row["result"] == "ok", row
     inst = state.instances["boto-1"]
-    done = subprocess.run(
-        ["ip", "netns", "exec", inst.namespace, sys.executable, "-c", _BOTO],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    done = await run(
+        [sys.executable, "-c", _BOTO], namespace=inst.namespace, timeout=30, check=False
     )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
