@@ -30,7 +30,7 @@ services:
 	scripts/ensure-services.sh
 
 run: install
-	CLOUDMETA_STATE_PATH=$(STATE) $(BIN)/cloudmeta api
+	CLOUDMETA_STATE_PATH=$(STATE) $(BIN)/cloudmeta all-in-one
 
 lint: install
 	$(BIN)/ruff check src tests bench

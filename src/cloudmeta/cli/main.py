@@ -93,7 +93,15 @@ def _register() -> None:
 
 
 # One line per component's command module; each exposes COMMANDS: list[click.Command].
-_COMMAND_MODULES: list[str] = ["agent", "services", "inventory", "dhcp", "identity", "lab"]
+_COMMAND_MODULES: list[str] = [
+    "agent",
+    "services",
+    "inventory",
+    "dhcp",
+    "identity",
+    "lab",
+    "allinone",
+]
 
 
 def main() -> None:

@@ -1,0 +1,119 @@
+"""Run any set of cloudmeta's services in one process and one event loop.
+
+``cloudmeta all-in-one`` is every service at once on the embedded SQLite store; the DHCP and L3
+agents started alone use the same runner with one service each. One loop rather than supervised
+children: the agents are idle between changes, the inline proxies must share the metadata
+agent's loop anyway, and one process is one pid to watch, one log and the smallest footprint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from cloudmeta.adminclient import AdminClient
+from cloudmeta.agent.embedded import start_embedded
+from cloudmeta.config import Config
+from cloudmeta.linux.process import ProcessMonitor
+from cloudmeta.logs import get_logger
+from cloudmeta.proxy.manager import MetadataProxyManager
+
+__all__ = ["Running", "ServiceSet", "run_until_signal", "running_services"]
+
+_log = get_logger("services")
+
+
+@dataclass(frozen=True)
+class ServiceSet:
+    """Which services this process runs."""
+
+    api: bool = False
+    metadata_agent: bool = False
+    dhcp: bool = False
+    l3: bool = False
+
+
+@dataclass
+class Running:
+    """What a caller (the CLI, a test) may want from running services."""
+
+    api_addresses: dict[str, tuple[str, int]]
+    proxies: MetadataProxyManager | None
+    tasks: list[asyncio.Task[None]]
+
+
+@asynccontextmanager
+async def running_services(config: Config, services: ServiceSet) -> AsyncIterator[Running]:
+    """Start ``services`` in dependency order; stop them in reverse when the block ends."""
+    async with AsyncExitStack() as stack:
+        addresses: dict[str, tuple[str, int]] = {}
+        if services.api:
+            from cloudmeta.api.server import serve
+
+            addresses = await stack.enter_async_context(serve(config))
+        running = Running(addresses, None, [])
+        if not (services.metadata_agent or services.dhcp or services.l3):
+            yield running
+            return
+        client = await stack.enter_async_context(AdminClient(config))
+        monitor = ProcessMonitor(
+            interval=config.check_child_processes_interval,
+            action=config.check_child_processes_action.value,
+        )
+        stack.push_async_callback(monitor.close)
+        proxies, agent = await start_embedded(
+            config, client, monitor, unix_socket=services.metadata_agent
+        )
+        if agent is not None:
+            stack.push_async_callback(agent.stop)
+        running.proxies = proxies
+        workers: list[
+            tuple[str, Callable[[], Coroutine[Any, Any, None]], Callable[[], Awaitable[None]]]
+        ] = []
+        if services.dhcp:
+            from cloudmeta.dhcp import DhcpAgent
+
+            dhcp = DhcpAgent(config, client, proxies, monitor)
+            workers.append(("dhcp-agent", dhcp.run, dhcp.close))
+        if services.l3:
+            from cloudmeta.l3.agent import L3Agent
+
+            l3 = L3Agent(config, client, proxies, monitor)
+            workers.append(("l3-agent", l3.run, l3.close))
+        for name, run, close in workers:
+            stack.push_async_callback(close)
+            task = asyncio.create_task(run(), name=name)
+            stack.push_async_callback(_cancel, task)
+            running.tasks.append(task)
+        _log.info("services started", **{k: v for k, v in vars(services).items()})
+        yield running
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def run_until_signal(
+    config: Config, services: ServiceSet, on_ready: Callable[[Running], None] | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM, or until one service's task ends by itself (an error)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with running_services(config, services) as running:
+        if on_ready is not None:
+            on_ready(running)
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait([waiter, *running.tasks], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        for task in running.tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                _log.error("service failed", service=task.get_name(), error=str(task.exception()))
