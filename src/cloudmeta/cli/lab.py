@@ -58,7 +58,8 @@ _COLUMNS = (
 
 
 def _console() -> Console:
-    return Console(stderr=False, highlight=False)
+    # Off a terminal (logs, CI) the table keeps its full width instead of 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 180)
 
 
 def _preflight(proxy_mode: ProxyMode | None = None) -> None:
