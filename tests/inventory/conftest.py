@@ -1,0 +1,3 @@
+from inventory.dbfixtures import db_config, store
+
+__all__ = ["db_config", "store"]

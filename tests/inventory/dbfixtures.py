@@ -1,0 +1,52 @@
+"""Database fixtures: every inventory and admin API test runs on SQLite and on PostgreSQL.
+
+Each PostgreSQL test gets its own database ``cmt_<hex>``, dropped at the end even on failure.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable
+
+import asyncpg
+import pytest
+
+from cloudmeta.config import Config
+from cloudmeta.inventory import Store
+
+PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_URL = "postgresql://postgres@127.0.0.1:5432/{name}"
+
+
+async def _pg_admin() -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable ({exc}); start it (make services)")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def db_config(
+    request: pytest.FixtureRequest, make_config: Callable[..., Config]
+) -> AsyncIterator[Config]:
+    """A Config whose ``[database] connection`` is a fresh, empty database."""
+    if request.param == "sqlite":
+        yield make_config()
+        return
+    name = f"cmt_{secrets.token_hex(6)}"
+    admin = await _pg_admin()
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield make_config(database={"connection": PG_URL.format(name=name)})
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def store(db_config: Config) -> AsyncIterator[Store]:
+    opened = await Store.open(db_config)
+    try:
+        yield opened
+    finally:
+        await opened.close()
