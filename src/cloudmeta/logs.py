@@ -47,5 +47,8 @@ def setup_logging(debug: bool = False, fmt: str = "auto") -> None:
 
 
 def get_logger(component: str) -> Any:
-    """A logger bound to its component name (``api``, ``agent``, ``dhcp`` ...)."""
-    return structlog.get_logger().bind(component=component)
+    """A logger bound to its component name (``api``, ``agent``, ``dhcp`` ...).
+
+    Lazy: module-level loggers made at import time still follow :func:`setup_logging`.
+    """
+    return structlog.get_logger(component=component)

@@ -18,6 +18,7 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from cloudmeta.linux._loop import plain_loop
 from cloudmeta.linux.errors import LinuxError
 from cloudmeta.linux.netns import NETNS_DIR, in_namespace
 
@@ -104,6 +105,7 @@ def _check_name(name: str) -> None:
         raise LinuxError(f"link name {name!r} must be 1..{_MAX_IFNAME} characters")
 
 
+@plain_loop
 async def create_bridge(namespace: str | None, name: str, *, mtu: int | None = None) -> None:
     """Create and bring up bridge ``name`` (idempotent).
 
@@ -132,6 +134,7 @@ async def create_bridge(namespace: str | None, name: str, *, mtu: int | None = N
         await ipr.link("set", index=index, state="up", **extra)
 
 
+@plain_loop
 async def plug_veth(
     namespace: str,
     ifname: str,
@@ -177,6 +180,7 @@ async def plug_veth(
     await set_link(namespace, ifname, mac=mac, mtu=mtu, up=True)
 
 
+@plain_loop
 async def delete_link(namespace: str | None, name: str) -> None:
     """Delete link ``name`` (idempotent; deleting one end of a veth deletes both)."""
     async with _ipr(namespace) as ipr:
@@ -190,6 +194,7 @@ async def delete_link(namespace: str | None, name: str) -> None:
                 raise LinuxError(f"cannot delete {name} in {_where(namespace)}: {exc}") from exc
 
 
+@plain_loop
 async def set_link(
     namespace: str | None,
     name: str,
@@ -218,6 +223,7 @@ async def set_link(
             ) from exc
 
 
+@plain_loop
 async def list_links(namespace: str | None) -> list[Link]:
     async with _ipr(namespace) as ipr:
         return [
@@ -240,6 +246,7 @@ def _split_cidr(cidr: str) -> tuple[str, int, int]:
     return str(iface.ip), iface.network.prefixlen, family
 
 
+@plain_loop
 async def add_address(
     namespace: str | None, ifname: str, cidr: str, *, nodad: bool = False
 ) -> None:
@@ -259,6 +266,7 @@ async def add_address(
                 ) from exc
 
 
+@plain_loop
 async def delete_address(namespace: str | None, ifname: str, cidr: str) -> None:
     """Remove ``cidr`` from ``ifname`` (idempotent)."""
     address, prefixlen, family = _split_cidr(cidr)
@@ -275,6 +283,7 @@ async def delete_address(namespace: str | None, ifname: str, cidr: str) -> None:
                 raise LinuxError(f"cannot remove {cidr} from {ifname}: {exc}") from exc
 
 
+@plain_loop
 async def list_addresses(namespace: str | None, ifname: str | None = None) -> list[Address]:
     async with _ipr(namespace) as ipr:
         names = {msg["index"]: msg.get("ifname") async for msg in await ipr.link("dump")}
@@ -295,6 +304,7 @@ def _route_spec(destination: str, via: str | None) -> tuple[str, int]:
     return str(net), socket.AF_INET6 if net.version == 6 else socket.AF_INET
 
 
+@plain_loop
 async def add_route(
     namespace: str | None, destination: str, *, via: str | None = None, dev: str | None = None
 ) -> None:
@@ -314,6 +324,7 @@ async def add_route(
             ) from exc
 
 
+@plain_loop
 async def delete_route(
     namespace: str | None, destination: str, *, via: str | None = None, dev: str | None = None
 ) -> None:
@@ -335,6 +346,7 @@ async def delete_route(
                 raise LinuxError(f"cannot delete route {destination}: {exc}") from exc
 
 
+@plain_loop
 async def list_routes(namespace: str | None, *, version: int = 4) -> list[Route]:
     """Routes of the main table for IP ``version``, like ``ip route`` shows them."""
     family = socket.AF_INET6 if version == 6 else socket.AF_INET
@@ -353,6 +365,7 @@ async def list_routes(namespace: str | None, *, version: int = 4) -> list[Route]
         return result
 
 
+@plain_loop
 async def flush_routes(namespace: str, *, dev: str | None = None, version: int = 4) -> None:
     """Delete every main-table route (of ``dev`` only, if given) except the kernel's own."""
     for route in await list_routes(namespace, version=version):
