@@ -76,7 +76,7 @@ class DhcpCloud:
     # -- services ----------------------------------------------------------------------------
 
     async def serve(self, name: str, app: web.Application, port: int = 0) -> int:
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
         self.runners[name] = runner
@@ -120,9 +120,7 @@ class DhcpCloud:
         assert self.client is not None
         net = await self.client.create_network(f"{self.prefix}net", project_id=self.project_id)
         self.networks.append(net["id"])
-        sub = await self.client.create_subnet(
-            net["id"], cidr, project_id=self.project_id, **subnet
-        )
+        sub = await self.client.create_subnet(net["id"], cidr, project_id=self.project_id, **subnet)
         await self.synced()
         return net["id"], sub["id"]
 
@@ -178,8 +176,7 @@ class DhcpCloud:
         if self.metadata_agent is not None:
             await self.metadata_agent.stop()
         await linux.cleanup(
-            namespaces=[i.namespace for i in self.instances]
-            + linux.list_namespaces(self.prefix),
+            namespaces=[i.namespace for i in self.instances] + linux.list_namespaces(self.prefix),
             links=self.links,
             pid_dir=self.dhclient_dir,
         )
