@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import os
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -37,10 +38,21 @@ _log = get_logger("api")
 MAX_PATH = 1024
 MAX_PASSWORD = 1020  # Nova: 4 chunks of 255 characters
 MAX_HEADERS = 64
-_TOKEN_PATH = ["ec2", "latest", "api", "token"]
+_ROOT = "root"
+_TOKEN = "token"
+_DATA = "data"
 _READ = ("GET", "HEAD")
 _MISSING = object()
 _UNKNOWN = "An unknown error has occurred. Please try your request again."
+
+
+@functools.lru_cache(maxsize=4096)
+def _kind(path: str) -> str:
+    """Which handler a path needs (memoised: normalising is the costliest step of a hit)."""
+    tokens = path_tokens(path)
+    if tokens == ["ec2"]:
+        return _ROOT
+    return _TOKEN if tokens == ["ec2", "latest", "api", "token"] else _DATA
 
 
 def _response(
@@ -92,6 +104,7 @@ class MetadataService:
         self._marker = source.local_marker()
         self._sync_lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
+        self._loads: dict[str, asyncio.Future[Entry | None]] = {}
         if self._signed and not self._secret:
             _log.warning("metadata_proxy_shared_secret is empty: any caller can sign requests")
 
@@ -148,8 +161,8 @@ class MetadataService:
             raise MetadataError(400, f"The request path is longer than {MAX_PATH} bytes.")
         method = request.method
         path = request.path
-        tokens = path_tokens(path)
-        if tokens == ["ec2"]:
+        kind = _kind(path)
+        if kind is _ROOT:
             if method not in _READ:
                 raise _not_allowed("GET, HEAD")
             body = _root_listing()
@@ -158,7 +171,7 @@ class MetadataService:
             await self.sync()
         caller, entry = await self._identify(request)
         instance_id = entry.instance.id
-        if tokens == _TOKEN_PATH:
+        if kind is _TOKEN:
             if method != "PUT":
                 raise _not_allowed("PUT")
             ttl = parse_ttl(request.headers.get(TTL_HEADER))
@@ -173,7 +186,7 @@ class MetadataService:
                 f"A session token is required: PUT /latest/api/token, then send {TOKEN_HEADER}.",
             )
         address = caller.address
-        key = path if entry.instance.fixed_ips(4) else (path, address)
+        key = path if entry.has_v4 else (path, address)
         resolved = entry.responses.get(key, _MISSING)
         if resolved is _MISSING:
             today = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -229,6 +242,28 @@ class MetadataService:
         entry = self.cache.get(instance_id)
         if entry is not None:
             return entry
+        # A boot storm asks for one cold instance many times at once: one read serves them all.
+        pending = self._loads.get(instance_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
+        self._loads[instance_id] = future
+        try:
+            entry = await self._load(instance_id)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here, so a lone loader leaves no warning behind
+            raise
+        else:
+            future.set_result(entry)
+            return entry
+        finally:
+            del self._loads[instance_id]
+
+    async def _load(self, instance_id: str) -> Entry | None:
         generation = self._generation
         loaded = await self._source.load(instance_id)
         if loaded is None:

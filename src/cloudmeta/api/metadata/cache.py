@@ -24,13 +24,15 @@ _RELEVANT = frozenset({"server", "port", "subnet", "network", "keypair"})
 
 
 class Entry:
-    __slots__ = ("depends_on", "expires", "instance", "responses", "tokens_required")
+    __slots__ = ("depends_on", "expires", "has_v4", "instance", "responses", "tokens_required")
 
     def __init__(self, loaded: Loaded, expires: float, tokens_required: bool) -> None:
         self.instance: Instance = loaded.instance
         self.depends_on = loaded.depends_on
         self.expires = expires
         self.tokens_required = tokens_required
+        # Without an IPv4 fixed IP, local-ipv4 is the caller's address: answers vary by caller.
+        self.has_v4 = bool(loaded.instance.fixed_ips(4))
         self.responses: dict[Any, Any] = {}
 
     def remember(self, key: Any, value: Any) -> None:
