@@ -11,7 +11,6 @@ import os
 import signal
 import time
 import uuid
-from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from dhcp_cloud import DhcpCloud, curl_metadata, start_cloud, uuid_of
 
 from cloudmeta import linux
 from cloudmeta.config import Config
+from cloudmeta.linux.process import cmdline
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -133,7 +133,7 @@ async def test_new_port_reloads_dnsmasq_without_restart(make_cloud: CloudFactory
     await cloud.synced()
     new_pid = dnsmasq_pid(cloud, network_id)
     assert new_pid != pid
-    command = Path(f"/proc/{new_pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    command = cmdline(new_pid)
     assert "198.51.100.0,static,255.255.255.0" in command
     assert "203.0.113.0,static,255.255.255.0" in command
 
