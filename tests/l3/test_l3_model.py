@@ -13,6 +13,7 @@ from cloudmeta.l3.model import (
     router_from_api,
     router_namespace,
 )
+from cloudmeta.linux.errors import LinuxError
 
 PORT_A = "1b2c3d4e-5f60-4718-9a0b-c1d2e3f40516"
 PORT_B = "0a9b8c7d-6e5f-4a3b-8c1d-0e1f2a3b4c5d"
@@ -50,7 +51,7 @@ def test_names_follow_neutron_with_prefixes() -> None:
 
 
 def test_too_long_device_prefix_is_refused_with_advice() -> None:
-    with pytest.raises(L3Error, match="at most 6 characters"):
+    with pytest.raises(LinuxError, match="shorten the device prefix"):
         interface_name("cloudmeta-", PORT_A)
     assert len(interface_name("abcdef", PORT_A)) == 15
 

@@ -7,8 +7,8 @@ Names (Neutron's, with the configured prefixes):
 - interface ``<device_prefix>qr-<port id>``, cut to Linux's 15 characters, and its veth peer
   on the network's bridge ``<device_prefix>tap<port id>`` likewise: the prefix and the stem
   are kept whole and the port id gets what is left (11 characters without a prefix, as
-  Neutron; 8 with ``cmt-``). A prefix that leaves fewer than 6 characters of port id is refused,
-  because names would then collide too easily.
+  Neutron; 8 with ``cmt-``), by :func:`cloudmeta.linux.names.link_name`, which refuses a
+  prefix leaving fewer than 6 characters of the id (names would collide too easily).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cloudmeta.linux.names import link_name
+
 __all__ = [
-    "IFNAMSIZ",
     "L3Error",
     "Router",
     "RouterInterface",
@@ -30,9 +31,6 @@ __all__ = [
     "router_namespace",
 ]
 
-IFNAMSIZ = 15  # usable characters of a Linux interface name
-_PORT_ID_CHARS = 11  # as Neutron's qr-XXXXXXXXXXX
-_MIN_PORT_ID_CHARS = 6
 NAMESPACE_STEM = "qrouter-"
 
 
@@ -51,24 +49,12 @@ def interface_prefix(device_prefix: str) -> str:
 
 def interface_name(device_prefix: str, port_id: str) -> str:
     """The router's end of the port, inside the router namespace."""
-    return _port_link_name(interface_prefix(device_prefix), port_id)
+    return link_name(device_prefix, "qr-", port_id)
 
 
 def bridge_port_name(device_prefix: str, port_id: str) -> str:
     """The other end of the veth, on the network's bridge (Neutron's ``tap`` + port id)."""
-    return _port_link_name(f"{device_prefix}tap", port_id)
-
-
-def _port_link_name(stem: str, port_id: str) -> str:
-    room = min(_PORT_ID_CHARS, IFNAMSIZ - len(stem))
-    if room < _MIN_PORT_ID_CHARS:
-        raise L3Error(
-            f"device prefix in {stem!r} is too long: router link names "
-            f"'{stem}<port id>' must fit in {IFNAMSIZ} characters with at least "
-            f"{_MIN_PORT_ID_CHARS} of the port id; use a prefix of at most "
-            f"{IFNAMSIZ - 3 - _MIN_PORT_ID_CHARS} characters"
-        )
-    return stem + port_id[:room]
+    return link_name(device_prefix, "tap", port_id)
 
 
 @dataclass(frozen=True, slots=True)
