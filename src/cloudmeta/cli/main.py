@@ -98,6 +98,7 @@ _COMMAND_MODULES: list[str] = [
     "services",
     "inventory",
     "dhcp",
+    "l3",
     "identity",
     "lab",
     "allinone",
