@@ -285,3 +285,47 @@ async def test_identity_verify_cli(api: Api, state_dir: Path, tmp_path: Path) ->
     bad = runner.invoke(cli, args, env=env)
     assert bad.exit_code == 1
     assert "does NOT match" in bad.output
+
+
+async def test_admin_api_change_seen_by_the_next_request(make_config: Any, state_dir: Path) -> None:
+    """Both apps of ``cloudmeta api`` in one process: an admin DELETE is seen at once."""
+    import socket
+
+    import aiohttp
+    from metadata_cloud import build_cloud, signed
+
+    from cloudmeta.api.server import serve
+    from cloudmeta.inventory import Store
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    config = make_config(
+        admin_token="cmt-admin-token",
+        admin={"listen": "127.0.0.1", "port": ports[0]},
+        api={"metadata_listen": "127.0.0.1", "metadata_listen_port": ports[1]},
+    )
+    store = await Store.open(config)
+    try:
+        cloud = await build_cloud(store, servers=1)
+    finally:
+        await store.close()
+    async with serve(config) as bound, aiohttp.ClientSession() as session:
+        meta = "http://127.0.0.1:{}/openstack/latest/password".format(bound["metadata"][1])
+        admin = "http://127.0.0.1:{}/v1/servers/{}".format(bound["admin"][1], cloud.servers["a0"])
+        auth = {"Authorization": "Bearer cmt-admin-token"}
+        headers = signed(cloud.servers["a0"], cloud.project)
+        async with session.post(meta, data=b"first", headers=headers) as r:
+            assert r.status == 200
+        async with session.get(meta, headers=headers) as r:
+            assert await r.read() == b"first"  # now cached
+        async with session.delete(admin + "/password", headers=auth) as r:
+            assert r.status in (200, 204)
+        async with session.get(meta, headers=headers) as r:
+            assert await r.read() == b""
+        async with session.delete(admin, headers=auth) as r:
+            assert r.status in (200, 204)
+        async with session.get(meta, headers=headers) as r:
+            assert r.status == 404
