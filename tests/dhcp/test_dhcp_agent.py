@@ -181,3 +181,51 @@ async def test_restart_adopts_dnsmasq_and_cleans_stale_namespaces(
     assert not linux.namespace_exists(cloud.namespace(network_id))
     assert not linux.pid_alive(pid)
     assert not (cloud.base.state_path / "dhcp" / network_id).exists()
+
+
+async def wait_active(cloud: DhcpCloud, network_id: str, timeout: float) -> bool:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dnsmasq = cloud.agent.dnsmasq(network_id) if cloud.agent else None
+        if dnsmasq is not None and dnsmasq.is_active():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_network_whose_dnsmasq_cannot_start_is_retried(make_cloud: CloudFactory) -> None:
+    cloud = await make_cloud(force_metadata=True)
+    good, _ = await cloud.network("192.0.2.0/24")
+    assert cloud.client is not None
+    net = await cloud.client.create_network(f"{cloud.prefix}bad", project_id=cloud.project_id)
+    bad = net["id"]
+    cloud.networks.append(bad)
+    blocker = cloud.base.state_path / "dhcp" / bad / "leases"
+    blocker.mkdir(parents=True)  # dnsmasq cannot open a directory as its lease file
+    await cloud.client.create_subnet(bad, "198.51.100.0/24", project_id=cloud.project_id)
+    await cloud.synced()
+    assert cloud.agent is not None and cloud.agent.dnsmasq(bad) is None
+    assert await wait_active(cloud, good, 1.0)
+    vm = await cloud.boot(good)  # the other network keeps working
+    assert uuid_of(await curl_metadata(vm.namespace)) == vm.server_id
+    blocker.rmdir()
+    assert await wait_active(cloud, bad, 15.0)  # retried with backoff (1, 2, 4 s ...)
+
+
+async def test_admin_api_down_pauses_then_resyncs(make_cloud: CloudFactory) -> None:
+    from cloudmeta.inventory import network_ops
+    from cloudmeta.inventory.specs import PortCreate
+
+    cloud = await make_cloud(force_metadata=True)
+    network_id, _ = await cloud.network("203.0.113.0/24")
+    pid = dnsmasq_pid(cloud, network_id)
+    await cloud.stop_admin()
+    assert cloud.store is not None
+    spec = PortCreate(network_id=network_id, mac_address="fa:16:3e:0c:0d:0e")
+    await cloud.store.transact(lambda tx: network_ops.create_port(tx, spec))
+    await asyncio.sleep(1.0)  # the agent's feed fails and backs off meanwhile
+    await cloud.start_admin()
+    await cloud.synced()
+    hosts = (cloud.base.state_path / "dhcp" / network_id / "host").read_text()
+    assert "fa:16:3e:0c:0d:0e," in hosts
+    assert dnsmasq_pid(cloud, network_id) == pid
