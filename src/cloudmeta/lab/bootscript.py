@@ -59,6 +59,9 @@ mount -t overlay cmt-lab -o "lowerdir=/,upperdir=$D/upper,workdir=$D/work" "$R" 
 rc=$?; step mount $rc
 [ $rc -eq 0 ] || finish failed
 hostname localhost
+# No resolver until DHCP names one: a loopback resolver fails at once, where the host's copy
+# would make cloud-init's DNS probes wait for timeouts towards an address no lab network reaches.
+rm -f "$R/etc/resolv.conf" && echo "nameserver 127.0.0.1" > "$R/etc/resolv.conf"
 
 timeout {dhcp_timeout} chroot "$R" dhclient -1 -v -pf /run/dhclient.pid \\
     -lf /var/lib/dhcp/dhclient.leases {iface} >> "$D/console.log" 2>&1
