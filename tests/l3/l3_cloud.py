@@ -172,7 +172,7 @@ class L3Cloud:
 
 
 async def _serve(cloud: L3Cloud, app: web.Application) -> int:
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     cloud.runners.append(runner)
     await web.TCPSite(runner, "127.0.0.1", 0).start()
