@@ -9,18 +9,21 @@ unix socket. In process/haproxy mode no agent is embedded: the children talk to 
 
 from __future__ import annotations
 
-from typing import Any
-
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.agent.service import MetadataAgent
 from cloudmeta.config import Config, ProxyMode
+from cloudmeta.linux.process import ProcessMonitor
 from cloudmeta.proxy.manager import MetadataProxyManager
 
 __all__ = ["start_embedded"]
 
 
 async def start_embedded(
-    config: Config, client: AdminClient, monitor: Any = None, *, unix_socket: bool = False
+    config: Config,
+    client: AdminClient,
+    monitor: ProcessMonitor | None = None,
+    *,
+    unix_socket: bool = False,
 ) -> tuple[MetadataProxyManager, MetadataAgent | None]:
     """The manager for the DHCP/L3 agents and, if one runs here, the agent (stop it last).
 

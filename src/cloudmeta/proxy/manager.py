@@ -11,16 +11,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cloudmeta.config import Config, ProxyMode
-from cloudmeta.linux import spawn
+from cloudmeta.linux.process import ProcessManager, ProcessMonitor
 from cloudmeta.logs import get_logger
 from cloudmeta.proxy.binds import METADATA_V6_IP, Bind
 from cloudmeta.proxy.errors import ProxyError
@@ -31,6 +27,7 @@ from cloudmeta.proxy.inline import InlineListeners
 __all__ = ["MetadataProxyManager"]
 
 STOP_TIMEOUT = 5.0
+SERVICE = "metadata-proxy"
 
 log = get_logger("proxy")
 
@@ -39,8 +36,7 @@ log = get_logger("proxy")
 class _Child:
     target: ProxyTarget
     binds: tuple[Bind, ...]
-    argv: list[str]
-    process: subprocess.Popen[bytes]
+    process: ProcessManager
     conf: Path | None
 
 
@@ -48,7 +44,11 @@ class MetadataProxyManager:
     """``ensure(namespace, network_id=|router_id=, bind=(addr, port))`` / ``remove(namespace)``."""
 
     def __init__(
-        self, config: Config, monitor: Any = None, *, inline: InlineListeners | None = None
+        self,
+        config: Config,
+        monitor: ProcessMonitor | None = None,
+        *,
+        inline: InlineListeners | None = None,
     ) -> None:
         self._config = config
         self._monitor = monitor
@@ -56,7 +56,7 @@ class MetadataProxyManager:
         if self.mode is ProxyMode.INLINE and inline is None:
             raise ProxyError(
                 "metadata_proxy_mode = inline needs the metadata agent in this process: build "
-                "the manager with cloudmeta.agent.embedded(...) (all-in-one does), or set "
+                "the manager with cloudmeta.agent.start_embedded(...) (all-in-one does), or set "
                 "metadata_proxy_mode = process or haproxy to use a separate `cloudmeta agent`"
             )
         self._inline = inline
@@ -91,61 +91,60 @@ class MetadataProxyManager:
             await self._inline.remove(namespace)
         child = self._children.pop(namespace, None)
         if child is not None:
-            await _stop(child.process)
+            if self._monitor is not None:
+                self._monitor.unregister(SERVICE, child.process.uuid)
+            await child.process.stop(timeout=STOP_TIMEOUT)
             if child.conf is not None:
                 child.conf.unlink(missing_ok=True)
             log.info("metadata proxy stopped", namespace=namespace, mode=self.mode.value)
 
     async def close(self) -> None:
+        """Stop every child this manager started (the agents call it on shutdown)."""
         for namespace in list(self._children):
             await self.remove(namespace)
 
     def pids(self) -> dict[str, int]:
         """Child pid per namespace (process/haproxy modes), e.g. for memory accounting."""
-        return {ns: child.process.pid for ns, child in self._children.items()}
-
-    async def check_children(self) -> None:
-        """Respawn children that died (the monitor's job, as Neutron's ProcessMonitor)."""
-        for namespace, child in list(self._children.items()):
-            if child.process.poll() is not None:
-                log.warning(
-                    "metadata proxy died; respawning",
-                    namespace=namespace,
-                    returncode=child.process.returncode,
-                )
-                child.process = spawn(child.argv, namespace=namespace)
+        return {ns: c.process.pid for ns, c in self._children.items() if c.process.pid}
 
     async def _ensure_child(
         self, namespace: str, target: ProxyTarget, binds: tuple[Bind, ...]
     ) -> None:
-        argv, conf, text = self._command(target, binds)
+        pid_dir = self._config.state_path / "external" / "pids"
+        pid_file = pid_dir / SERVICE / f"{target.uuid}.pid"
+        argv, conf, text = self._command(target, binds, pid_file)
         current = self._children.get(namespace)
-        if current is not None and current.process.poll() is None:
+        if current is not None and current.process.is_active():
             unchanged = current.target == target and current.binds == binds
             if unchanged and (conf is None or same_config(_read(conf), text)):
                 return
+        if current is not None:
             await self.remove(namespace)
         if conf is not None:
             conf.parent.mkdir(parents=True, exist_ok=True)
             conf.write_text(text)
-        process = spawn(argv, namespace=namespace)
-        self._children[namespace] = _Child(target, binds, argv, process, conf)
+        process = ProcessManager(
+            target.uuid, argv, pid_dir=pid_dir, namespace=namespace, service=SERVICE
+        )
+        pid = process.enable()
+        if self._monitor is not None:
+            self._monitor.register(process)
+        self._children[namespace] = _Child(target, binds, process, conf)
         log.info(
             "metadata proxy started",
             namespace=namespace,
             mode=self.mode.value,
             target=target.uuid,
-            pid=process.pid,
+            pid=pid,
         )
 
     def _command(
-        self, target: ProxyTarget, binds: tuple[Bind, ...]
+        self, target: ProxyTarget, binds: tuple[Bind, ...], pidfile: Path
     ) -> tuple[list[str], Path | None, str]:
         socket_path = self._config.proxy_socket_path
         if self.mode is ProxyMode.HAPROXY:
             directory = config_dir(self._config.state_path)
             conf = directory / f"{target.uuid}.conf"
-            pidfile = directory / f"{target.uuid}.pid"
             text = render_config(target, binds, socket_path, pidfile, debug=self._config.debug)
             # -db: stay in the foreground so the supervisor's pid is haproxy's own.
             return ["haproxy", "-db", "-f", str(conf)], conf, text
@@ -166,17 +165,3 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
-
-
-async def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait ``STOP_TIMEOUT`` s, then SIGKILL (Neutron's destroy)."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.wait_for(loop.run_in_executor(None, process.wait), STOP_TIMEOUT)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await loop.run_in_executor(None, process.wait)
