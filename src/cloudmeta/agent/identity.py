@@ -6,6 +6,7 @@ database by address, so it is found by the MAC its EUI-64 interface id encodes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -34,8 +35,10 @@ def mac_from_eui64(address: ipaddress.IPv6Address) -> str | None:
     return ":".join(f"{b:02x}" for b in mac)
 
 
+@functools.lru_cache(maxsize=8192)
 def caller_from_forwarded(value: str) -> Caller:
-    """Parse the proxy's ``X-Forwarded-For`` (one address) into a lookup key."""
+    """Parse the proxy's ``X-Forwarded-For`` (one address) into a lookup key (memoised: the
+    same few thousand callers ask again and again)."""
     text = value.strip().split("%", 1)[0]
     try:
         ip = ipaddress.ip_address(text)

@@ -80,6 +80,10 @@ class PortCache:
         if not networks:
             return Lookup(None, 0)
         key: _Key = ("port", caller.mac or caller.ip, *networks)
+        entry = self._entries.get(key)
+        if entry is not None and self.feed_healthy and entry[0] > self._clock():
+            hit: Lookup = entry[1]
+            return hit  # the hot path: no closure, no future
 
         async def fetch() -> Lookup:
             if caller.mac is not None:
