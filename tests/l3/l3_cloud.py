@@ -130,7 +130,9 @@ class L3Cloud:
             bridge=bridge,
         )
         if dhcp:
-            await run_dhclient(ns, "eth0", state_dir=self.state_dir)
+            own = self.state_dir / ns  # its own pid and lease files
+            own.mkdir()
+            await run_dhclient(ns, "eth0", state_dir=own)
         else:
             await linux.add_address(ns, "eth0", f"{ip}/24")
             if gateway:

@@ -7,6 +7,8 @@ sends them to its proxy on 9697, and each gets its own meta_data.json.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -142,3 +144,52 @@ async def test_broken_router_retried_without_blocking_others(cloud: L3Cloud) -> 
 
     await until(built, timeout=30)
     assert router_id in cloud.l3.routers
+
+
+@pytest.mark.parametrize("force_metadata", [False, True], ids=["router-path", "force-metadata"])
+async def test_with_dhcp_agent(
+    make_config: Callable[..., Config], state_dir: Path, force_metadata: bool
+) -> None:
+    """Instances configured by dhclient from the DHCP agent's dnsmasq. Without force_metadata
+    the request goes via the default gateway into the router; with it, to the DHCP port
+    (option 121 route), and the router path still gives the same document."""
+    cloud = await start_cloud(make_config, state_dir, force_metadata=force_metadata)
+    try:
+        router_id, (net_a, _), (net_b, _) = await _two_networks(cloud)
+        cloud.start_dhcp()
+        cloud.start_l3()
+        await cloud.settle()
+        vm_a, vm_b = await asyncio.gather(
+            cloud.instance(1, net_a, IP_A, gateway=None, dhcp=True),
+            cloud.instance(2, net_b, IP_B, gateway=None, dhcp=True),
+        )
+        assert await ping(vm_a.namespace, IP_B) is not None
+
+        for vm, net, gateway in ((vm_a, net_a, GW_A), (vm_b, net_b, GW_B)):
+            routes = await linux.list_routes(vm.namespace)
+            assert [r.via for r in routes if r.destination == "default"] == [gateway]
+            meta = [r.via for r in routes if r.destination == f"{META_IP}/32"]
+            before = await cloud.redirect_packets(router_id)
+            _, body, status = await curl(vm.namespace)
+            assert status == 200 and uuid_of(body) == vm.server_id
+            redirected = await cloud.redirect_packets(router_id) - before
+            if not force_metadata:
+                # dnsmasq may push Neutron's "169.254.169.254 via <gateway>" for a routed subnet
+                # (CONTRACTS 4d); either way the next hop is the router, never the DHCP port.
+                assert meta in ([], [gateway]) and redirected > 0
+                continue
+            (dhcp_port,) = await cloud.admin.list_ports(network_id=net, device_owner="network:dhcp")
+            assert meta == [dhcp_port["fixed_ips"][0]["ip_address"]] and redirected == 0
+            # Without the pushed route the same instance goes through the router: same document.
+            await linux.delete_route(vm.namespace, f"{META_IP}/32", via=meta[0])
+            _, via_router, status = await curl(vm.namespace)
+            assert status == 200 and await cloud.redirect_packets(router_id) > before
+            assert _without_random(via_router) == _without_random(body)
+    finally:
+        await cloud.close()
+
+
+def _without_random(body: str) -> dict[str, object]:
+    document: dict[str, object] = json.loads(body)
+    document.pop("random_seed", None)
+    return document
