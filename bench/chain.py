@@ -208,10 +208,12 @@ def _summary(results: dict[str, dict[int, dict[str, float]]]) -> None:
             per = (by_k[high]["pss_kib"] - by_k[low]["pss_kib"]) / (high - low)
             print(f"  {mode:8} K {low:>3} -> {high:>3}: {per:8.1f} KiB/network")
     if "inline" in results and "haproxy" in results:
-        k = min(results["inline"])
-        ratio = results["inline"][k]["rps"] / results["haproxy"][k]["rps"]
-        print(f"\ninline / haproxy req/s at K={k}: {ratio:.2f}x (target >= 2x)")
-        print(f"inline p99 at K={k}: {results['inline'][k]['p99']:.2f} ms (target <= 25 ms)")
+        for k in sorted(set(results["inline"]) & set(results["haproxy"])):
+            inline, haproxy = results["inline"][k], results["haproxy"][k]
+            print(
+                f"K={k}: inline/haproxy req/s {inline['rps'] / haproxy['rps']:.2f}x "
+                f"(target >= 2x); inline p99 {inline['p99']:.2f} ms (target <= 25 ms)"
+            )
 
 
 def main() -> None:
