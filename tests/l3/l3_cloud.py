@@ -182,8 +182,14 @@ async def _serve(cloud: L3Cloud, app: web.Application) -> int:
 
 
 async def start_cloud(
-    make_config: Callable[..., Config], state_dir: Path, **overrides: Any
+    make_config: Callable[..., Config],
+    state_dir: Path,
+    *,
+    unix_socket: bool = False,
+    **overrides: Any,
 ) -> L3Cloud:
+    """The cloud, agents not yet started; ``unix_socket`` serves the metadata agent's socket
+    too (what process and haproxy mode proxies forward to)."""
     tag = secrets.token_hex(3)
     base = make_config(namespace_prefix=f"cmt-{tag}-", device_prefix=DEVICE_PREFIX, **overrides)
     cloud = L3Cloud(config=base, state_dir=state_dir, tag=tag)
@@ -203,7 +209,7 @@ async def start_cloud(
         cloud.project_id = (await cloud.client.create_project(cloud.ns("project")))["id"]
         cloud.monitor = linux.ProcessMonitor(interval=0.5)
         cloud.proxies, cloud.metadata_agent = await start_embedded(
-            cloud.config, cloud.client, cloud.monitor
+            cloud.config, cloud.client, cloud.monitor, unix_socket=unix_socket
         )
     except BaseException:
         await cloud.close()

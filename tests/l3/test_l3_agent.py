@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,7 +20,7 @@ from l3_cloud import META_IP, L3Cloud, curl, start_cloud, until, uuid_of
 
 from cloudmeta import linux
 from cloudmeta.adminclient import AdminError
-from cloudmeta.config import Config
+from cloudmeta.config import Config, ProxyMode
 from cloudmeta.l3.model import interface_name, router_namespace
 from cloudmeta.linux.netns import NETNS_DIR
 from cloudmeta.linux.probe import ping
@@ -193,3 +195,39 @@ def _without_random(body: str) -> dict[str, object]:
     document: dict[str, object] = json.loads(body)
     document.pop("random_seed", None)
     return document
+
+
+@pytest.mark.parametrize("mode", [ProxyMode.PROCESS, ProxyMode.HAPROXY])
+async def test_router_proxy_process_respawned(
+    make_config: Callable[..., Config], state_dir: Path, mode: ProxyMode
+) -> None:
+    """A router's proxy child killed is started again by the monitor the agent runs."""
+    cloud = await start_cloud(make_config, state_dir, unix_socket=True, metadata_proxy_mode=mode)
+    try:
+        net, subnet = await cloud.network(NET_A)
+        router = await cloud.admin.create_router(cloud.ns("router"), project_id=cloud.project_id)
+        await cloud.admin.add_router_interface(router["id"], subnet)
+        cloud.start_l3()
+        await cloud.settle()
+        vm = await cloud.instance(1, net, IP_A, gateway=GW_A)
+        ns = cloud.router_ns(router["id"])
+        # A child proxy answers once it has started up (a Python one takes a moment).
+        await until(lambda: _answers(vm.namespace, vm.server_id), timeout=20)
+
+        assert cloud.proxies is not None
+        old = cloud.proxies.pids()[ns]
+        os.kill(old, signal.SIGKILL)
+
+        async def respawned() -> bool:
+            assert cloud.proxies is not None
+            return cloud.proxies.pids().get(ns, old) != old
+
+        await until(respawned, timeout=20)
+        await until(lambda: _answers(vm.namespace, vm.server_id), timeout=20)
+    finally:
+        await cloud.close()
+
+
+async def _answers(namespace: str, server_id: str) -> bool:
+    _, body, status = await curl(namespace, max_time=2)
+    return status == 200 and uuid_of(body) == server_id
