@@ -4,6 +4,8 @@ metadata API, with the admin API and SQLite store in-process (see harness.py).""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 
@@ -150,3 +152,17 @@ async def test_wrong_secret_is_403_and_logged(chain: Chain) -> None:
         status, _ = await curl(first.namespace)
     assert status == 403
     assert any("shared secrets differ" in entry["event"] for entry in logs), logs
+
+
+@pytest.mark.parametrize("chain", [ProxyMode.HAPROXY], indirect=True, ids=str)
+async def test_dead_proxy_is_respawned(chain: Chain) -> None:
+    assert chain.manager is not None
+    first, _ = await _two_networks(chain)
+    assert (await _wait_ok(first))[0] == 200
+    pids = chain.manager.pids()
+    os.kill(pids[chain.name("d", 0)], signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    await chain.manager.check_children()
+    assert chain.manager.pids()[chain.name("d", 0)] != pids[chain.name("d", 0)]
+    status, body = await _wait_ok(first)
+    assert (status, uuid_of(body)) == (200, first.server_id)

@@ -103,6 +103,13 @@ class MetadataProxyManager:
         for namespace in list(self._children):
             await self.remove(namespace)
 
+    async def check_children(self) -> None:
+        """Restart dead children now (what the ProcessMonitor does every interval)."""
+        for namespace, child in self._children.items():
+            if not child.process.is_active():
+                log.warning("metadata proxy died; respawning", namespace=namespace)
+                child.process.enable()
+
     def pids(self) -> dict[str, int]:
         """Child pid per namespace (process/haproxy modes), e.g. for memory accounting."""
         return {ns: c.process.pid for ns, c in self._children.items() if c.process.pid}
