@@ -107,6 +107,15 @@ async def test_router_deleted_removes_namespace_and_rules(cloud: L3Cloud) -> Non
     await cloud.settle()
     ns = cloud.router_ns(router_id)
     assert linux.namespace_exists(ns)
+    # Building again changes nothing: one jump per chain of ours, the same rules.
+    saved = (await linux.run(["iptables-save"], namespace=ns)).stdout
+    await cloud.l3.manager.ensure(cloud.l3.routers[router_id])
+    again = (await linux.run(["iptables-save"], namespace=ns)).stdout
+    assert _rules(again) == _rules(saved)
+    for chain in ("cloudmeta-l3-mark", "cloudmeta-l3-redirect", "cloudmeta-l3-input"):
+        assert _rules(again).count(f"-j {chain}") == 1
+    host = (await linux.run(["iptables-save"])).stdout
+    assert "cloudmeta-l3" not in host, "the host's own iptables must never be touched"
     for subnet in (sub_a, sub_b):
         await cloud.admin.remove_router_interface(router_id, subnet)
     await cloud.admin.delete_router(router_id)
@@ -189,6 +198,11 @@ async def test_with_dhcp_agent(
             assert _without_random(via_router) == _without_random(body)
     finally:
         await cloud.close()
+
+
+def _rules(saved: str) -> str:
+    """iptables-save output without comments and counters: the rules only."""
+    return "\n".join(ln for ln in saved.splitlines() if ln[:1] not in ("#", ":"))
 
 
 def _without_random(body: str) -> dict[str, object]:
