@@ -21,9 +21,11 @@ from l3_cloud import META_IP, L3Cloud, curl, start_cloud, until, uuid_of
 from cloudmeta import linux
 from cloudmeta.adminclient import AdminError
 from cloudmeta.config import Config, ProxyMode
+from cloudmeta.l3.agent import L3Agent
 from cloudmeta.l3.model import interface_name, router_namespace
 from cloudmeta.linux.netns import NETNS_DIR
 from cloudmeta.linux.probe import ping
+from cloudmeta.proxy.manager import MetadataProxyManager
 
 pytestmark = pytest.mark.root
 
@@ -245,3 +247,46 @@ async def test_router_proxy_process_respawned(
 async def _answers(namespace: str, server_id: str) -> bool:
     _, body, status = await curl(namespace, max_time=2)
     return status == 200 and uuid_of(body) == server_id
+
+
+async def test_restarted_agent_removes_router_deleted_while_down(
+    make_config: Callable[..., Config], state_dir: Path
+) -> None:
+    """The agent stops (namespace and proxy child stay); the router is deleted meanwhile; the
+    next agent's full sync removes the stale namespace and stops the orphaned proxy."""
+    cloud = await start_cloud(
+        make_config, state_dir, unix_socket=True, metadata_proxy_mode=ProxyMode.HAPROXY
+    )
+    try:
+        _, subnet = await cloud.network(NET_A)
+        router = await cloud.admin.create_router(cloud.ns("router"), project_id=cloud.project_id)
+        await cloud.admin.add_router_interface(router["id"], subnet)
+        cloud.start_l3()
+        await cloud.settle()
+        ns = cloud.router_ns(router["id"])
+        assert cloud.proxies is not None and cloud.monitor is not None
+        orphan = cloud.proxies.pids()[ns]
+        for task in cloud.tasks:
+            task.cancel()
+        await cloud.monitor.close()  # the old process is gone: nobody respawns its children
+
+        await cloud.admin.remove_router_interface(router["id"], subnet)
+        await cloud.admin.delete_router(router["id"])
+        assert linux.namespace_exists(ns) and _alive(orphan)
+
+        fresh = MetadataProxyManager(cloud.config)
+        cloud.agents["l3"] = agent = L3Agent(cloud.config, cloud.admin, fresh)
+        cloud.tasks.append(asyncio.create_task(agent.run()))
+        await cloud.settle()
+        assert not linux.namespace_exists(ns)
+        assert not _alive(orphan)
+    finally:
+        await cloud.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"

@@ -16,7 +16,7 @@ from cloudmeta.adminclient import AdminClient, follow_changes
 from cloudmeta.config import Config
 from cloudmeta.l3.fetch import fetch_router, list_router_ids, routers_touched
 from cloudmeta.l3.manager import ProxyManager, RouterManager
-from cloudmeta.l3.model import Router
+from cloudmeta.l3.model import L3Error, Router
 from cloudmeta.linux.process import ProcessMonitor
 from cloudmeta.logs import get_logger
 
@@ -149,7 +149,10 @@ class L3Agent:
             self._schedule(router_id)
         for router_id in self.manager.existing_router_ids() - wanted - set(self._workers):
             log.info("removing stale router namespace", router_id=router_id)
-            await self.manager.remove(router_id)
+            try:
+                await self.manager.remove(router_id)
+            except L3Error as exc:  # the next full sync tries again
+                log.warning("stale router namespace not removed", error=str(exc))
 
     async def wait_for_revision(self, revision: int, timeout: float = 30.0) -> None:  # noqa: ASYNC109
         """Until the changes up to ``revision`` were read and every router they touched was

@@ -21,6 +21,7 @@ from cloudmeta.l3.model import (
 )
 from cloudmeta.l3.rules import metadata_chains
 from cloudmeta.linux import ip, iptables, netns
+from cloudmeta.linux.cleanup import cleanup
 from cloudmeta.linux.errors import LinuxError
 from cloudmeta.linux.names import bridge_name
 from cloudmeta.logs import get_logger
@@ -101,7 +102,8 @@ class RouterManager:
                 await ip.add_address(ns, name, cidr)
 
     async def remove(self, router_id: str) -> None:
-        """Stop the proxy, unplug the interfaces, delete the namespace (idempotent).
+        """Stop the proxy, unplug the interfaces, delete the namespace (idempotent); processes
+        still inside (a proxy started by an earlier run of the agent) are stopped.
 
         The proxy goes first: an inline listener's socket keeps the namespace (and with it the
         interfaces) alive after ``/run/netns/<name>`` is gone.
@@ -113,6 +115,7 @@ class RouterManager:
                 for link in await ip.list_links(ns):
                     if link.name.startswith(self._qr):
                         await ip.delete_link(ns, link.name)
-            netns.delete_namespace(ns)
+            # Stops what still runs inside (a proxy left by an earlier run), then deletes it.
+            await cleanup(namespaces=[ns])
         except (LinuxError, OSError) as exc:
             raise L3Error(f"cannot remove router {router_id} (namespace {ns}): {exc}") from exc
