@@ -189,10 +189,11 @@ async def test_with_dhcp_agent(
             if not force_metadata:
                 # dnsmasq may push Neutron's "169.254.169.254 via <gateway>" for a routed subnet
                 # (CONTRACTS 4d); either way the next hop is the router, never the DHCP port.
-                assert meta in ([], [gateway]) and redirected > 0
+                assert meta in ([], [gateway]) and redirected > 0, (routes, redirected)
                 continue
             (dhcp_port,) = await cloud.admin.list_ports(network_id=net, device_owner="network:dhcp")
-            assert meta == [dhcp_port["fixed_ips"][0]["ip_address"]] and redirected == 0
+            dhcp_ip = dhcp_port["fixed_ips"][0]["ip_address"]
+            assert meta == [dhcp_ip] and redirected == 0, (routes, dhcp_ip, redirected)
             # Without the pushed route the same instance goes through the router: same document.
             await linux.delete_route(vm.namespace, f"{META_IP}/32", via=meta[0])
             _, via_router, status = await curl(vm.namespace)
