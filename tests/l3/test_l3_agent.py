@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -291,3 +292,38 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+async def test_l3_agent_command_serves_and_stops_on_sigterm(cloud: L3Cloud) -> None:
+    """``cloudmeta l3-agent`` as its own process (inline mode: its own embedded agent)."""
+    net, subnet = await cloud.network(NET_A)
+    router = await cloud.admin.create_router(cloud.ns("router"), project_id=cloud.project_id)
+    await cloud.admin.add_router_interface(router["id"], subnet)
+    c = cloud.config
+    toml = cloud.state_dir / "cmt-l3.toml"
+    toml.write_text(
+        f'state_path = "{c.state_path}"\nnamespace_prefix = "{c.namespace_prefix}"\n'
+        f'device_prefix = "{c.device_prefix}"\nadmin_url = "{c.admin_url}"\n'
+        f"nova_metadata_port = {c.nova_metadata_port}\n"
+        f'metadata_proxy_shared_secret = "{c.metadata_proxy_shared_secret.get_secret_value()}"\n'
+        'log_format = "json"\n'
+    )
+    code = "from cloudmeta.cli.main import main; main()"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDMETA_")}
+    log = (cloud.state_dir / "cmt-l3.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "--config", str(toml), "l3-agent",
+        stdout=log, stderr=log, env=env,
+    )  # fmt: skip
+    try:
+        vm = await cloud.instance(1, net, IP_A, gateway=GW_A)
+        await until(lambda: _answers(vm.namespace, vm.server_id), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+        # Stopping leaves the router in place for the next run to adopt.
+        assert linux.namespace_exists(router_namespace(c.namespace_prefix, router["id"]))
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        log.close()
