@@ -20,7 +20,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from cloudmeta.linux._loop import plain_loop
 from cloudmeta.linux.errors import LinuxError
-from cloudmeta.linux.netns import NETNS_DIR, in_namespace
+from cloudmeta.linux.netns import NETNS_DIR, in_namespace, set_sysctl
 
 __all__ = [
     "Address",
@@ -112,6 +112,11 @@ async def create_bridge(namespace: str | None, name: str, *, mtu: int | None = N
     ``nf_call_iptables``/``ip6tables``/``arptables`` are turned off on the bridge itself, so the
     host's iptables never see (or drop) frames bridged between our ports even where br_netfilter
     is loaded with ``bridge-nf-call-iptables = 1``; no host sysctl is changed.
+
+    The bridge is L2 only: no IPv6 on it and ``arp_ignore = 8`` on its own conf. Otherwise the
+    kernel of the namespace holding it answers ARP on it for that namespace's own addresses;
+    on a host whose LAN happens to use an instance network's range, instances then resolve
+    their DHCP port or gateway to the bridge and their packets vanish into the host.
     """
     _check_name(name)
     async with _ipr(namespace) as ipr:
@@ -130,6 +135,8 @@ async def create_bridge(namespace: str | None, name: str, *, mtu: int | None = N
                 if exc.code != _EEXIST:
                     raise LinuxError(f"cannot create bridge {name}: {exc}") from exc
         index = await _index(ipr, namespace, name)
+        set_sysctl(namespace, f"net.ipv6.conf.{name}.disable_ipv6", 1)
+        set_sysctl(namespace, f"net.ipv4.conf.{name}.arp_ignore", 8)
         extra = {"mtu": mtu} if mtu else {}
         await ipr.link("set", index=index, state="up", **extra)
 

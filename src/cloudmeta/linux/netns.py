@@ -176,8 +176,11 @@ def list_namespaces(prefix: str = "") -> list[str]:
         return []
 
 
-def set_sysctl(namespace: str, key: str, value: str | int) -> None:
-    """Write a ``net.*`` sysctl (``net.ipv4.ip_forward``) as seen inside ``namespace``."""
+def set_sysctl(namespace: str | None, key: str, value: str | int) -> None:
+    """Write a ``net.*`` sysctl (``net.ipv4.ip_forward``) as seen inside ``namespace``.
+
+    ``None`` is the host: only for per-device keys of links we created (a bridge's own conf).
+    """
     rel = key.replace(".", "/") if "/" not in key else key
     if not rel.startswith("net/"):
         raise LinuxError(f"sysctl {key}: only net.* keys are per namespace")
@@ -187,7 +190,10 @@ def set_sysctl(namespace: str, key: str, value: str | int) -> None:
         proc.write_text(f"{value}\n")
 
     try:
-        in_namespace(namespace, write)
+        if namespace is None:
+            write()
+        else:
+            in_namespace(namespace, write)
     except OSError as exc:
         raise LinuxError(f"cannot set {key}={value} in {namespace}: {exc}") from exc
 
