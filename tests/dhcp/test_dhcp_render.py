@@ -184,8 +184,10 @@ def test_isolated_metadata_follows_the_router() -> None:
     isolated = opts_for(bundle(), ISOLATED)
     assert "169.254.169.254/32,192.0.2.2" in isolated
     routed = opts_for(bundle(ports=[DHCP_PORT, VM_PORT, ROUTER_PORT]), ISOLATED)
-    assert "169.254.169.254/32,192.0.2.2" not in routed
-    assert f"tag:subnet-{SUB},option:classless-static-route,169.254.169.254/32,192.0.2.1," in routed
+    # A routed subnet gets no metadata host route at all (issue 6): the default route leads
+    # into the router's path, and with no host routes no option 121 is sent.
+    assert "169.254.169.254" not in routed
+    assert routed == f"tag:subnet-{SUB},option:router,192.0.2.1\n"
 
 
 def test_no_metadata_and_no_routes_sends_only_the_router() -> None:

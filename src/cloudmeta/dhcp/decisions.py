@@ -83,13 +83,15 @@ def metadata_route_ip(
     isolated: bool,
     dhcp_ip: str | None,
 ) -> str | None:
-    """Next hop of ``169.254.169.254/32`` in option 121 for one v4 subnet, or None."""
+    """Next hop of ``169.254.169.254/32`` in option 121 for one v4 subnet, or None.
+
+    Only the DHCP port: unlike Neutron, a routed subnet gets no ``169.254.169.254 via
+    <gateway>`` route (issue 6); its default route already leads into the router's path.
+    """
     if subnet.ip_version != 4:
         return None
     if (policy.force_metadata or (isolated and policy.enable_isolated_metadata)) and dhcp_ip:
         return dhcp_ip
-    if not isolated and subnet.gateway_ip:
-        return subnet.gateway_ip
     return None
 
 
