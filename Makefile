@@ -29,8 +29,9 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 services:
 	scripts/ensure-services.sh
 
+# The lab: all-in-one, a demo cloud and instances booting real DHCP + cloud-init (Ctrl-C ends it).
 run: install
-	CLOUDMETA_STATE_PATH=$(STATE) $(BIN)/cloudmeta all-in-one
+	CLOUDMETA_STATE_PATH=$(STATE) $(BIN)/cloudmeta lab up $(LAB_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests bench
