@@ -94,14 +94,12 @@ def _register() -> None:
 
 # One line per component's command module; each exposes COMMANDS: list[click.Command].
 _COMMAND_MODULES: list[str] = [
-    "agent",
+    "proxy",
     "services",
     "inventory",
-    "dhcp",
-    "l3",
     "identity",
     "lab",
-    "allinone",
+    "daemons",
 ]
 
 

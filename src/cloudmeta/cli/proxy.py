@@ -1,50 +1,18 @@
-"""``cloudmeta agent`` (neutron-metadata-agent) and ``cloudmeta ns-metadata-proxy``."""
+"""``cloudmeta ns-metadata-proxy``: one network's proxy process (process mode)."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from pathlib import Path
 
 import click
 import uvloop
 
-from cloudmeta.adminclient import AdminClient
-from cloudmeta.agent import MetadataAgent
-from cloudmeta.cli.main import pass_config
-from cloudmeta.config import Config
-from cloudmeta.logs import get_logger, setup_logging
+from cloudmeta.logs import setup_logging
 from cloudmeta.proxy.binds import Bind, parse_bind
 from cloudmeta.proxy.headers import ProxyTarget
 from cloudmeta.proxy.process import run_ns_metadata_proxy
 
 __all__ = ["COMMANDS"]
-
-
-async def _run_agent(config: Config) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with AdminClient(config) as client:
-        agent = MetadataAgent(config, client)
-        await agent.start()
-        try:
-            await stop.wait()
-        finally:
-            await agent.stop()
-
-
-@click.command("agent")
-@pass_config
-def agent_command(config: Config) -> None:
-    """Run the metadata agent on the unix socket ``metadata_proxy_socket``.
-
-    It serves the process and haproxy mode proxies; inline listeners live in the process of
-    the DHCP/L3 agent that owns them (``cloudmeta all-in-one``).
-    """
-    get_logger("agent").info("starting metadata agent", socket=str(config.proxy_socket_path))
-    uvloop.run(_run_agent(config))
 
 
 def _parse_binds(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> list[Bind]:
@@ -89,4 +57,4 @@ def ns_metadata_proxy_command(
     uvloop.run(run_ns_metadata_proxy(target, binds, socket_path))
 
 
-COMMANDS: list[click.Command] = [agent_command, ns_metadata_proxy_command]
+COMMANDS: list[click.Command] = [ns_metadata_proxy_command]

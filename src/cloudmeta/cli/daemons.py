@@ -1,0 +1,95 @@
+"""The long-running services: ``all-in-one``, ``agent``, ``dhcp-agent`` and ``l3-agent``.
+
+Each is the same runner (:mod:`cloudmeta.services`) with a different set of services, so they
+start, log, stop on SIGTERM and report errors the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+import uvloop
+
+from cloudmeta.cli.main import pass_config
+from cloudmeta.config import Config
+from cloudmeta.inventory import InventoryError
+from cloudmeta.linux.errors import LinuxError
+from cloudmeta.proxy.errors import ProxyError
+from cloudmeta.services import Running, ServiceSet, run_until_signal
+
+__all__ = ["COMMANDS"]
+
+
+def _announce(config: Config) -> Callable[[Running], None]:
+    def on_ready(running: Running) -> None:
+        for name, (host, port) in running.api_addresses.items():
+            click.echo(f"cloudmeta {name} API listening on http://{host}:{port}")
+        click.echo(
+            f"metadata agent socket {config.proxy_socket_path}; proxy mode "
+            f"{config.metadata_proxy_mode.value}; force_metadata={config.force_metadata}, "
+            f"enable_isolated_metadata={config.enable_isolated_metadata}; "
+            f"state in {config.state_path}; Ctrl-C stops"
+        )
+
+    return on_ready
+
+
+def _check_names(config: Config) -> None:
+    """Refuse a device prefix too long for Linux's 15-character link names, at start."""
+    from cloudmeta.l3.model import interface_name
+
+    interface_name(config.device_prefix, "0" * 36)
+
+
+def _service_command(
+    name: str, services: ServiceSet, doc: str, *, announce: bool = False
+) -> click.Command:
+    @click.command(name, help=doc)
+    @pass_config
+    def command(config: Config) -> None:
+        try:
+            if services.dhcp or services.l3:
+                _check_names(config)
+            uvloop.run(run_until_signal(config, services, _announce(config) if announce else None))
+        except (InventoryError, ProxyError, LinuxError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            raise click.ClickException(f"cannot start: {exc}") from exc
+
+    return command
+
+
+COMMANDS: list[click.Command] = [
+    _service_command(
+        "all-in-one",
+        ServiceSet(api=True, metadata_agent=True, dhcp=True, l3=True),
+        """Run every service on one host in one event loop: the admin and metadata APIs on the
+        inventory (SQLite in state_path unless [database] connection says otherwise), the
+        metadata agent on metadata_proxy_socket, and the DHCP and L3 agents with their
+        proxies.""",
+        announce=True,
+    ),
+    _service_command(
+        "agent",
+        ServiceSet(metadata_agent=True),
+        """Run the metadata agent (neutron-metadata-agent) on the unix socket
+        metadata_proxy_socket, for process and haproxy mode proxies. Inline listeners live in
+        the process of the DHCP/L3 agent that owns them.""",
+    ),
+    _service_command(
+        "dhcp-agent",
+        ServiceSet(dhcp=True),
+        """Serve DHCP for every network with a DHCP subnet: a qdhcp-<network> namespace, a DHCP
+        port and a dnsmasq; with force_metadata (or enable_isolated_metadata on subnets without
+        a router) also 169.254.169.254 on that port, the option 121 route to it and a metadata
+        proxy. dnsmasq processes stay when the agent stops; a restarted agent adopts them.""",
+    ),
+    _service_command(
+        "l3-agent",
+        ServiceSet(l3=True),
+        """Build a namespace per router, route between its subnets, redirect
+        169.254.169.254:80 to the router's metadata proxy on metadata_port. Namespaces and
+        proxies stay when the agent stops; a restarted agent adopts them.""",
+    ),
+]
