@@ -5,15 +5,24 @@ writers on PostgreSQL (and SQLite's write lock does the same), so revisions comm
 the agents never see revision N+1 before N. The changes written in the same transaction name
 what changed; :meth:`Store.wait_for_change` wakes at once on writes of this process and polls
 the database for writes of others.
+
+:meth:`Store.change_token` is the change signal for hot paths: a number read from an 8-byte
+shared file (``store_revision`` in ``state_path``) that every committing process on this host
+overwrites with its revision right after the commit, so a reader in any process of the host
+learns of a write without a query (the metadata API's cache checks it on every request).
 """
 
 from __future__ import annotations
 
 import asyncio
+import mmap
+import os
+import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import delete, select, update
@@ -27,7 +36,7 @@ from cloudmeta.inventory.errors import Conflict
 from cloudmeta.inventory.models import Change, Port, Server, StoreState
 from cloudmeta.logs import get_logger
 
-__all__ = ["ChangeRecord", "Store", "Tx"]
+__all__ = ["REVISION_FILE", "ChangeRecord", "Store", "Tx"]
 
 T = TypeVar("T")
 _log = get_logger("inventory")
@@ -35,6 +44,9 @@ _log = get_logger("inventory")
 HISTORY_REVISIONS = 10000
 POLL_INTERVAL = 0.5
 _WRITE_RETRIES = 5
+# In state_path: the last committed revision as 8 little-endian bytes (see change_token).
+REVISION_FILE = "store_revision"
+_SLOT = struct.Struct("<Q")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,24 +77,40 @@ class Tx:
 class Store:
     """The inventory database of one process; open with :meth:`open`, close with :meth:`close`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, revision_file: Path | None = None) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._sqlite = engine.dialect.name == "sqlite"
         # SQLite allows one writer; queueing them here beats spinning on busy_timeout.
         self._write_lock = asyncio.Lock()
         self._changed = asyncio.Event()
+        self._commits = 0
+        self._shared = _map_revision_file(revision_file) if revision_file else None
 
     @classmethod
     async def open(cls, config: Config, *, migrate: bool = True) -> Store:
         """Connect to ``config.database_url`` and bring the schema to head."""
-        store = cls(create_engine(config.database_url))
+        store = cls(create_engine(config.database_url), config.state_path / REVISION_FILE)
         if migrate:
             await upgrade(store.engine)
         return store
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
+
+    def change_token(self) -> int:
+        """A number that changes as soon as a write commits here or in any process sharing
+        this host's ``state_path``: compare it with ``!=`` (no query, no syscall).
+
+        Writes committed by processes of other hosts (a shared PostgreSQL) do not show here;
+        :meth:`wait_for_change` polls the database for those.
+        """
+        if self._shared is not None:
+            return int(_SLOT.unpack_from(self._shared)[0])
+        return self._commits
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -109,7 +137,7 @@ class Store:
             if revision % 100 == 0:
                 await self._prune(session, revision)
             await session.commit()
-        self._notify()
+        self._notify(revision)
 
     async def transact(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         """Run ``work`` in one write transaction, retrying when a unique constraint raced."""
@@ -148,7 +176,13 @@ class Store:
                 update(StoreState).where(StoreState.id == 1).values(pruned_through=horizon)
             )
 
-    def _notify(self) -> None:
+    def _notify(self, revision: int) -> None:
+        self._commits += 1
+        if self._shared is not None:
+            # Each revision is committed once, so the value differs from what any reader
+            # saw before this commit; racing writers may land out of order, which only costs
+            # a reader one needless (empty) sync.
+            _SLOT.pack_into(self._shared, 0, revision)
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -226,3 +260,22 @@ class Store:
             )
             tx.record("server", server_id, "update")
             return True
+
+
+def _map_revision_file(path: Path) -> mmap.mmap | None:
+    """Map the shared revision slot (created if missing); None (local signal only) on error."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if os.fstat(fd).st_size < _SLOT.size:
+                os.ftruncate(fd, _SLOT.size)  # racing creators both extend it to zeros
+            return mmap.mmap(fd, _SLOT.size)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        _log.warning(
+            "no shared change signal: other processes' writes are seen by polling only",
+            path=str(path),
+            error=str(exc),
+        )
+        return None

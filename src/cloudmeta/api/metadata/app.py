@@ -12,10 +12,13 @@ import base64
 import contextlib
 import functools
 import os
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from cloudmeta.config import Config, IdentityMode, TokenPolicy
 from cloudmeta.documents import TEXT, Body, Seeded, Settings, Special, path_tokens, resolve
@@ -26,13 +29,13 @@ from cloudmeta.logs import get_logger
 
 from .cache import Entry, InstanceCache
 from .errors import MetadataError
-from .identity import Caller, signed_caller
+from .identity import Caller, SignatureCheck, signed_caller
 from .signing import IdentitySigner
 from .source import MetadataSource
 from .tokens import TOKEN_HEADER, TTL_HEADER, TokenAuthority, parse_ttl
 from .vendordata import DynamicVendordata, load_static
 
-__all__ = ["SERVICE", "MetadataService", "make_app"]
+__all__ = ["SERVICE", "MetadataService", "make_app", "serving"]
 
 _log = get_logger("api")
 MAX_PATH = 1024
@@ -44,6 +47,11 @@ _DATA = "data"
 _READ = ("GET", "HEAD")
 _MISSING = object()
 _UNKNOWN = "An unknown error has occurred. Please try your request again."
+_HANDLER_ARGS: dict[str, Any] = {
+    "max_field_size": 8190,
+    "max_line_size": 8190,
+    "max_headers": MAX_HEADERS,
+}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -55,13 +63,17 @@ def _kind(path: str) -> str:
     return _TOKEN if tokens == ["ec2", "latest", "api", "token"] else _DATA
 
 
+@functools.cache
+def _content_headers(content_type: str) -> CIMultiDict[str]:
+    return CIMultiDict({"Content-Type": content_type})
+
+
 def _response(
     body: bytes, content_type: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    all_headers = {"Content-Type": content_type}
-    if headers:
-        all_headers.update(headers)
-    return web.Response(body=body, headers=all_headers)
+    if not headers:  # the hot path: the Response copies a prebuilt header map (C code)
+        return web.Response(body=body, headers=_content_headers(content_type))
+    return web.Response(body=body, headers={"Content-Type": content_type, **headers})
 
 
 def _error(exc: MetadataError) -> web.Response:
@@ -83,7 +95,8 @@ class MetadataService:
     def __init__(self, config: Config, source: MetadataSource) -> None:
         api = config.api
         self._source = source
-        self._secret = config.metadata_proxy_shared_secret.get_secret_value().encode()
+        secret = config.metadata_proxy_shared_secret.get_secret_value()
+        self._check = SignatureCheck(secret.encode())
         self._signed = api.identity is IdentityMode.SIGNED
         self._tokens_required = api.http_tokens is TokenPolicy.REQUIRED
         self.cache = InstanceCache(api.metadata_cache_expiration)
@@ -101,17 +114,17 @@ class MetadataService:
         self._signer = IdentitySigner.from_state(config.state_path)
         self._revision = 0
         self._generation = 0
-        self._marker = source.local_marker()
+        self._token = source.change_token()
         self._sync_lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self._loads: dict[str, asyncio.Future[Entry | None]] = {}
-        if self._signed and not self._secret:
+        if self._signed and not secret:
             _log.warning("metadata_proxy_shared_secret is empty: any caller can sign requests")
 
     # -- life cycle ----------------------------------------------------------------------
 
     async def start(self, _: web.Application | None = None) -> None:
-        self._marker = self._source.local_marker()
+        self._token = self._source.change_token()
         self._revision = await self._source.revision()
         self._watcher = asyncio.create_task(self._watch(), name="metadata-cache-watch")
 
@@ -138,7 +151,7 @@ class MetadataService:
     async def sync(self) -> None:
         """Apply the changes after our revision to the cache."""
         async with self._sync_lock:
-            self._marker = self._source.local_marker()
+            self._token = self._source.change_token()
             revision, changes = await self._source.changes_since(self._revision)
             if changes is None or changes:
                 self._generation += 1
@@ -147,7 +160,7 @@ class MetadataService:
 
     # -- requests ------------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             return await self._handle(request)
         except MetadataError as exc:
@@ -156,7 +169,7 @@ class MetadataService:
             _log.exception("metadata request failed", path=request.path[:MAX_PATH])
             return _error(MetadataError(500, _UNKNOWN))
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         if len(request.raw_path) > MAX_PATH:
             raise MetadataError(400, f"The request path is longer than {MAX_PATH} bytes.")
         method = request.method
@@ -167,7 +180,7 @@ class MetadataService:
                 raise _not_allowed("GET, HEAD")
             body = _root_listing()
             return _response(body.data, body.content_type)
-        if self._source.local_marker() is not self._marker:
+        if self._source.change_token() != self._token:
             await self.sync()
         caller, entry = await self._identify(request)
         instance_id = entry.instance.id
@@ -208,9 +221,9 @@ class MetadataService:
             entry.responses[key] = body
         return _response(body.data, body.content_type)
 
-    async def _identify(self, request: web.Request) -> tuple[Caller, Entry]:
+    async def _identify(self, request: web.BaseRequest) -> tuple[Caller, Entry]:
         if self._signed:
-            caller = signed_caller(request.headers, self._secret)
+            caller = signed_caller(request.headers, self._check)
             entry = await self._entry(caller.instance_id)
             if entry is None:
                 raise MetadataError(404, "The resource could not be found.")
@@ -269,7 +282,7 @@ class MetadataService:
         if loaded is None:
             return None
         required = loaded.instance.metadata.get("http_tokens") == TokenPolicy.REQUIRED.value
-        if generation != self._generation or self._source.local_marker() is not self._marker:
+        if generation != self._generation or self._source.change_token() != self._token:
             # Something changed while we read: serve this answer, but do not keep it.
             return Entry(loaded, 0.0, required)
         return self.cache.put(loaded, required)
@@ -292,7 +305,7 @@ class MetadataService:
             return Body(self._signer.signature(document))
         return Body(self._signer.pkcs7(document))
 
-    async def _password(self, request: web.Request, entry: Entry) -> web.StreamResponse:
+    async def _password(self, request: web.BaseRequest, entry: Entry) -> web.StreamResponse:
         method = request.method
         if method in _READ:
             return _response((entry.instance.password or "").encode(), TEXT)
@@ -323,11 +336,24 @@ SERVICE = web.AppKey("metadata_service", MetadataService)
 def make_app(config: Config, source: MetadataSource) -> web.Application:
     """The metadata app over any :class:`MetadataSource` (the inventory, or one in memory)."""
     service = MetadataService(config, source)
-    app = web.Application(
-        handler_args={"max_field_size": 8190, "max_line_size": 8190, "max_headers": MAX_HEADERS}
-    )
+    app = web.Application(handler_args=_HANDLER_ARGS)
     app[SERVICE] = service
     app.on_startup.append(service.start)
     app.on_cleanup.append(service.stop)
     app.router.add_route("*", "/{tail:.*}", service.handle)
     return app
+
+
+@contextlib.asynccontextmanager
+async def serving(config: Config, source: MetadataSource) -> AsyncIterator[web.Server]:
+    """The same service as aiohttp's low-level server, started and stopped around the block.
+
+    What ``cloudmeta api`` serves: with one route there is nothing for the router, the
+    middlewares and the application signals to do, and skipping them is a fifth of a request.
+    """
+    service = MetadataService(config, source)
+    await service.start()
+    try:
+        yield web.Server(service.handle, access_log=None, **_HANDLER_ARGS)
+    finally:
+        await service.stop()

@@ -10,7 +10,7 @@ from multidict import CIMultiDictProxy
 
 from .errors import MetadataError
 
-__all__ = ["Caller", "Headers", "sign_instance_id", "signed_caller"]
+__all__ = ["Caller", "Headers", "SignatureCheck", "sign_instance_id", "signed_caller"]
 
 
 Headers = CIMultiDictProxy[str]
@@ -27,11 +27,38 @@ def sign_instance_id(secret: bytes, instance_id: str) -> str:
     return hmac.new(secret, instance_id.encode(), hashlib.sha256).hexdigest()
 
 
+class SignatureCheck:
+    """The HMAC check, remembering the (instance id, signature) pairs found valid.
+
+    A hot instance then costs a set lookup instead of an HMAC. Only valid pairs are kept (one
+    per instance, since the signature is a function of the id), so forged headers cannot grow
+    the set; the bound only guards against a huge inventory.
+    """
+
+    def __init__(self, secret: bytes, limit: int = 65536) -> None:
+        self._secret = secret
+        self._limit = limit
+        self._valid: set[tuple[str, str]] = set()
+
+    def __call__(self, instance_id: str, signature: str) -> bool:
+        key = (instance_id, signature)
+        if key in self._valid:
+            return True
+        expected = sign_instance_id(self._secret, instance_id)
+        # Nova compares against the first signature header; so do we, in constant time.
+        if not signature or not hmac.compare_digest(expected.encode(), signature.encode()):
+            return False
+        if len(self._valid) >= self._limit:
+            self._valid.clear()
+        self._valid.add(key)
+        return True
+
+
 def _values(headers: Headers, name: str) -> list[str]:
     return headers.getall(name, [])
 
 
-def signed_caller(headers: Headers, secret: bytes) -> Caller:
+def signed_caller(headers: Headers, check: SignatureCheck) -> Caller:
     """``_handle_instance_id_request``: 400 for missing/multiple headers, 403 for the signature."""
     instance_ids = _values(headers, "X-Instance-ID")
     signatures = _values(headers, "X-Instance-ID-Signature")
@@ -47,9 +74,7 @@ def signed_caller(headers: Headers, secret: bytes) -> Caller:
     if len(tenants) > 1:
         raise MetadataError(400, "Multiple X-Tenant-ID headers found within request.")
     instance_id = instance_ids[0]
-    expected = sign_instance_id(secret, instance_id)
-    # Nova compares against the first signature header; so do we, in constant time.
-    if not signatures[0] or not hmac.compare_digest(expected.encode(), signatures[0].encode()):
+    if not check(instance_id, signatures[0]):
         raise MetadataError(403, "Invalid proxy request signature.")
     forwarded = _values(headers, "X-Forwarded-For")
     address = forwarded[0].split(",")[0].strip() if forwarded else None

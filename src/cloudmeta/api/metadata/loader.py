@@ -125,7 +125,5 @@ class StoreSource:
     async def wait_for_change(self, revision: int, timeout: float) -> int:  # noqa: ASYNC109
         return await self._store.wait_for_change(revision, timeout)
 
-    def local_marker(self) -> object:
-        # The store swaps this event on every commit of this process (Store._notify), which
-        # lets a request notice a local admin change without a query.
-        return self._store._changed
+    def change_token(self) -> int:
+        return self._store.change_token()

@@ -44,5 +44,6 @@ class MetadataSource(Protocol):
     async def wait_for_change(self, revision: int, timeout: float) -> int:  # noqa: ASYNC109
         """Return once the revision passes ``revision`` (or after ``timeout`` seconds)."""
 
-    def local_marker(self) -> object:
-        """A token that changes (by identity) as soon as this process commits a change."""
+    def change_token(self) -> object:
+        """A value that changes (compare with ``!=``) as soon as a change is committed here
+        or by another process of this host; read on every request, so it must be cheap."""
