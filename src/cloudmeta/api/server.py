@@ -1,7 +1,12 @@
 """The ``cloudmeta api`` process: one store, every HTTP application of the API side on it.
 
 To serve another application from this process, add one :class:`ServedApp` line to
-:data:`SERVED_APPS` (the metadata API does: its factory and ``[api] metadata_listen*``).
+:data:`SERVED_APPS` (the metadata API does: its server and ``[api] metadata_listen*``).
+
+The metadata API binds with SO_REUSEPORT and, with ``[api] metadata_workers = N``, N-1 worker
+processes (:mod:`cloudmeta.api.workers`) serve it on the same port next to this process. Each
+worker opens its own store; all of them learn of a write through :meth:`Store.change_token`
+before answering, so an admin change is seen by the next request whichever process gets it.
 """
 
 from __future__ import annotations
@@ -9,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from cloudmeta.api.admin import build_admin_app
-from cloudmeta.api.metadata import make_metadata_app
+from cloudmeta.api.metadata import metadata_server
+from cloudmeta.api.workers import WorkerPool
 from cloudmeta.config import Config
 from cloudmeta.inventory import Store
 from cloudmeta.logs import get_logger
@@ -24,52 +30,81 @@ __all__ = ["SERVED_APPS", "AppFactory", "ServedApp", "run_api", "serve"]
 
 _log = get_logger("api")
 
-AppFactory = Callable[[Config, Store], web.Application | Awaitable[web.Application]]
+Served = web.Application | web.Server
+AppFactory = Callable[[Config, Store], AbstractAsyncContextManager[Served]]
 
 
 @dataclass(frozen=True)
 class ServedApp:
-    """An application of the API process and where it listens, both read from the config."""
+    """An application of the API process and where it listens, both read from the config.
+
+    ``workers`` (for the metadata API) is how many processes in all serve it on the port.
+    """
 
     name: str
     factory: AppFactory
     address: Callable[[Config], tuple[str, int]]
+    workers: Callable[[Config], int] = lambda _: 1
+
+
+def _application(
+    build: Callable[[Config, Store], web.Application | Awaitable[web.Application]],
+) -> AppFactory:
+    """Adapt a plain ``web.Application`` factory (it starts and stops with its runner)."""
+
+    @asynccontextmanager
+    async def factory(config: Config, store: Store) -> AsyncIterator[Served]:
+        app = build(config, store)
+        yield app if isinstance(app, web.Application) else await app
+
+    return factory
 
 
 SERVED_APPS: list[ServedApp] = [
-    ServedApp("admin", build_admin_app, lambda c: (c.admin.listen, c.admin.port)),
+    ServedApp("admin", _application(build_admin_app), lambda c: (c.admin.listen, c.admin.port)),
     ServedApp(
-        "metadata", make_metadata_app, lambda c: (c.api.metadata_listen, c.api.metadata_listen_port)
+        "metadata",
+        metadata_server,
+        lambda c: (c.api.metadata_listen, c.api.metadata_listen_port),
+        lambda c: c.api.metadata_workers,
     ),
 ]
+
+
+def _runner(served: Served) -> web.BaseRunner:
+    if isinstance(served, web.Application):
+        return web.AppRunner(served, access_log=None, handle_signals=False)
+    return web.ServerRunner(served, handle_signals=False)
 
 
 @asynccontextmanager
 async def serve(
     config: Config, apps: list[ServedApp] | None = None
 ) -> AsyncIterator[dict[str, tuple[str, int]]]:
-    """Open the store, start every app; yield ``{name: (host, port)}`` as actually bound."""
+    """Open the store, start every app (and its workers); yield ``{name: (host, port)}``."""
     store = await Store.open(config)
-    runners: list[web.AppRunner] = []
     bound: dict[str, tuple[str, int]] = {}
-    try:
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(store.close)
         for served in apps if apps is not None else SERVED_APPS:
-            app = served.factory(config, store)
-            if not isinstance(app, web.Application):
-                app = await app
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            runner = _runner(await stack.enter_async_context(served.factory(config, store)))
             await runner.setup()
-            runners.append(runner)
+            stack.push_async_callback(runner.cleanup)
             host, port = served.address(config)
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            workers = served.workers(config)
+            await web.TCPSite(
+                runner, host, port, reuse_address=True, reuse_port=workers > 1
+            ).start()
             address = runner.addresses[0]
             bound[served.name] = (str(address[0]), int(address[1]))
-            _log.info("listening", app=served.name, host=bound[served.name][0], port=address[1])
+            if workers > 1:
+                pool = WorkerPool(config, *bound[served.name], workers - 1)
+                await pool.start()
+                stack.push_async_callback(pool.close)
+            _log.info(
+                "listening", app=served.name, host=address[0], port=address[1], workers=workers
+            )
         yield bound
-    finally:
-        for runner in reversed(runners):
-            await runner.cleanup()
-        await store.close()
 
 
 async def run_api(config: Config) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import click
+import uvloop
 
 from cloudmeta.cli.main import pass_config
 from cloudmeta.config import Config
@@ -16,11 +17,12 @@ __all__ = ["COMMANDS"]
 @click.command("api")
 @pass_config
 def api_command(config: Config) -> None:
-    """Run the admin API (and the metadata API) on the inventory; migrates it first."""
+    """Run the admin API and the metadata API on the inventory (migrating it first); the
+    metadata API in ``[api] metadata_workers`` processes sharing its port."""
     from cloudmeta.api.server import run_api
 
     try:
-        asyncio.run(run_api(config))
+        uvloop.run(run_api(config))
     except InventoryError as exc:
         raise click.ClickException(exc.message) from exc
     except OSError as exc:
