@@ -31,7 +31,11 @@ __all__ = ["SERVED_APPS", "AppFactory", "ServedApp", "run_api", "serve"]
 _log = get_logger("api")
 
 Served = web.Application | web.Server
-AppFactory = Callable[[Config, Store], AbstractAsyncContextManager[Served]]
+# An app (or an awaitable of one), or a context manager serving a low-level server or an app.
+AppFactory = Callable[
+    [Config, Store],
+    web.Application | Awaitable[web.Application] | AbstractAsyncContextManager[Served],
+]
 
 
 @dataclass(frozen=True)
@@ -47,21 +51,8 @@ class ServedApp:
     workers: Callable[[Config], int] = lambda _: 1
 
 
-def _application(
-    build: Callable[[Config, Store], web.Application | Awaitable[web.Application]],
-) -> AppFactory:
-    """Adapt a plain ``web.Application`` factory (it starts and stops with its runner)."""
-
-    @asynccontextmanager
-    async def factory(config: Config, store: Store) -> AsyncIterator[Served]:
-        app = build(config, store)
-        yield app if isinstance(app, web.Application) else await app
-
-    return factory
-
-
 SERVED_APPS: list[ServedApp] = [
-    ServedApp("admin", _application(build_admin_app), lambda c: (c.admin.listen, c.admin.port)),
+    ServedApp("admin", build_admin_app, lambda c: (c.admin.listen, c.admin.port)),
     ServedApp(
         "metadata",
         metadata_server,
@@ -69,6 +60,15 @@ SERVED_APPS: list[ServedApp] = [
         lambda c: c.api.metadata_workers,
     ),
 ]
+
+
+async def _enter(stack: AsyncExitStack, made: object) -> Served:
+    if isinstance(made, web.Application):
+        return made  # an app starts and stops with its runner
+    if isinstance(made, AbstractAsyncContextManager):
+        return await stack.enter_async_context(made)
+    assert isinstance(made, Awaitable)
+    return await _enter(stack, await made)
 
 
 def _runner(served: Served) -> web.BaseRunner:
@@ -87,7 +87,7 @@ async def serve(
     async with AsyncExitStack() as stack:
         stack.push_async_callback(store.close)
         for served in apps if apps is not None else SERVED_APPS:
-            runner = _runner(await stack.enter_async_context(served.factory(config, store)))
+            runner = _runner(await _enter(stack, served.factory(config, store)))
             await runner.setup()
             stack.push_async_callback(runner.cleanup)
             host, port = served.address(config)
