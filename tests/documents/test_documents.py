@@ -320,6 +320,16 @@ def test_ec2_latest_extensions() -> None:
     missing("/2009-04-04/dynamic/instance-identity/document")
 
 
+def test_aws_dated_versions_serve_the_latest_tree_unlisted() -> None:
+    # cloud-init's Ec2 datasource on AWS picks the first of these that answers instance-id.
+    for version in ("2021-03-23", "2018-09-24", "2016-09-02"):
+        assert get(f"/{version}/meta-data/instance-id").data == ec2_id("i", VM.id).encode()
+        doc = json.loads(get(f"/{version}/dynamic/instance-identity/document").data)
+        assert doc["instanceId"] == ec2_id("i", VM.id)
+    assert b"2021-03-23" not in get("/").data
+    missing("/2019-10-01/meta-data/instance-id")
+
+
 def test_local_ipv4_falls_back_to_the_caller_address() -> None:
     vm = Instance(id="u", name="n", hostname="h", project_id="p")
     assert get("/latest/meta-data/local-ipv4", vm).data == b"192.0.2.99"

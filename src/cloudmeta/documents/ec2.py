@@ -2,7 +2,8 @@
 
 Dated versions are exactly Nova's. ``latest`` adds what AWS serves beyond Nova's last date
 (``mac``, ``network/interfaces/macs/<mac>/``, ``dynamic/instance-identity/``), so clients that
-read those find them while a client that pins ``2009-04-04`` sees Nova's tree byte for byte.
+read those find them while a client that pins ``2009-04-04`` sees Nova's tree byte for byte. The
+AWS dates clients pin past 2009-04-04 (``AWS_EXTENDED_VERSIONS``) serve the ``latest`` tree.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from .model import Instance, Settings
 from .openstack import hostname
-from .versions import EC2_VERSIONS, LATEST, at_least
+from .versions import AWS_EXTENDED_VERSIONS, EC2_VERSIONS, LATEST, at_least
 
 __all__ = [
     "IDENTITY_PATHS",
@@ -44,7 +45,7 @@ def ec2_tree(
     instance: Instance, requested: str, settings: Settings, address: str | None
 ) -> dict[str, Any] | None:
     """``get_ec2_metadata``: the tree of one version, or None if the version is unknown."""
-    extended = requested == LATEST
+    extended = requested == LATEST or requested in AWS_EXTENDED_VERSIONS
     version = EC2_VERSIONS[-1] if extended else requested
     if version not in EC2_VERSIONS:
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "AWS_EXTENDED_VERSIONS",
     "EC2_VERSIONS",
     "EPOXY",
     "FOLSOM",
@@ -33,6 +34,11 @@ EC2_VERSIONS: tuple[str, ...] = (
     "2008-09-01",
     "2009-04-04",
 )
+
+# AWS dates past Nova's last that clients pin (cloud-init's Ec2 datasource on a platform it
+# identifies as AWS asks for these, newest first, and reads dynamic/instance-identity there).
+# They serve the ``latest`` tree; ``/`` still lists Nova's versions only.
+AWS_EXTENDED_VERSIONS: tuple[str, ...] = ("2016-09-02", "2018-09-24", "2021-03-23")
 
 FOLSOM = "2012-08-10"
 GRIZZLY = "2013-04-04"
