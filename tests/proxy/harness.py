@@ -133,8 +133,10 @@ async def curl(
     port: int = 80,
     max_time: float = 15.0,
 ) -> tuple[int, str]:
-    """``curl`` run inside the instance namespace: (status, body)."""
-    argv = ["curl", "-s", "-m", f"{max_time:g}", "-X", method, "-o", "-", "-w", "\n%{http_code}"]
+    """``curl`` run inside the instance namespace: (status, body). The path is sent as
+    given (``--path-as-is``), dot segments and all."""
+    argv = ["curl", "-s", "--path-as-is", "-m", f"{max_time:g}", "-X", method, "-o", "-"]
+    argv += ["-w", "\n%{http_code}"]
     for name, value in (headers or {}).items():
         argv += ["-H", f"{name}: {value}"]
     netloc = f"[{host}]" if ":" in host else host

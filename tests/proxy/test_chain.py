@@ -28,6 +28,15 @@ SPOOF_HEADERS = {
     "X-Forwarded-For": "192.0.2.11",
 }
 
+TOKEN_PATHS = (
+    "/latest/api/token",
+    "/ec2/latest/api/token",
+    "/latest/./api/token",
+    "/latest/meta-data/../api/token",
+    "/latest/%2e/api/token",
+    "//ec2//latest/api/token/",
+)
+
 
 async def _two_networks(chain: Chain) -> list[Instance]:
     """Two networks with the same range, one instance each at the same IP, one proxy each."""
@@ -76,14 +85,27 @@ async def test_each_instance_gets_its_own_metadata_and_spoofing_changes_nothing(
         lower = {k.lower(): v for k, v in SPOOF_HEADERS.items()}
         status, body = await curl(instance.namespace, headers=lower)
         assert (status, uuid_of(body)) == (200, instance.server_id)
-        # A token PUT that went through a forwarding proxy is refused.
-        status, _ = await curl(
+        # A token PUT that went through a forwarding proxy is refused, however the path is
+        # spelt (the API routes all of these to its token handler).
+        for path in TOKEN_PATHS:
+            status, body = await curl(
+                instance.namespace,
+                path,
+                method="PUT",
+                headers={
+                    "X-Forwarded-For": "192.0.2.10",
+                    "X-aws-ec2-metadata-token-ttl-seconds": "60",
+                },
+            )
+            assert status == 403, (path, body)
+        # Without X-Forwarded-For the same spellings reach the API and get a token.
+        status, body = await curl(
             instance.namespace,
-            "/latest/api/token",
+            "/ec2/latest/./api/token",
             method="PUT",
-            headers={"X-Forwarded-For": "192.0.2.10", "X-aws-ec2-metadata-token-ttl-seconds": "60"},
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
         )
-        assert status == 403
+        assert status == 200, body
 
 
 @pytest.mark.parametrize("chain", [ProxyMode.INLINE, ProxyMode.HAPROXY], indirect=True, ids=str)

@@ -57,6 +57,12 @@ def test_target_needs_exactly_one_id() -> None:
         ("PUT", "/latest/api/token", [("X-Forwarded-For", "192.0.2.1")], True),
         ("put", "//latest/api/token/", [("x-forwarded-for", "192.0.2.1")], True),
         ("PUT", "/latest/./api/token?x=1", [("X-FORWARDED-FOR", "1")], True),
+        # Every spelling the metadata API routes to its token handler (issue 4 review).
+        ("PUT", "/ec2/latest/api/token", [("X-Forwarded-For", "192.0.2.1")], True),
+        ("PUT", "//ec2//latest/api/./token", [("X-Forwarded-For", "192.0.2.1")], True),
+        ("PUT", "/latest/meta-data/../api/token", [("X-Forwarded-For", "192.0.2.1")], True),
+        ("PUT", "/latest/api/x/../token", [("X-Forwarded-For", "192.0.2.1")], True),
+        ("PUT", "/openstack/latest/api/token", [("X-Forwarded-For", "192.0.2.1")], False),
         ("PUT", "/latest/api/token", [], False),
         ("GET", "/latest/api/token", [("X-Forwarded-For", "192.0.2.1")], False),
         ("PUT", "/latest/meta-data/", [("X-Forwarded-For", "192.0.2.1")], False),
@@ -113,7 +119,9 @@ def test_haproxy_config_is_neutrons_plus_replacing_forwarded_for(tmp_path: Path)
         assert expected in lines
     # Deleting the caller's X-Forwarded-For (after the token rule saw it) is what makes
     # option forwardfor replace rather than append.
-    deny = lines.index("http-request deny deny_status 403 if token_put token_put_path has_xff")
+    # Any PUT carrying X-Forwarded-For: the API takes PUT only on its token path, whatever
+    # spelling (/ec2/..., dot segments, %2e) reaches it.
+    deny = lines.index("http-request deny deny_status 403 if token_put has_xff")
     assert deny < lines.index("http-request del-header X-Forwarded-For")
     assert same_config(text, text.replace("p.pid", "other.pid"))
     assert not same_config(text, _config(tmp_path, ProxyTarget(router_id="net-a")))

@@ -3,7 +3,9 @@
 Differences from Neutron, each closing a hole: ``X-Forwarded-For`` is deleted before
 ``option forwardfor`` adds the real peer (Neutron appends to the caller's copy), every
 ``X-Neutron-*``/``X-Instance-ID*``/``X-Tenant-ID`` is deleted (Neutron deletes only the other
-id header), and a token PUT already carrying ``X-Forwarded-For`` is denied with 403.
+id header), and any PUT already carrying ``X-Forwarded-For`` is denied with 403: the metadata
+API accepts PUT only on its token path, and matching that path here would have to repeat the
+API's normalisation (``/ec2/latest/api/token``, dot segments, ``%2e``) in regex.
 """
 
 from __future__ import annotations
@@ -92,9 +94,8 @@ def render_config(
         *(_bind_line(b) for b in binds),
         # The token PUT rule must see the caller's own X-Forwarded-For, so it comes first.
         "    acl token_put method PUT",
-        "    acl token_put_path path -m reg ^/+latest/+api/+token/*$",
         "    acl has_xff req.hdr_cnt(X-Forwarded-For) gt 0",
-        "    http-request deny deny_status 403 if token_put token_put_path has_xff",
+        "    http-request deny deny_status 403 if token_put has_xff",
         "    http-request del-header X-Forwarded-For",
         r"    http-request del-header (?i)^x-neutron-.* -m reg",
         r"    http-request del-header (?i)^x-instance-id.* -m reg",

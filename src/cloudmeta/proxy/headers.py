@@ -8,11 +8,12 @@ pairs, shared by the inline mode, the ``ns-metadata-proxy`` process and the hapr
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from multidict import CIMultiDict
+
+from cloudmeta.documents import path_tokens
 
 __all__ = [
     "FORWARDED_FOR",
@@ -29,7 +30,8 @@ __all__ = [
 NETWORK_ID_HEADER = "X-Neutron-Network-ID"
 ROUTER_ID_HEADER = "X-Neutron-Router-ID"
 FORWARDED_FOR = "X-Forwarded-For"
-TOKEN_PATH = "/latest/api/token"
+# The token path as the metadata API routes it (``/latest/api/token``, ``/ec2/latest/...``).
+TOKEN_TOKENS = ["ec2", "latest", "api", "token"]
 # Lower-case prefixes of headers only the proxy and the agent may set.
 SPOOFABLE_PREFIXES = ("x-neutron-", "x-instance-id", "x-tenant-id", "x-forwarded-for")
 # Connection-scoped headers (RFC 9110 7.6.1) that never cross a proxy.
@@ -100,10 +102,11 @@ def clean_headers(
 
 
 def is_forbidden_token_put(method: str, path: str, headers: Iterable[tuple[str, str]]) -> bool:
-    """AWS's SSRF rule: a token PUT that already went through a forwarding proxy is refused."""
-    if (
-        method.upper() != "PUT"
-        or posixpath.normpath("/" + path.split("?", 1)[0].lstrip("/")) != TOKEN_PATH
-    ):
+    """AWS's SSRF rule: a token PUT that already went through a forwarding proxy is refused.
+
+    ``path`` is the decoded path (aiohttp's ``request.path``); it is normalised exactly as the
+    metadata API routes it, so ``/ec2/latest/api/token`` or dot segments cannot slip past.
+    """
+    if method.upper() != "PUT" or path_tokens(path.split("?", 1)[0]) != TOKEN_TOKENS:
         return False
     return any(name.lower() == "x-forwarded-for" for name, _ in headers)
