@@ -50,8 +50,15 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 
 
 def create_engine(url: str) -> AsyncEngine:
-    """An async engine for ``url``; for SQLite the file's directory is created if missing."""
-    engine = create_async_engine(async_url(url), pool_pre_ping=False)
+    """An async engine for ``url``; for SQLite the file's directory is created if missing.
+
+    PostgreSQL connections are pinged when taken from the pool: after a server restart (or
+    ``pg_terminate_backend``) every pooled connection is dead, and without the ping each one
+    failed a request, and a stuck one held a request past the agents' timeout.
+    """
+    engine = create_async_engine(
+        async_url(url), pool_pre_ping=make_url(url).get_backend_name() == "postgresql"
+    )
     if is_sqlite(engine):
         database = engine.url.database
         if database and database != ":memory:":
