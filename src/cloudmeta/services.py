@@ -4,6 +4,8 @@
 agents started alone use the same runner with one service each. One loop rather than supervised
 children: the agents are idle between changes, the inline proxies must share the metadata
 agent's loop anyway, and one process is one pid to watch, one log and the smallest footprint.
+The exception is opt-in: ``[api] metadata_workers = N`` adds N-1 metadata API processes on the
+same port (see :mod:`cloudmeta.api.workers`), started and stopped with the API here.
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
 """The metadata HTTP app (nova-api-metadata): identity, tokens, cache, routing, password.
 
-One catch-all route; each request does a header check, one dict lookup for the instance and one
-for the rendered path. The inventory is read only on a cache miss; a change committed by this
-process is seen by the next request, other processes' changes within the feed's poll interval.
+One catch-all route; each request does a header check (an HMAC only the first time a pair is
+seen), one dict lookup for the instance and one for the rendered bytes. The inventory is read
+only on a cache miss. Before answering, a request compares the source's change token (for the
+inventory, :meth:`Store.change_token`: a revision slot that every committing process of the
+host overwrites): a change committed by any process of the host, e.g. through the admin API,
+is applied to the cache before the next request, in every metadata worker. Writes from other
+hosts (a shared PostgreSQL) arrive through the change feed within its poll interval (0.5 s).
 """
 
 from __future__ import annotations
