@@ -14,6 +14,7 @@ import re
 import secrets
 from collections.abc import Iterable, Iterator
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 from cloudmeta.inventory.errors import Invalid
@@ -180,6 +181,11 @@ def keypair_fingerprint(public_key: str) -> tuple[str, str]:
     try:
         load_ssh_public_key(public_key.strip().encode())
         blob = base64.b64decode(public_key.split()[1], validate=True)
+    except UnsupportedAlgorithm:
+        kind = public_key.split(maxsplit=1)[0][:40] if public_key.split() else ""
+        raise Invalid(
+            f"public_key: key type {kind!r} is not supported (ssh-rsa, ssh-ed25519, ecdsa-sha2-*)"
+        ) from None
     except (ValueError, IndexError, binascii.Error, TypeError):
         raise Invalid(
             "public_key: not an OpenSSH public key (e.g. 'ssh-ed25519 AAAA... me')"

@@ -1,14 +1,17 @@
 """What a client may send to create each resource: pydantic models, also the OpenAPI schemas.
 
 Shapes and bounds live here; rules that need the database (does the network exist, is the
-address free) live in the ``*_ops`` modules.
+address free) live in the ``*_ops`` modules. Every string refuses control characters (a NUL
+is a DataError on PostgreSQL, and none belongs in a name, id or address); free text
+(``public_key``, metadata values) may keep tab, CR and LF.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
     "FixedIPSpec",
@@ -25,10 +28,28 @@ __all__ = [
     "SubnetCreate",
 ]
 
-Name = Annotated[str, StringConstraints(max_length=255)]
-RequiredName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-Id = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-Address = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_BUT_SPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _no_control(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("control characters (U+0000-U+001F, U+007F) are not allowed")
+    return value
+
+
+def _text(value: str) -> str:
+    if _CONTROL_BUT_SPACE.search(value):
+        raise ValueError("control characters other than tab, CR and LF are not allowed")
+    return value
+
+
+Line = Annotated[str, AfterValidator(_no_control)]
+Text = Annotated[str, AfterValidator(_text)]
+Name = Annotated[Line, StringConstraints(max_length=255)]
+RequiredName = Annotated[Line, StringConstraints(min_length=1, max_length=255)]
+Id = Annotated[Line, StringConstraints(min_length=1, max_length=255)]
+Address = Annotated[Line, StringConstraints(min_length=1, max_length=64)]
 
 
 class _Spec(BaseModel):
@@ -42,7 +63,7 @@ class ProjectCreate(_Spec):
 class KeypairCreate(_Spec):
     name: RequiredName
     project_id: Id | None = None
-    public_key: Annotated[str, StringConstraints(max_length=16384)] | None = None
+    public_key: Annotated[Text, StringConstraints(max_length=16384)] | None = None
 
 
 class NetworkCreate(_Spec):
@@ -108,15 +129,15 @@ class NetworkRequest(_Spec):
 
 class ServerCreate(_Spec):
     name: RequiredName
-    hostname: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    hostname: RequiredName | None = None
     project_id: Id | None = None
     availability_zone: Name | None = None
     flavor: RequiredName = "m1.small"
     image_id: Name | None = None
     key_name: Name | None = None
     # Base64 text; the length bound (Nova's 65535) is checked with a clearer message in rules.
-    user_data: str | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
-    tags: list[str] = Field(default_factory=list)
+    user_data: Line | None = None
+    metadata: dict[Line, Text] = Field(default_factory=dict)
+    tags: list[Line] = Field(default_factory=list)
     launch_index: int = Field(0, ge=0, le=65535)
     networks: list[NetworkRequest] = Field(default_factory=list, max_length=16)

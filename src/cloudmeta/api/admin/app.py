@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -27,6 +28,8 @@ _log = get_logger("admin-api")
 _PUBLIC_PATHS = frozenset({"/openapi.json"})
 # A request body larger than this is refused before parsing (user_data is at most 64 KiB).
 MAX_BODY = 1024 * 1024
+# Ids in the path and query values reach SQL; PostgreSQL refuses NUL in text (a DataError).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def ensure_admin_token(config: Config) -> str:
@@ -75,9 +78,22 @@ def _middlewares(token: str) -> list[Middleware]:
                 response = error_response(401, "Authorization: missing or wrong bearer token")
                 response.headers["WWW-Authenticate"] = "Bearer"
                 return response
+        bad = _control_field(request)
+        if bad is not None:
+            return error_response(400, f"{bad}: control characters are not allowed")
         return await handler(request)
 
     return [errors, auth]
+
+
+def _control_field(request: web.Request) -> str | None:
+    """The first place of the URL (``path`` or a query name) holding a control character."""
+    if _CONTROL.search(request.path):
+        return "path"
+    for name, value in request.query.items():
+        if _CONTROL.search(name) or _CONTROL.search(value):
+            return name[:40].encode("unicode_escape").decode()
+    return None
 
 
 async def _openapi(request: web.Request) -> web.Response:
