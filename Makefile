@@ -48,8 +48,11 @@ test: install services lint typecheck pytest
 bench: install services
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
 
+SOAK_REPORT := $(STATE)/soak-report.jsonl
 soak: install services
-	CLOUDMETA_SOAK=1 $(BIN)/pytest -q -m soak tests
+	mkdir -p $(STATE) && rm -f $(SOAK_REPORT)
+	CLOUDMETA_SOAK=1 CLOUDMETA_REPORT=$(SOAK_REPORT) $(BIN)/pytest -q -p no:logging -m soak tests; \
+	status=$$?; $(BIN)/python tests/support/report.py $(SOAK_REPORT); exit $$status
 
 clean:
 	rm -rf $(VENV) $(STATE)
