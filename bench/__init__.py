@@ -1,0 +1,1 @@
+"""cloudmeta's benchmarks, side by side with their baselines: ``python -m bench`` (see README)."""

@@ -1,0 +1,106 @@
+"""``python -m bench [--quick] [--only a,b]``: every scenario, then latest.json/.md/.png.
+
+Bounded: each scenario has a fixed duration and a hard timeout; the whole run stays under
+10 minutes (under ~90 s with ``--quick``). Ctrl-C or SIGTERM cancels the running scenario,
+whose ``finally`` blocks remove every namespace, link and process it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bench import bootstorm, chain, limit_api, report, scale
+from bench.common import Row, Settings, machine
+
+Scenario = Callable[[Settings, Path], Awaitable[list[Row]]]
+
+# name -> (runner, hard timeout in seconds for the full run)
+SCENARIOS: dict[str, tuple[Scenario, float]] = {
+    "limit-api": (limit_api.run, 90),
+    "chain": (chain.run, 240),
+    "bootstorm": (bootstorm.run, 180),
+    "scale": (scale.run, 240),
+}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+async def _main(args: argparse.Namespace) -> int:
+    settings = Settings.make(args.quick)
+    chosen = args.only.split(",") if args.only else list(SCENARIOS)
+    rows: list[Row] = []
+    failed: list[str] = []
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    started = time.monotonic()
+    for name in chosen:
+        runner, limit = SCENARIOS[name]
+        tmp = Path(tempfile.mkdtemp(prefix="cmt-bench-"))
+        t0 = time.monotonic()
+        print(f"== {name}", flush=True)
+        try:
+            got = await asyncio.wait_for(runner(settings, tmp), limit / (3 if args.quick else 1))
+        except Exception as exc:  # one broken scenario must not hide the others
+            traceback.print_exc()
+            failed.append(f"{name}: {exc}")
+            got = []
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for row in got:
+            print(
+                f"   {row.name:28} rps={row.rps or 0:9.0f} p50={row.p50_ms or 0:8.2f} "
+                f"p99={row.p99_ms or 0:8.2f} failures={row.failures} "
+                f"pss={row.pss_bytes or 0:>11} {row.note}",
+                flush=True,
+            )
+        print(f"   ({time.monotonic() - t0:.0f} s)", flush=True)
+        rows.extend(got)
+    _write(Path(args.out), args.quick, rows, time.monotonic() - started)
+    for problem in failed:
+        print(f"FAILED {problem}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _write(out: Path, quick: bool, rows: list[Row], seconds: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    info["quick"] = quick
+    info["total_seconds"] = round(seconds, 1)
+    r = report.ratios(rows, report.marginal_pss(rows))
+    report.write_json(out / "latest.json", info, rows, r)
+    table = report.markdown(info, rows, r)
+    (out / "latest.md").write_text(table)
+    report.chart(out / "latest.png", rows)
+    print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few seconds per scenario")
+    parser.add_argument("--only", default="", help=f"comma list of {','.join(SCENARIOS)}")
+    parser.add_argument("--out", default=str(RESULTS), help="where latest.* go")
+    args = parser.parse_args()
+    from cloudmeta.logs import setup_logging
+
+    setup_logging(False, "json")
+    # Plain asyncio, not uvloop: under uvloop ``linux.run_dhclient`` never returns (the
+    # daemonised dhclient keeps the pipes open), so the boot storm could not run.
+    with asyncio.Runner() as runner:
+        try:
+            sys.exit(runner.run(_main(args)))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            print("interrupted; everything the bench made was removed", file=sys.stderr)
+            sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Scenario ``boot-storm-<N>``: N instance namespaces on one network boot at once against the
+real DHCP agent (``cloudmeta dhcp-agent``: dnsmasq + inline proxy) and ``cloudmeta api``.
+
+Each instance runs the safe ``dhclient`` (``cloudmeta.linux.run_dhclient``: option 121 brings
+the 169.254.169.254 route) and then cloud-init's OpenStack datasource request sequence, one
+``curl`` per request so that client start-up does not dominate. Measured: time from the first
+dhclient until every instance has its data, failures, p50/p99 per request (curl's own
+``time_total``). ``boot-storm-cloud-init-<N>`` does the same with the real crawl
+(``/usr/bin/python3``, cloudinit's ``read_metadata_service``, EC2 half included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import META_IP, Row, Settings, need_tools, percentile
+from bench.services import Api, Service, start_api
+
+# What cloud-init's DataSourceOpenStack asks, in order: wait_for_metadata_service, then
+# _find_working_version, then the files of the newest version it knows (2018-08-27).
+VERSION = "2018-08-27"
+SEQUENCE = (
+    "/openstack",
+    "/openstack",
+    f"/openstack/{VERSION}/meta_data.json",
+    f"/openstack/{VERSION}/user_data",
+    f"/openstack/{VERSION}/vendor_data.json",
+    f"/openstack/{VERSION}/vendor_data2.json",
+    f"/openstack/{VERSION}/network_data.json",
+)
+CRAWL = r"""
+import json, sys, time
+from cloudinit.sources import DataSourceOpenStack as ds
+t = time.monotonic()
+result = ds.read_metadata_service("http://169.254.169.254", timeout=10, retries=0)
+print(json.dumps({"uuid": result["metadata"]["uuid"],
+                  "ec2": result["ec2-metadata"]["instance-id"],
+                  "seconds": time.monotonic() - t}))
+"""
+CIDR = "198.51.100.0/24"
+SERVER_PARALLEL = 8
+
+
+@dataclass
+class Storm:
+    """One bench cloud: the API, the DHCP agent, and what was built (for cleanup)."""
+
+    api: Api
+    dhcp: Service
+    tag: str
+    project_id: str
+    state: Path
+    networks: list[str] = field(default_factory=list)
+
+    @property
+    def prefix(self) -> str:
+        return f"cmt-bench-{self.tag}-"
+
+
+async def run(settings: Settings, tmp: Path) -> list[Row]:
+    from cloudmeta import linux
+
+    need_tools("dhclient", "dnsmasq", "curl")
+    api = await start_api(tmp / "state")
+    storm: Storm | None = None
+    try:
+        tag = secrets.token_hex(3)
+        options = api.agent_options(
+            namespace_prefix=f"cmt-bench-{tag}-",
+            device_prefix="cmt-",
+            enable_isolated_metadata=True,
+            metadata_proxy_mode="inline",
+            check_child_processes_interval=1.0,
+        )
+        project = await api.client.create_project(f"cmt-bench-{tag}")
+        dhcp = Service("dhcp-agent", options, tmp / "state" / "dhcp-agent.log").start()
+        storm = Storm(api, dhcp, tag, project["id"], tmp / "state")
+        rows = [await _storm(storm, n, crawl=False) for n in settings.storm_sizes]
+        rows.append(await _storm(storm, settings.crawl_instances, crawl=True))
+        return rows
+    finally:
+        if storm is not None:
+            await storm.dhcp.stop()
+            await linux.cleanup(
+                namespaces=linux.list_namespaces(storm.prefix),
+                pid_dir=storm.state / "external" / "pids",
+            )
+            for network_id in storm.networks:
+                await linux.delete_link(None, linux.bridge_name("cmt-", network_id))
+        await api.close()
+
+
+async def _servers(storm: Storm, network_id: str, count: int) -> list[dict[str, Any]]:
+    gate = asyncio.Semaphore(SERVER_PARALLEL)
+
+    async def one(index: int) -> dict[str, Any]:
+        async with gate:
+            server = await storm.api.client.create_server(
+                f"{storm.prefix}vm{index}",
+                [{"network_id": network_id}],
+                project_id=storm.project_id,
+                user_data="I2Nsb3VkLWNvbmZpZwo=",
+            )
+            return dict(await storm.api.client.get_port(server["ports"][0]))
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+async def _synced(storm: Storm, network_id: str, macs: list[str], timeout: float = 60) -> None:  # noqa: ASYNC109
+    """Until dnsmasq's host file knows every MAC and the proxy's namespace exists."""
+    from cloudmeta import linux
+
+    hosts = storm.state / "dhcp" / network_id / "host"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        storm.dhcp.check()
+        known = hosts.read_text().lower() if hosts.exists() else ""
+        if all(mac.lower() in known for mac in macs) and linux.namespace_exists(
+            f"{storm.prefix}qdhcp-{network_id}"
+        ):
+            await asyncio.sleep(1.0)  # dnsmasq re-reads the file on the agent's SIGHUP
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the DHCP agent did not serve network {network_id} within {timeout} s")
+
+
+async def _curl(namespace: str, path: str) -> tuple[bool, float]:
+    from cloudmeta import linux
+
+    argv = ["curl", "-s", "-o", "/dev/null", "-m", "10", "-w", "%{http_code} %{time_total}"]
+    result = await linux.run(
+        [*argv, f"http://{META_IP}{path}"], namespace=namespace, check=False, timeout=15
+    )
+    code, _, seconds = result.stdout.partition(" ")
+    return code == "200", float(seconds or 0) * 1000
+
+
+async def _crawl(namespace: str) -> tuple[bool, float]:
+    from cloudmeta import linux
+
+    env = {"PATH": "/usr/bin:/bin", "NO_PROXY": "*"}
+    result = await linux.run(
+        ["/usr/bin/python3", "-c", CRAWL], namespace=namespace, check=False, timeout=60, env=env
+    )
+    try:
+        data = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return False, 0.0
+    return bool(data["uuid"] and data["ec2"]), float(data["seconds"]) * 1000
+
+
+async def _storm(storm: Storm, count: int, *, crawl: bool) -> Row:
+    from cloudmeta import linux
+
+    client = storm.api.client
+    net = await client.create_network(f"{storm.prefix}net", project_id=storm.project_id)
+    storm.networks.append(net["id"])
+    await client.create_subnet(net["id"], CIDR, project_id=storm.project_id)
+    ports = await _servers(storm, net["id"], count)
+    run_tag = f"{'c' if crawl else 's'}{len(storm.networks)}"
+    names = [f"{storm.prefix}{run_tag}-{i}" for i in range(count)]
+    links = [f"cmt-{storm.tag}{run_tag}{i}" for i in range(count)]
+    dirs = storm.state / "dhclient" / run_tag
+    try:
+        await _synced(storm, net["id"], [p["mac_address"] for p in ports])
+        bridge = linux.bridge_name("cmt-", net["id"])
+        for name, link, port in zip(names, links, ports, strict=True):
+            linux.create_namespace(name)
+            await linux.plug_veth(
+                name, "eth0", mac=port["mac_address"], host_ifname=link, bridge=bridge
+            )
+        latencies: list[float] = []
+        failures = 0
+
+        async def boot(namespace: str) -> None:
+            nonlocal failures
+            try:
+                await linux.run_dhclient(namespace, "eth0", state_dir=dirs / namespace, timeout=30)
+            except linux.LinuxError:
+                failures += 1
+                return
+            for ok, ms in (
+                [await _crawl(namespace)]
+                if crawl
+                else [await _curl(namespace, path) for path in SEQUENCE]
+            ):
+                latencies.append(ms)
+                failures += not ok
+
+        for name in names:
+            (dirs / name).mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        await asyncio.gather(*(boot(n) for n in names))
+        seconds = time.monotonic() - started
+    finally:
+        await linux.cleanup(namespaces=names, links=links, pid_dir=None)
+        with contextlib.suppress(Exception):
+            for port in ports:
+                await client.delete_server(port["device_id"])
+    name = f"boot-storm-cloud-init-{count}" if crawl else f"boot-storm-{count}"
+    requests = len(latencies)
+    return Row(
+        name,
+        rps=None if crawl else requests / seconds,
+        p50_ms=percentile(latencies, 50) if latencies else None,
+        p99_ms=percentile(latencies, 99) if latencies else None,
+        failures=failures,
+        seconds=seconds,
+        networks=1,
+        instances=count,
+        note="p50/p99 per whole crawl (python3 + cloudinit)" if crawl else
+        f"{len(SEQUENCE)} requests per instance, p50/p99 per request",
+    )  # fmt: skip

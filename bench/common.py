@@ -1,0 +1,221 @@
+"""Shared pieces of the scenarios: run settings, result rows, wrk runs, Lua scripts, PSS.
+
+Kept free of cloudmeta imports so the report and the quick test can use it without a cloud.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+META_IP = "169.254.169.254"
+META_PATH = "/openstack/latest/meta_data.json"
+SECRET = "cmt-bench-secret"
+ADMIN_TOKEN = "cmt-bench-admin-token"
+CONNECTIONS = 64
+
+
+class BenchError(Exception):
+    """A scenario could not run (a tool missing, a service that did not start)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long and how big: the full run (<= 10 min) or ``--quick`` (a few seconds each)."""
+
+    quick: bool
+    duration: float  # seconds of wrk per throughput figure
+    chain_sizes: tuple[int, ...]  # networks served, for the memory scenario
+    process_max: int  # process mode costs ~45 MiB per network: cap it
+    storm_sizes: tuple[int, ...]
+    crawl_instances: int  # instances running the real cloud-init crawl
+    scale_sizes: tuple[int, ...]
+    scale_duration: float
+
+    @classmethod
+    def make(cls, quick: bool) -> Settings:
+        if quick:
+            return cls(True, 2.0, (1, 5), 5, (5,), 2, (100, 1000), 1.5)
+        return cls(False, 10.0, (1, 50, 200), 50, (25, 50, 100), 25, (100, 10_000, 100_000), 5.0)
+
+
+@dataclass
+class Row:
+    """One line of ``latest.json``'s ``scenarios`` (the issue's schema; None = not applicable)."""
+
+    name: str
+    rps: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    failures: int = 0
+    seconds: float | None = None
+    pss_bytes: int | None = None
+    networks: int | None = None
+    instances: int | None = None
+    ports: int | None = None
+    note: str = field(default="", compare=False)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("note")
+        for key in ("rps", "p50_ms", "p99_ms", "seconds"):
+            if data[key] is not None:
+                data[key] = round(data[key], 3)
+        return data
+
+
+# -- tools -----------------------------------------------------------------------------------
+
+
+def need_tools(*names: str) -> None:
+    missing = [n for n in names if shutil.which(n) is None and not Path(f"/usr/sbin/{n}").exists()]
+    if missing:
+        raise BenchError(f"missing {', '.join(missing)}: run `make install`")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def lua_headers(path: Path, headers: dict[str, str]) -> Path:
+    """A wrk script that sets ``headers`` on every request."""
+    path.write_text("".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items()))
+    return path
+
+
+# -- wrk -------------------------------------------------------------------------------------
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """req/s, p50, p99 (ms) and failures (non-2xx + socket errors) from ``wrk --latency``."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    if not (rps and p50 and p99):
+        raise BenchError(f"unexpected wrk output:\n{out}")
+    failures = 0
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if non2xx:
+        failures += int(non2xx.group(1))
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if errors:
+        failures += sum(int(x) for x in errors.groups())
+    return {
+        "rps": float(rps.group(1)),
+        "p50_ms": _ms(p50.group(1)),
+        "p99_ms": _ms(p99.group(1)),
+        "failures": failures,
+    }
+
+
+async def wrk(
+    url: str,
+    duration: float,
+    *,
+    script: Path | None = None,
+    namespace: str | None = None,
+    connections: int = CONNECTIONS,
+    threads: int = 1,
+) -> dict[str, float]:
+    """One wrk run (in ``namespace`` when given); one thread so that the server keeps a core."""
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    argv.append(url)
+    if namespace is not None:
+        argv = ["ip", "netns", "exec", namespace, *argv]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), duration + 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        raise BenchError(f"wrk failed: {err.decode(errors='replace')}")
+    return parse_wrk(out.decode())
+
+
+def wrk_row(name: str, figures: dict[str, float], duration: float, **extra: Any) -> Row:
+    return Row(
+        name,
+        rps=figures["rps"],
+        p50_ms=figures["p50_ms"],
+        p99_ms=figures["p99_ms"],
+        failures=int(figures["failures"]),
+        seconds=duration,
+        **extra,
+    )
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(pct) - 1]
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+
+def pss_bytes(pids: list[int]) -> int:
+    """Sum of PSS (``/proc/<pid>/smaps_rollup``): shared pages counted once across processes."""
+    total = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
+        total += int(match.group(1)) * 1024 if match else 0
+    return total
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    pids = [pid]
+    for child in pids:
+        try:
+            text = Path(f"/proc/{child}/task/{child}/children").read_text()
+        except OSError:
+            continue
+        pids.extend(int(p) for p in text.split())
+    return pids
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().split()[1]
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return {
+        "hostname": platform.node(),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "mem_bytes": int(mem) * 1024,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "wrk": wrk_version.split("\n", 1)[0].strip(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

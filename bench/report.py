@@ -1,0 +1,145 @@
+"""``latest.json`` (the issue's schema), ``latest.md`` (the table), ``latest.png`` (the chart)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.common import Row
+
+KIB = 1024
+
+
+def _find(rows: list[Row], name: str) -> Row | None:
+    return next((r for r in rows if r.name == name), None)
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def baseline_of(name: str) -> tuple[str, str] | None:
+    """(baseline row, what is compared) for a row: api / limit, chain-<mode> / chain-haproxy,
+    memory-<mode>-K / memory-haproxy-K, scale-...-<n> / scale-...-100."""
+    if name == "api":
+        return "limit", "rps"
+    if name.startswith("chain-") and name != "chain-haproxy":
+        return "chain-haproxy", "rps"
+    if name.startswith("memory-") and not name.startswith("memory-haproxy"):
+        return "memory-haproxy-" + name.rsplit("-", 1)[1], "pss"
+    if name.startswith("scale-") and not name.endswith("-100"):
+        return name.rsplit("-", 1)[0] + "-100", "p99"
+    return None
+
+
+def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, float | None]:
+    api, limit = _find(rows, "api"), _find(rows, "limit")
+    inline, haproxy = _find(rows, "chain-inline"), _find(rows, "chain-haproxy")
+    storm = _find(rows, "boot-storm-100")
+    scale = [
+        _div(row.p99_ms, base.p99_ms)
+        for row in rows
+        if row.name.startswith("scale-") and row.name.endswith("-100000")
+        for base in [_find(rows, row.name.rsplit("-", 1)[0] + "-100")]
+        if base is not None
+    ]
+    return {
+        "api_over_limit": _div(api and api.rps, limit and limit.rps),
+        "inline_over_haproxy_rps": _div(inline and inline.rps, haproxy and haproxy.rps),
+        "inline_over_haproxy_p99": _div(inline and inline.p99_ms, haproxy and haproxy.p99_ms),
+        "inline_pss_bytes_per_network": marginal.get("inline"),
+        "boot_storm_100_seconds": storm.seconds if storm else None,
+        "scale_p99_100k_over_100": max((s for s in scale if s is not None), default=None),
+    }
+
+
+def write_json(path: Path, machine: dict[str, Any], rows: list[Row], r: dict[str, Any]) -> None:
+    data = {"machine": machine, "scenarios": [row.as_json() for row in rows], "ratios": r}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _fmt(value: float | None, pattern: str) -> str:
+    return "" if value is None else format(value, pattern)
+
+
+def _memory(row: Row) -> str:
+    if row.pss_bytes is None:
+        return ""
+    return f"{row.pss_bytes / KIB / KIB:.1f} MiB"
+
+
+def _ratio(row: Row, rows: list[Row]) -> str:
+    found = baseline_of(row.name)
+    base = _find(rows, found[0]) if found else None
+    if found is None or base is None:
+        return ""
+    kind = found[1]
+    if kind == "rps":
+        value = _div(row.rps, base.rps)
+    elif kind == "pss":
+        value = _div(row.pss_bytes, base.pss_bytes)
+    else:
+        value = _div(row.p99_ms, base.p99_ms)
+    unit = {"rps": "req/s", "pss": "memory", "p99": "p99"}[kind]
+    return "" if value is None else f"{value:.2f}x {base.name} ({unit})"
+
+
+def markdown(machine: dict[str, Any], rows: list[Row], r: dict[str, Any]) -> str:
+    lines = [
+        f"# cloudmeta bench — {machine['date']}",
+        "",
+        f"{machine['cpus']} CPUs ({machine['cpu_model']}), kernel {machine['kernel']}, "
+        f"Python {machine['python']}, {machine['wrk']}",
+        "",
+        "| scenario | req/s | p50 ms | p99 ms | failures | memory (PSS) | ratio to baseline "
+        "| notes |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.name} | {_fmt(row.rps, '.0f')} | {_fmt(row.p50_ms, '.2f')} | "
+            f"{_fmt(row.p99_ms, '.2f')} | {row.failures} | {_memory(row)} | "
+            f"{_ratio(row, rows)} | {row.note} |"
+        )
+    lines += ["", "| ratio | value |", "|---|---:|"]
+    lines += [f"| {k} | {'' if v is None else v} |" for k, v in r.items()]
+    return "\n".join(lines) + "\n"
+
+
+def chart(path: Path, rows: list[Row]) -> None:
+    """Two horizontal bar charts: req/s and p99 per scenario that has them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r.rps is not None and r.p99_ms is not None]
+    names = [r.name for r in shown]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.35 * len(shown) + 1.5), sharey=True)
+    left.barh(names, [r.rps or 0 for r in shown], color="tab:blue")
+    left.set_xscale("log")
+    left.set_xlabel("req/s (log)")
+    right.barh(names, [r.p99_ms or 0 for r in shown], color="tab:orange")
+    right.set_xscale("log")
+    right.set_xlabel("p99 ms (log)")
+    left.invert_yaxis()
+    fig.suptitle("cloudmeta bench: req/s and p99 per scenario")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def marginal_pss(rows: list[Row]) -> dict[str, float | None]:
+    """Per mode: PSS growth per added network between the smallest and largest K measured."""
+    result: dict[str, float | None] = {}
+    for mode in ("inline", "process", "haproxy"):
+        found = [r for r in rows if r.name.startswith(f"memory-{mode}-") and r.pss_bytes]
+        if len(found) < 2:
+            continue
+        low = min(found, key=lambda r: r.networks or 0)
+        high = max(found, key=lambda r: r.networks or 0)
+        added = (high.networks or 0) - (low.networks or 0)
+        if added > 0:
+            result[mode] = round(((high.pss_bytes or 0) - (low.pss_bytes or 0)) / added)
+    return result

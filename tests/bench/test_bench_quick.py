@@ -1,0 +1,45 @@
+"""``python -m bench --quick`` keeps working: every scenario produced figures, no request failed.
+
+No timed assertions: the figures themselves are for people (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPECTED = ("limit", "api", "chain-inline", "chain-process", "chain-haproxy", "memory-inline-",
+            "memory-process-", "memory-haproxy-", "boot-storm-", "boot-storm-cloud-init-",
+            "scale-sqlite-ports-", "scale-sqlite-meta-", "scale-postgresql-ports-",
+            "scale-postgresql-meta-")  # fmt: skip
+
+
+@pytest.mark.root
+def test_quick_bench(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads((tmp_path / "latest.json").read_text())
+    rows = {row["name"]: row for row in data["scenarios"]}
+    for prefix in EXPECTED:
+        found = [r for name, r in rows.items() if name == prefix or name.startswith(prefix)]
+        assert found, f"no figures for {prefix} in {sorted(rows)}"
+        for row in found:
+            assert row["failures"] == 0, row
+            assert row["rps"] or row["pss_bytes"] or row["seconds"], row
+    assert set(data["ratios"]) == {
+        "api_over_limit", "inline_over_haproxy_rps", "inline_over_haproxy_p99",
+        "inline_pss_bytes_per_network", "boot_storm_100_seconds", "scale_p99_100k_over_100",
+    }  # fmt: skip
+    assert (tmp_path / "latest.md").read_text().count("\n| ") >= len(EXPECTED)
+    assert (tmp_path / "latest.png").stat().st_size > 0
