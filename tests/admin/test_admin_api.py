@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import statistics
 import time
 from typing import Any
 
@@ -297,18 +298,29 @@ async def test_malformed_json_wrong_token_and_unknown_paths(admin: AdminClient) 
 
 
 async def test_long_poll_wakes_on_a_change(admin: AdminClient) -> None:
-    since = await admin.revision()
-    poll = asyncio.create_task(admin.changes(since, timeout=10))
-    await asyncio.sleep(0.2)
-    started = time.monotonic()
-    network = await admin.create_network("cmt-poll")
-    page = await poll
-    elapsed = time.monotonic() - started
-    print(f"\nlong poll answered {elapsed * 1000:.1f} ms after the create began")
-    assert elapsed < 1.0
-    assert page.changes == [
-        {"revision": since + 1, "kind": "network", "id": network["id"], "op": "create"}
-    ] or {c["id"] for c in page.changes or []} >= {network["id"]}
+    """Issue 2: the poll answers within 100 ms of the write. Measured from the write's return
+    to the poll's answer, five times; the median must pass so one slow run on a loaded
+    2-core machine does not flake it."""
+
+    async def poll(since: int) -> tuple[float, Any]:
+        page = await admin.changes(since, timeout=10)
+        return time.monotonic(), page
+
+    latencies = []
+    for attempt in range(5):
+        since = await admin.revision()
+        waiting = asyncio.create_task(poll(since))
+        await asyncio.sleep(0.1)  # the poll is parked in the server
+        assert not waiting.done()
+        network = await admin.create_network(f"cmt-poll-{attempt}")
+        written = time.monotonic()
+        answered, page = await waiting
+        latencies.append(max(0.0, answered - written))
+        assert network["id"] in {c["id"] for c in page.changes or []}
+        assert page.revision > since
+    print("\nlong poll answered " + ", ".join(f"{x * 1000:.1f}" for x in latencies) + " ms")
+    print(f"after the write returned; median {statistics.median(latencies) * 1000:.1f} ms")
+    assert statistics.median(latencies) < 0.1
     quiet = await admin.changes(page.revision, timeout=0.2)
     assert quiet.revision == page.revision and quiet.changes == []
 
