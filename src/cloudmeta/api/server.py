@@ -71,10 +71,18 @@ async def _enter(stack: AsyncExitStack, made: object) -> Served:
     return await _enter(stack, await made)
 
 
+# How long a stop waits for requests in flight: the admin API's long polls (up to 30 s) would
+# otherwise hold every shutdown (SIGTERM, `lab down`) for aiohttp's default 60 s; their clients
+# retry anyway.
+_SHUTDOWN_TIMEOUT = 1.0
+
+
 def _runner(served: Served) -> web.BaseRunner:
     if isinstance(served, web.Application):
-        return web.AppRunner(served, access_log=None, handle_signals=False)
-    return web.ServerRunner(served, handle_signals=False)
+        return web.AppRunner(
+            served, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT
+        )
+    return web.ServerRunner(served, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT)
 
 
 @asynccontextmanager
