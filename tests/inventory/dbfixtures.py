@@ -1,6 +1,8 @@
 """Database fixtures: every inventory and admin API test runs on SQLite and on PostgreSQL.
 
 Each PostgreSQL test gets its own database ``cmt_<hex>``, dropped at the end even on failure.
+PostgreSQL being down fails these tests rather than skipping them: the suite must run on it
+(issue 2), and ``make test`` starts it (scripts/ensure-services.sh).
 """
 
 from __future__ import annotations
@@ -18,11 +20,16 @@ PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/{name}"
 
 
-async def _pg_admin() -> asyncpg.Connection:
+async def pg_admin(dsn: str = PG_ADMIN_DSN) -> asyncpg.Connection:
+    """A connection to the maintenance database; an unreachable server fails the test."""
     try:
-        return await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 unreachable ({exc}); start it (make services)")
+        return await asyncpg.connect(dsn, timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        pytest.fail(
+            f"PostgreSQL at {dsn} is unreachable ({exc}); the inventory and admin suites must "
+            "run on it: start it with `make services` (make test does)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -34,7 +41,7 @@ async def db_config(
         yield make_config()
         return
     name = f"cmt_{secrets.token_hex(6)}"
-    admin = await _pg_admin()
+    admin = await pg_admin()
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
         yield make_config(database={"connection": PG_URL.format(name=name)})
