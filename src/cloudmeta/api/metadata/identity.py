@@ -58,8 +58,13 @@ def _values(headers: Headers, name: str) -> list[str]:
     return headers.getall(name, [])
 
 
-def signed_caller(headers: Headers, check: SignatureCheck) -> Caller:
-    """``_handle_instance_id_request``: 400 for missing/multiple headers, 403 for the signature."""
+def signed_caller(headers: Headers, secret: bytes | SignatureCheck) -> Caller:
+    """``_handle_instance_id_request``: 400 for missing/multiple headers, 403 for the signature.
+
+    ``secret`` is the shared secret, or a :class:`SignatureCheck` over it (the server's, which
+    remembers the valid pairs).
+    """
+    check = secret if isinstance(secret, SignatureCheck) else SignatureCheck(secret)
     instance_ids = _values(headers, "X-Instance-ID")
     signatures = _values(headers, "X-Instance-ID-Signature")
     tenants = _values(headers, "X-Tenant-ID")
