@@ -108,7 +108,7 @@ async def test_each_instance_gets_its_own_metadata_and_spoofing_changes_nothing(
         assert status == 200, body
 
 
-@pytest.mark.parametrize("chain", [ProxyMode.INLINE, ProxyMode.HAPROXY], indirect=True, ids=str)
+@pytest.mark.parametrize("chain", list(ProxyMode), indirect=True, ids=str)
 async def test_router_lookup_across_two_subnets(chain: Chain) -> None:
     assert chain.client is not None and chain.manager is not None
     router = await chain.client.create_router(f"cmt-{chain.tag}", project_id=chain.project_id)
@@ -162,10 +162,10 @@ async def test_deleted_or_moved_port_follows_within_a_second(chain: Chain) -> No
     assert (await curl(second.namespace))[0] == 200
 
 
-@pytest.mark.parametrize("chain", [ProxyMode.INLINE], indirect=True, ids=str)
+@pytest.mark.parametrize("chain", list(ProxyMode), indirect=True, ids=str)
 async def test_api_down_is_503_fast_then_back(chain: Chain) -> None:
     first, _ = await _two_networks(chain)
-    assert (await curl(first.namespace))[0] == 200
+    assert (await _wait_ok(first))[0] == 200
     port = chain.config.nova_metadata_port
     await chain.stop_serving("metadata")
     started = time.monotonic()
@@ -177,9 +177,10 @@ async def test_api_down_is_503_fast_then_back(chain: Chain) -> None:
     assert (await curl(first.namespace))[0] == 200
 
 
-@pytest.mark.parametrize("chain", [ProxyMode.INLINE], indirect=True, ids=str)
+@pytest.mark.parametrize("chain", list(ProxyMode), indirect=True, ids=str)
 async def test_wrong_secret_is_403_and_logged(chain: Chain) -> None:
     first, _ = await _two_networks(chain)
+    assert (await _wait_ok(first))[0] == 200
     assert chain.store is not None
     port = chain.config.nova_metadata_port
     other = chain.config.model_copy(
