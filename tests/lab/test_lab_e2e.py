@@ -21,6 +21,7 @@ import pytest
 
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.config import Config
+from cloudmeta.documents import ec2_id
 from cloudmeta.lab import cloud, instance
 from cloudmeta.lab.childenv import config_env
 from cloudmeta.lab.cloudcfg import Datasource
@@ -127,8 +128,14 @@ async def _boot(
     config, client, state = lab
     net = next(n.id for n in state.networks.values() if n.name == network)
     await cloud.boot_instance(config, client, state, name, net, datasource=ds)
-    await instance.wait_booted(cloud.instance_paths(config, name), timeout=120)
-    return await cloud.instance_row(client, config, state.instances[name])
+    paths = cloud.instance_paths(config, name)
+    await instance.wait_booted(paths, timeout=60)
+    row = await cloud.instance_row(client, config, state.instances[name])
+    if row["result"] != "ok":  # what the instance said, for the assertion message
+        log = paths.upper / "var/log/cloud-init.log"
+        row["console"] = paths.console.read_text()[-1500:] if paths.console.exists() else None
+        row["cloud_init_log"] = log.read_text()[-3000:] if log.exists() else None
+    return row
 
 
 def _result_json(config: Config, name: str) -> dict[str, Any]:
@@ -149,16 +156,24 @@ async def test_openstack_and_ec2_datasources_read_their_own_instance(
         assert row["result"] == "ok", row
         assert row["hostname"] == f"{row['name']}-lab"
     assert "DataSourceOpenStack" in _result_json(config, "os-1")["datasource"]
+    assert await _instance_id_seen(config, "os-1") == state.instances["os-1"].server_id
     for name in ("ec2-1", "ec2-2"):
         assert "DataSourceEc2" in _result_json(config, name)["datasource"]
-        # cloud-init's own cache of what it read: this instance's id, not another's.
-        obj = cloud.instance_paths(config, name).upper / "run/cloud-init/instance-data.json"
-        data = json.loads(obj.read_text()) if obj.exists() else None
-        if data is not None:
-            assert data["v1"]["instance_id"] == state.instances[name].server_id
-    # The EC2 datasource used IMDSv2: the token was asked for first.
-    log = (cloud.instance_paths(config, "ec2-1").upper / "var/log/cloud-init.log").read_text()
-    assert "latest/api/token" in log
+        # cloud-init's own record of what it read: this instance's EC2 id, not another's.
+        assert await _instance_id_seen(config, name) == ec2_id("i", state.instances[name].server_id)
+        # The EC2 datasource saw an AWS platform and used IMDSv2: a token PUT first.
+        log = (cloud.instance_paths(config, name).upper / "var/log/cloud-init.log").read_text()
+        assert "'method': 'PUT'" in log and "latest/api/token" in log
+        assert "X-aws-ec2-metadata-token" in log
+
+
+async def _instance_id_seen(config: Config, name: str) -> str:
+    """The instance id in cloud-init's instance-data.json (in the instance's own /run)."""
+    argv = instance.exec_argv(
+        cloud.instance_paths(config, name), ["cat", "/run/cloud-init/instance-data.json"]
+    )
+    done = await run(argv, timeout=15)
+    return str(json.loads(done.stdout)["v1"]["instance_id"])
 
 
 async def test_botocore_gets_a_token_and_the_identity_document(

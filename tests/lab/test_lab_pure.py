@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from cloudmeta.config import Config
-from cloudmeta.lab.bootscript import BOOT_STEPS, boot_script, instance_env
+from cloudmeta.lab.bootscript import BOOT_STEPS, boot_script, ec2_hypervisor_uuid, instance_env
 from cloudmeta.lab.childenv import config_env
 from cloudmeta.lab.cloudcfg import Datasource, lab_cloud_cfg, lab_user_data
 from cloudmeta.lab.repo import control_file
@@ -52,6 +52,18 @@ def test_boot_script_records_every_step_and_mounts_its_own_filesystems() -> None
     assert "-pf /run/dhclient.pid" in script  # dhclient's files inside the overlay only
     assert instance_env(True)["product_name"] == "OpenStack Nova"
     assert "product_name" not in instance_env(False)
+
+
+def test_an_ec2_instance_sees_an_ec2_hypervisor_uuid_in_its_own_sys() -> None:
+    from pathlib import Path
+
+    platform = ec2_hypervisor_uuid("6c3a9f0e-0000-4000-8000-00000000cafe")
+    assert platform == "ec26c3a9f0e00004000800000000000cafe"  # cloud-init: startswith("ec2")
+    script = boot_script(Path("/lab/i"), "eth0", hypervisor_uuid=platform)
+    assert f'echo {platform} > "$R/sys/hypervisor/uuid"' in script
+    assert 'mount -t tmpfs -o mode=0755 cmt-sys "$R/sys"' in script  # never the host's /sys
+    plain = boot_script(Path("/lab/i"), "eth0")
+    assert "hypervisor" not in plain and 'mount -t sysfs sysfs "$R/sys"' in plain
 
 
 def test_config_env_gives_a_child_the_same_config(

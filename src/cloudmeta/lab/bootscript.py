@@ -13,9 +13,10 @@ anchor (its pid namespace and mounts live as long as it does) until it is killed
 from __future__ import annotations
 
 import shlex
+import uuid
 from pathlib import Path
 
-__all__ = ["BOOT_STEPS", "boot_script", "instance_env"]
+__all__ = ["BOOT_STEPS", "boot_script", "ec2_hypervisor_uuid", "instance_env"]
 
 BOOT_STEPS = ("mount", "dhcp", "init", "config", "final")
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -32,10 +33,44 @@ def instance_env(openstack: bool) -> dict[str, str]:
     return env
 
 
-def boot_script(instance_dir: Path, interface: str, dhcp_timeout: int = 30) -> str:
+def ec2_hypervisor_uuid(server_id: str) -> str:
+    """What a Xen/Nitro EC2 guest reads in ``/sys/hypervisor/uuid``: ``ec2`` then its uuid.
+
+    cloud-init's Ec2 datasource only takes the IMDSv2 token path on a platform it identifies as
+    AWS, and with no DMI the one way it does so is a hypervisor uuid starting with ``ec2``.
+    """
+    return "ec2" + uuid.UUID(server_id).hex
+
+
+def _sys_mounts(hypervisor_uuid: str | None) -> str:
+    """Shell that gives the root its own ``/sys``, with a ``hypervisor/uuid`` when one is given.
+
+    A sysfs cannot hold a file of ours, so the instance then gets a tmpfs ``/sys`` holding bind
+    mounts of a fresh sysfs's directories (this namespace's view) plus ``hypervisor/uuid``.
+    """
+    if hypervisor_uuid is None:
+        return 'mount_sys() { mount -t sysfs sysfs "$R/sys"; }'
+    value = shlex.quote(hypervisor_uuid)
+    return (
+        "mount_sys() {\n"
+        '    mkdir -p "$D/sysfs" && mount -t sysfs sysfs "$D/sysfs" \\\n'
+        '      && mount -t tmpfs -o mode=0755 cmt-sys "$R/sys" || return 1\n'
+        '    for e in "$D"/sysfs/*; do\n'
+        '        n=${e##*/}; [ "$n" = hypervisor ] && continue\n'
+        '        mkdir "$R/sys/$n" && mount --rbind "$e" "$R/sys/$n" || return 1\n'
+        "    done\n"
+        f'    mkdir "$R/sys/hypervisor" && echo {value} > "$R/sys/hypervisor/uuid"\n'
+        "}"
+    )
+
+
+def boot_script(
+    instance_dir: Path, interface: str, dhcp_timeout: int = 30, hypervisor_uuid: str | None = None
+) -> str:
     """The boot script for the instance whose files live in ``instance_dir``."""
     d = shlex.quote(str(instance_dir))
     iface = shlex.quote(interface)
+    sys_mounts = _sys_mounts(hypervisor_uuid)
     return f"""#!/bin/sh
 # cloudmeta lab instance: pid 1 of its own pid, UTS and mount namespaces.
 set -u
@@ -48,11 +83,12 @@ finish() {{
     while :; do sleep 3600 & wait $!; done
 }}
 inside() {{ chroot "$R" "$@" >> "$D/console.log" 2>&1; }}
+{sys_mounts}
 
 mount -t overlay cmt-lab -o "lowerdir=/,upperdir=$D/upper,workdir=$D/work" "$R" \\
   && mount -t proc proc "$R/proc" \\
   && mount --rbind /dev "$R/dev" \\
-  && mount -t sysfs sysfs "$R/sys" \\
+  && mount_sys \\
   && mount -t tmpfs -o mode=0755 tmpfs "$R/run" \\
   && mount -t tmpfs -o mode=1777 tmpfs "$R/tmp" \\
   && mkdir -p "$R/run/lock" "$R/var/lib/dhcp"

@@ -215,7 +215,12 @@ async def boot_instance(
     await _plug(config, state, inst.namespace, inst.link, network_id, port["mac_address"])
     paths = instance_paths(config, name)
     await asyncio.to_thread(
-        instance.start, paths, inst.namespace, _INSTANCE_IFACE, Datasource(inst.datasource)
+        instance.start,
+        paths,
+        inst.namespace,
+        _INSTANCE_IFACE,
+        Datasource(inst.datasource),
+        inst.server_id,
     )
     return inst
 

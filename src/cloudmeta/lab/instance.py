@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloudmeta.lab.bootscript import boot_script, instance_env
+from cloudmeta.lab.bootscript import boot_script, ec2_hypervisor_uuid, instance_env
 from cloudmeta.lab.cloudcfg import DEFAULT_USER, Datasource, lab_cloud_cfg
 from cloudmeta.lab.errors import LabError
 from cloudmeta.linux import LinuxError, run, spawn
@@ -91,8 +91,17 @@ class InstanceFacts:
     last_step: str | None
 
 
-def start(paths: InstancePaths, namespace: str, interface: str, datasource: Datasource) -> int:
-    """Prepare the instance's disk (upper dir) and start its boot; return pid 1's host pid."""
+def start(
+    paths: InstancePaths,
+    namespace: str,
+    interface: str,
+    datasource: Datasource,
+    server_id: str | None = None,
+) -> int:
+    """Prepare the instance's disk (upper dir) and start its boot; return pid 1's host pid.
+
+    An EC2 instance with a ``server_id`` sees the platform identity an EC2 hypervisor gives.
+    """
     if paths.dir.exists():
         raise LabError(f"instance dir {paths.dir} exists: kill the instance first")
     for sub in ("upper", "work", "root"):
@@ -101,7 +110,10 @@ def start(paths: InstancePaths, namespace: str, interface: str, datasource: Data
     (cloud_dir / "cloud.cfg.d").mkdir(parents=True)
     (cloud_dir / "cloud.cfg").write_text(lab_cloud_cfg(datasource))
     script = paths.dir / "boot.sh"
-    script.write_text(boot_script(paths.dir, interface))
+    platform = None
+    if datasource is Datasource.EC2 and server_id is not None:
+        platform = ec2_hypervisor_uuid(server_id)
+    script.write_text(boot_script(paths.dir, interface, hypervisor_uuid=platform))
     (paths.dir / "started").write_text(f"{time.time():.3f}\n")
     proc = spawn(
         ["env", "-i", *_env_args(datasource), *_UNSHARE, "sh", str(script)],
