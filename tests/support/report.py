@@ -18,6 +18,8 @@ from typing import Any
 __all__ = ["ROWS", "SOAK", "record", "render", "scaled"]
 
 SOAK = os.environ.get("CLOUDMETA_SOAK") == "1"
+# Read at import: the make_config fixture clears CLOUDMETA_* variables while a test runs.
+TARGET = os.environ.get("CLOUDMETA_REPORT")
 ROWS: list[dict[str, Any]] = []
 
 
@@ -29,9 +31,8 @@ def scaled(default: int, soak: int) -> int:
 def record(section: str, name: str, **figures: Any) -> None:
     row = {"section": section, "name": name, **figures}
     ROWS.append(row)
-    target = os.environ.get("CLOUDMETA_REPORT")
-    if target:
-        with Path(target).open("a") as out:
+    if TARGET:
+        with Path(TARGET).open("a") as out:
             out.write(json.dumps(row, default=str) + "\n")
     print(f"[report] {json.dumps(row, default=str)}")
 
