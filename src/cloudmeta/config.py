@@ -7,13 +7,19 @@ is built once at start-up and passed down; nothing reads configuration from a gl
 
 from __future__ import annotations
 
+import os
 import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -30,6 +36,7 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_FILE = Path("/etc/cloudmeta/cloudmeta.toml")
+ENV_PREFIX = "CLOUDMETA_"
 
 
 class ConfigError(Exception):
@@ -98,7 +105,7 @@ class Config(BaseSettings):
     """Everything cloudmeta can be told; see ``cloudmeta config show``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="CLOUDMETA_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         extra="forbid",
         case_sensitive=False,
@@ -170,15 +177,44 @@ class Config(BaseSettings):
         return f"{self.nova_metadata_protocol}://{host}:{self.nova_metadata_port}"
 
     def masked(self) -> dict[str, Any]:
-        """The effective configuration as plain data, secrets replaced by ``***``."""
-        return self.model_dump(mode="json")
+        """The effective configuration as plain data, secrets replaced by ``***`` (the
+        password of ``[database] connection`` too)."""
+        data = self.model_dump(mode="json")
+        data["database"]["connection"] = _mask_url(self.database.connection)
+        return data
+
+
+def _mask_url(url: str) -> str:
+    """``postgresql://u:pw@h/db`` -> ``postgresql://u:***@h/db``, SQLAlchemy's own parse."""
+    if not url:
+        return url
+    from sqlalchemy.engine import make_url  # imported here: only `config show` needs it
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "***"  # unparsable: show nothing that might be a password
+
+
+def env_variable(loc: tuple[int | str, ...]) -> str:
+    """The ``CLOUDMETA_*`` variable that sets the option at ``loc`` (``("api", "x")`` ->
+    ``CLOUDMETA_API__X``)."""
+    return ENV_PREFIX + "__".join(str(part) for part in loc[:2]).upper()
+
+
+def _from_environment(loc: tuple[int | str, ...]) -> str | None:
+    """The variable that set the option at ``loc``, if one is set (names are case-blind)."""
+    wanted = env_variable(loc)
+    return next((name for name in os.environ if name.upper() == wanted), None)
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> Config:
     """Read ``path`` (or the default file if it exists), then the environment."""
     data: dict[str, Any] = {}
     file = path if path is not None else DEFAULT_CONFIG_FILE
-    if path is not None or file.exists():
+    read = path is not None or file.exists()
+    if read:
         try:
             data = tomllib.loads(file.read_text())
         except OSError as exc:
@@ -188,8 +224,26 @@ def load_config(path: Path | None = None, **overrides: Any) -> Config:
     data.update(overrides)
     try:
         return Config(**data)
+    except SettingsError as exc:  # only the environment source raises this (bad JSON)
+        raise ConfigError(
+            f"invalid {ENV_PREFIX}* environment variable: {exc} "
+            '(list and section options take JSON, e.g. ["192.0.2.53"])'
+        ) from exc
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            _problem(err["loc"], err["msg"], file if read else None, set(overrides))
+            for err in exc.errors()
         )
-        raise ConfigError(f"invalid configuration ({file}): {problems}") from exc
+        raise ConfigError(f"invalid configuration: {problems}") from exc
+
+
+def _problem(
+    loc: tuple[int | str, ...], message: str, file: Path | None, overrides: set[str]
+) -> str:
+    """One validation error, naming where the value came from: the variable, the caller's
+    overrides (command-line options) or the file."""
+    origin = _from_environment(loc)
+    if origin is None:
+        from_file = file is not None and not (loc and loc[0] in overrides)
+        origin = f"file {file}" if from_file else "command line"
+    return f"{'.'.join(str(p) for p in loc)}: {message} (from {origin})"

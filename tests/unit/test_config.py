@@ -44,3 +44,39 @@ def test_bad_file_names_the_option(tmp_path: Path) -> None:
     file.write_text("this is = not toml [")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(file)
+
+
+def test_show_masks_the_database_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDMETA_DATABASE__CONNECTION", "postgresql://cmt:s3cr3t@127.0.0.1/db")
+    shown = load_config(Path("/dev/null")).masked()
+    assert "s3cr3t" not in str(shown)
+    assert shown["database"]["connection"] == "postgresql://cmt:***@127.0.0.1/db"
+    monkeypatch.setenv("CLOUDMETA_DATABASE__CONNECTION", "postgresql://cmt@127.0.0.1:5432/db")
+    shown = load_config(Path("/dev/null")).masked()
+    assert shown["database"]["connection"] == "postgresql://cmt@127.0.0.1:5432/db"
+
+
+def test_bad_environment_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text("debug = true\n")
+    monkeypatch.setenv("CLOUDMETA_METADATA_PROXY_MODE", "carrier-pigeon")
+    with pytest.raises(ConfigError) as info:
+        load_config(file)
+    assert "CLOUDMETA_METADATA_PROXY_MODE" in str(info.value)
+    assert str(file) not in str(info.value)
+    monkeypatch.delenv("CLOUDMETA_METADATA_PROXY_MODE")
+    monkeypatch.setenv("CLOUDMETA_API__METADATA_WORKERS", "0")
+    with pytest.raises(ConfigError, match="CLOUDMETA_API__METADATA_WORKERS"):
+        load_config(file)
+    monkeypatch.delenv("CLOUDMETA_API__METADATA_WORKERS")
+    # A list option takes JSON from the environment; bad JSON is a ConfigError, not a crash.
+    monkeypatch.setenv("CLOUDMETA_DNSMASQ_DNS_SERVERS", "not json")
+    with pytest.raises(ConfigError, match=r"environment variable.*dnsmasq_dns_servers"):
+        load_config(file)
+    monkeypatch.delenv("CLOUDMETA_DNSMASQ_DNS_SERVERS")
+    # A bad value from the file still names the file.
+    file.write_text("debug = 3.5\n")
+    with pytest.raises(ConfigError, match=f"file {file}"):
+        load_config(file)
