@@ -104,8 +104,21 @@ _COMMAND_MODULES: list[str] = [
 
 
 def main() -> None:
+    """Issue 2's exit contract: 0, or 1 with a one-line error on stderr. Click's standalone
+    mode would exit 2 on usage errors with a usage block, so errors are reported here."""
     _register()
     try:
-        cli.main(prog_name="cloudmeta", standalone_mode=True)
+        code = cli.main(prog_name="cloudmeta", standalone_mode=False)
     except KeyboardInterrupt:
         sys.exit(130)
+    except click.UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx is not None else "cloudmeta"
+        click.echo(f"Error: {exc.format_message()} (see '{path} --help')", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(1)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
