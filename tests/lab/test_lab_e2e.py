@@ -52,6 +52,8 @@ def lab_config(make_config: Callable[..., Config]) -> Config:
     admin, metadata = _free_port(), _free_port()
     return make_config(
         namespace_prefix=f"cmt-{secrets.token_hex(3)}-",
+        # Link names must fit in 15 characters: "cmt-NN" + "brq" + 6 chars of an id.
+        device_prefix=f"cmt-{secrets.randbelow(90) + 10}",
         admin={"listen": "127.0.0.1", "port": admin},
         admin_url=f"http://127.0.0.1:{admin}",
         api={"metadata_listen": "127.0.0.1", "metadata_listen_port": metadata},
@@ -69,7 +71,9 @@ def _cli(config: Config, *args: str, timeout: float = 200) -> subprocess.Complet
 
 def _assert_nothing_left(config: Config) -> None:
     assert list_namespaces(config.namespace_prefix) == []
+    assert [n for n in os.listdir("/sys/class/net") if n.startswith(config.device_prefix)] == []
     assert not (config.state_path / "lab").exists()
+    assert list((config.state_path / "dhcp").glob("*")) == []  # the agents' files of the lab
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(config.state_path) not in mounts
     for pid in os.listdir("/proc"):

@@ -24,6 +24,7 @@ from typing import Any
 from cloudmeta import linux
 from cloudmeta.adminclient import AdminClient, AdminError
 from cloudmeta.config import Config
+from cloudmeta.dhcp.render import DnsmasqFiles
 from cloudmeta.l3.model import bridge_port_name, router_namespace
 from cloudmeta.lab import instance, repo
 from cloudmeta.lab.childenv import config_env
@@ -213,6 +214,7 @@ async def boot_instance(
     state.instances[name] = inst
     save_state(config, state)
     await _plug(config, state, inst.namespace, inst.link, network_id, port["mac_address"])
+    await _wait_port_served(config, network_id, port["mac_address"])
     paths = instance_paths(config, name)
     await asyncio.to_thread(
         instance.start,
@@ -223,6 +225,28 @@ async def boot_instance(
         inst.server_id,
     )
     return inst
+
+
+async def _wait_port_served(
+    config: Config,
+    network_id: str,
+    mac: str,
+    timeout: float = 10.0,  # noqa: ASYNC109
+) -> None:
+    """Nova's wait for ``network-vif-plugged``: boot once the network's dnsmasq lists the port.
+
+    Booting earlier makes the instance's first DHCPDISCOVER go unanswered. Only the DHCP agent
+    of this state dir is watched; after ``timeout`` the boot goes on (dhclient retries).
+    """
+    if not (config.state_path / "dhcp").is_dir():
+        return
+    hosts = DnsmasqFiles(config.state_path / "dhcp" / network_id).host
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if mac.lower() in hosts.read_text().lower():
+                return
+        await asyncio.sleep(0.1)
 
 
 async def metadata_next_hop(client: AdminClient, inst: LabInstance) -> tuple[str | None, str]:
@@ -282,20 +306,38 @@ async def down(config: Config, state: LabState, client: AdminClient | None) -> N
     """Remove everything the lab made (idempotent; works from a half-written state)."""
     for name in list(state.instances):
         await kill_instance(config, client, state, name)
-    if client is not None and await _api_up(client):
-        await _delete_resources(client, state)
-    if state.all_in_one_pid:
-        await stop_pid(state.all_in_one_pid, timeout=10)
     agent_namespaces = [f"{config.namespace_prefix}qdhcp-{n}" for n in state.networks]
     if state.router_id:
         agent_namespaces.append(router_namespace(config.namespace_prefix, state.router_id))
+    if client is not None and await _api_up(client):
+        await _delete_resources(client, state)
+        # The agents undo their part (dnsmasq, proxies, namespaces, files) on the deletions;
+        # what they have not undone in time is removed below.
+        await _wait_gone(agent_namespaces, timeout=5.0)
+    if state.all_in_one_pid:
+        await stop_pid(state.all_in_one_pid, timeout=10)
     repo_namespaces = [n.repo_namespace for n in state.networks.values() if n.repo_namespace]
     links = [n.repo_link for n in state.networks.values() if n.repo_link]
     await cleanup(
         namespaces=[*state.namespaces, *repo_namespaces, *agent_namespaces],
         links=[*links, *state.bridges],
     )
+    await asyncio.to_thread(_remove_agent_files, config, [*state.networks, state.router_id])
     await asyncio.to_thread(shutil.rmtree, lab_dir(config), True)
+
+
+async def _wait_gone(namespaces: list[str], timeout: float) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and set(namespaces) & set(linux.list_namespaces()):  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+
+
+def _remove_agent_files(config: Config, ids: list[str | None]) -> None:
+    """Files an agent stopped too early left for the lab's networks and router."""
+    for found in filter(None, ids):
+        shutil.rmtree(config.state_path / "dhcp" / found, ignore_errors=True)
+        for pid_file in (config.state_path / "external" / "pids").glob(f"*/{found}.pid"):
+            pid_file.unlink(missing_ok=True)
 
 
 async def _delete_resources(client: AdminClient, state: LabState) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloudmeta.lab.bootscript import boot_script, ec2_hypervisor_uuid, instance_env
-from cloudmeta.lab.cloudcfg import DEFAULT_USER, Datasource, lab_cloud_cfg
+from cloudmeta.lab.cloudcfg import DEFAULT_USER, Datasource, lab_cloud_cfg, lab_dhclient_conf
 from cloudmeta.lab.errors import LabError
 from cloudmeta.linux import LinuxError, run, spawn
 
@@ -109,6 +109,8 @@ def start(
     cloud_dir = paths.upper / "etc" / "cloud"
     (cloud_dir / "cloud.cfg.d").mkdir(parents=True)
     (cloud_dir / "cloud.cfg").write_text(lab_cloud_cfg(datasource))
+    (paths.upper / "etc" / "dhcp").mkdir(parents=True)
+    (paths.upper / "etc" / "dhcp" / "dhclient.conf").write_text(lab_dhclient_conf())
     script = paths.dir / "boot.sh"
     platform = None
     if datasource is Datasource.EC2 and server_id is not None:
