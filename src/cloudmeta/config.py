@@ -97,8 +97,10 @@ class ApiSection(_Section):
     vendordata_providers: list[str] = Field(default_factory=lambda: ["StaticJSON"])
     vendordata_jsonfile_path: Path | None = None
     vendordata_dynamic_targets: list[str] = Field(default_factory=list)
-    vendordata_dynamic_connect_timeout: float = Field(5.0, ge=0.1)
-    vendordata_dynamic_read_timeout: float = Field(5.0, ge=0.1)
+    # Nova's bounds: connect >= 3 s; read > 0 (Nova allows 0, which aiohttp reads as "no
+    # timeout"). Each target's whole exchange is also capped at connect + read (vendordata.py).
+    vendordata_dynamic_connect_timeout: float = Field(5.0, ge=3)
+    vendordata_dynamic_read_timeout: float = Field(5.0, gt=0)
 
 
 class Config(BaseSettings):

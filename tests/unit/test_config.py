@@ -80,3 +80,11 @@ def test_bad_environment_value_names_the_variable(
     file.write_text("debug = 3.5\n")
     with pytest.raises(ConfigError, match=f"file {file}"):
         load_config(file)
+
+
+def test_vendordata_connect_timeout_has_novas_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDMETA_API__VENDORDATA_DYNAMIC_CONNECT_TIMEOUT", "1")
+    with pytest.raises(ConfigError, match="vendordata_dynamic_connect_timeout"):
+        load_config(Path("/dev/null"))
+    monkeypatch.setenv("CLOUDMETA_API__VENDORDATA_DYNAMIC_CONNECT_TIMEOUT", "3")
+    assert load_config(Path("/dev/null")).api.vendordata_dynamic_connect_timeout == 3

@@ -1,4 +1,9 @@
-"""Vendordata providers: Nova's StaticJSON (a file) and DynamicJSON (POST to HTTP targets)."""
+"""Vendordata providers: Nova's StaticJSON (a file) and DynamicJSON (POST to HTTP targets).
+
+Nova gives requests a (connect, read) timeout pair; a read timeout bounds each read only, so a
+target trickling one byte at a time would hold ``vendor_data2.json`` for ever. Here each target
+also has a total budget of connect + read timeout for the whole exchange.
+"""
 
 from __future__ import annotations
 
@@ -73,7 +78,11 @@ class DynamicVendordata:
 
     def __init__(self, targets: list[str], connect_timeout: float, read_timeout: float) -> None:
         self.targets = parse_targets(targets)
-        self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout)
+        self._timeout = aiohttp.ClientTimeout(
+            total=connect_timeout + read_timeout,
+            sock_connect=connect_timeout,
+            sock_read=read_timeout,
+        )
         self._session: aiohttp.ClientSession | None = None
 
     async def fetch(self, instance: Instance) -> dict[str, Any]:
