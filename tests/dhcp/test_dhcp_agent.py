@@ -231,3 +231,29 @@ async def test_admin_api_down_pauses_then_resyncs(make_cloud: CloudFactory) -> N
     hosts = (cloud.base.state_path / "dhcp" / network_id / "host").read_text()
     assert "fa:16:3e:0c:0d:0e," in hosts
     assert dnsmasq_pid(cloud, network_id) == pid
+
+
+async def test_exit_action_is_the_monitors_alone(make_cloud: CloudFactory) -> None:
+    """With ``check_child_processes_action = exit`` a dead proxy is not respawned behind the
+    ProcessMonitor's back: the monitor alone decides (here: the exit callback runs)."""
+    cloud = await make_cloud(
+        force_metadata=True,
+        metadata_proxy_mode="process",
+        check_child_processes_action="exit",
+        check_child_processes_interval=0.2,
+    )
+    assert cloud.monitor is not None and cloud.proxies is not None
+    exits: list[str] = []
+    cloud.monitor.on_exit = lambda manager: exits.append(manager.service)  # not SIGTERM to us
+    network_id, _ = await cloud.network("192.0.2.0/24")
+    await cloud.boot(network_id)
+    namespace = cloud.namespace(network_id)
+    pid = cloud.proxies.pids()[namespace]
+    os.kill(pid, signal.SIGKILL)
+    start = time.monotonic()
+    while "metadata-proxy" not in exits and time.monotonic() - start < 3.0:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)  # a second respawner would have acted by now
+    assert "metadata-proxy" in exits
+    assert cloud.proxies.pids().get(namespace) in (None, pid)
+    assert not linux.pid_alive(pid)

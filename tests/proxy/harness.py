@@ -45,12 +45,15 @@ class Chain:
     client: AdminClient | None = None
     agent: MetadataAgent | None = None
     manager: MetadataProxyManager | None = None
+    monitor: linux.ProcessMonitor | None = None
     project_id: str = ""
 
     def name(self, kind: str, index: int) -> str:
         return f"cmt-{self.tag}-{kind}{index}"
 
     async def close(self) -> None:
+        if self.monitor is not None:
+            await self.monitor.close()
         if self.manager is not None:
             await self.manager.close()
         if self.agent is not None:
@@ -174,7 +177,10 @@ async def start_chain(make_config: Any, mode: ProxyMode, **overrides: Any) -> Ch
         chain.agent = MetadataAgent(chain.config, chain.client)
         await chain.agent.start(unix_socket=True)
         inline = chain.agent.inline if mode is ProxyMode.INLINE else None
-        chain.manager = MetadataProxyManager(chain.config, inline=inline)
+        # The proxy children are watched as the agents watch them (respawn every 0.2 s).
+        chain.monitor = linux.ProcessMonitor(interval=0.2)
+        chain.monitor.start()
+        chain.manager = MetadataProxyManager(chain.config, chain.monitor, inline=inline)
     except BaseException:
         await chain.close()
         raise

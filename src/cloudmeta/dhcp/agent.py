@@ -116,10 +116,8 @@ class DhcpAgent:
     async def run(self) -> None:
         """Follow the admin API forever: full sync first (and after any gap), then changes."""
         self._monitor.start()
-        helpers = [
-            asyncio.create_task(self._retry_loop(), name="dhcp-retry"),
-            asyncio.create_task(self._proxy_watch(), name="dhcp-proxy-watch"),
-        ]
+        # Dead dnsmasq and proxy children are the ProcessMonitor's alone (respawn | exit).
+        helpers = [asyncio.create_task(self._retry_loop(), name="dhcp-retry")]
         try:
             async for batch in follow_changes(self._client, poll_timeout=10.0):
                 if batch.resync:
@@ -351,15 +349,6 @@ class DhcpAgent:
             for network_id, retry in list(self._retry.items()):
                 if retry.due <= now:
                     await self.sync_network(network_id)
-
-    async def _proxy_watch(self) -> None:
-        """Respawn dead proxies of the process and haproxy modes (the manager owns them)."""
-        while True:
-            await asyncio.sleep(max(0.1, self._config.check_child_processes_interval))
-            try:
-                await self._proxy.check_children()
-            except Exception:
-                _log.exception("metadata proxy check failed")
 
     async def _clean_stale_namespaces(self, wanted: set[str]) -> None:
         stem = f"{self._config.namespace_prefix}qdhcp-"

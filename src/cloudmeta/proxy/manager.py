@@ -6,7 +6,9 @@
   run as its own process with ``metadata_proxy_mode = inline`` embeds its own metadata agent
   (no unix socket), which is cheap: one admin API session and one API pool per process.
 * ``process`` and ``haproxy`` start one child per namespace inside it, with a pid file, that
-  forwards to the agent's unix socket; they work with the agent in any process.
+  forwards to the agent's unix socket; they work with the agent in any process. Each child is
+  registered with the ``monitor`` given here, which alone decides what a death means
+  (``check_child_processes_action``: respawn, or exit); nothing else respawns them.
 """
 
 from __future__ import annotations
@@ -102,13 +104,6 @@ class MetadataProxyManager:
         """Stop every child this manager started (the agents call it on shutdown)."""
         for namespace in list(self._children):
             await self.remove(namespace)
-
-    async def check_children(self) -> None:
-        """Restart dead children now (what the ProcessMonitor does every interval)."""
-        for namespace, child in self._children.items():
-            if not child.process.is_active():
-                log.warning("metadata proxy died; respawning", namespace=namespace)
-                child.process.enable()
 
     def pids(self) -> dict[str, int]:
         """Child pid per namespace (process/haproxy modes), e.g. for memory accounting."""
