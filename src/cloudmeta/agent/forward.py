@@ -18,6 +18,7 @@ from cloudmeta.agent.lookup import Owner
 from cloudmeta.config import Config
 from cloudmeta.logs import get_logger
 from cloudmeta.proxy.headers import FORWARDED_FOR, HOP_BY_HOP, SPOOFABLE_PREFIXES
+from cloudmeta.statefiles import shared_secret
 
 __all__ = ["RETRY_AFTER", "Forwarder", "plain_response"]
 
@@ -55,7 +56,7 @@ class Forwarder:
 
     def __init__(self, config: Config) -> None:
         self._base = config.nova_metadata_url
-        self._secret = config.metadata_proxy_shared_secret.get_secret_value()
+        self._secret = shared_secret(config)
         self._timeout = aiohttp.ClientTimeout(total=config.nova_metadata_timeout)
         self._session: aiohttp.ClientSession | None = None
 

@@ -8,10 +8,7 @@ reveals nothing.
 from __future__ import annotations
 
 import hmac
-import os
 import re
-import secrets
-from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -21,6 +18,7 @@ from cloudmeta.api.admin.openapi import openapi_document
 from cloudmeta.config import Config
 from cloudmeta.inventory import InventoryError, Store
 from cloudmeta.logs import get_logger
+from cloudmeta.statefiles import ensure_admin_token
 
 __all__ = ["build_admin_app", "ensure_admin_token"]
 
@@ -30,27 +28,6 @@ _PUBLIC_PATHS = frozenset({"/openapi.json"})
 MAX_BODY = 1024 * 1024
 # Ids in the path and query values reach SQL; PostgreSQL refuses NUL in text (a DataError).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def ensure_admin_token(config: Config) -> str:
-    """The configured token, else the one in ``<state_path>/admin_token`` (made once, 0600)."""
-    if config.admin_token is not None and config.admin_token.get_secret_value():
-        return config.admin_token.get_secret_value()
-    path: Path = config.admin_token_file
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it between our read and our create
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as file:
-        file.write(token + "\n")
-    _log.info("generated admin token", path=str(path))
-    return token
 
 
 def _middlewares(token: str) -> list[Middleware]:

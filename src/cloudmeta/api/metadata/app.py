@@ -30,6 +30,7 @@ from cloudmeta.documents import root_listing as _root_listing
 from cloudmeta.documents.openstack import dump, vendor_data2
 from cloudmeta.documents.paths import JSON
 from cloudmeta.logs import get_logger
+from cloudmeta.statefiles import shared_secret
 
 from .cache import Entry, InstanceCache
 from .errors import MetadataError
@@ -99,8 +100,7 @@ class MetadataService:
     def __init__(self, config: Config, source: MetadataSource) -> None:
         api = config.api
         self._source = source
-        secret = config.metadata_proxy_shared_secret.get_secret_value()
-        self._check = SignatureCheck(secret.encode())
+        self._check = SignatureCheck(shared_secret(config).encode())
         self._signed = api.identity is IdentityMode.SIGNED
         self._tokens_required = api.http_tokens is TokenPolicy.REQUIRED
         self.cache = InstanceCache(api.metadata_cache_expiration)
@@ -122,8 +122,6 @@ class MetadataService:
         self._sync_lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self._loads: dict[str, asyncio.Future[Entry | None]] = {}
-        if self._signed and not secret:
-            _log.warning("metadata_proxy_shared_secret is empty: any caller can sign requests")
 
     # -- life cycle ----------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
-from .keys import read_or_create
+from cloudmeta.statefiles import read_or_create
 
 __all__ = ["CERT_FILE", "KEY_FILE", "IdentitySigner", "verify_signature"]
 

@@ -13,8 +13,9 @@ import hmac
 import time
 from pathlib import Path
 
+from cloudmeta.statefiles import read_or_create
+
 from .errors import MetadataError
-from .keys import read_or_create
 
 __all__ = [
     "TOKEN_HEADER",
