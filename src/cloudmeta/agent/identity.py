@@ -7,12 +7,11 @@ database by address, so it is found by the MAC its EUI-64 interface id encodes.
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import ipaddress
 from dataclasses import dataclass
 
 from cloudmeta.agent.errors import AgentError
+from cloudmeta.signing import sign_instance_id  # the one implementation, shared with the API
 
 __all__ = ["Caller", "caller_from_forwarded", "mac_from_eui64", "sign_instance_id"]
 
@@ -50,8 +49,3 @@ def caller_from_forwarded(value: str) -> Caller:
         if ip.is_link_local:
             return Caller(ip=str(ip), mac=mac_from_eui64(ip))
     return Caller(ip=str(ip))
-
-
-def sign_instance_id(secret: str, instance_id: str) -> str:
-    """``hex(HMAC-SHA256(secret, instance_id))`` as Nova checks it (signed even if empty)."""
-    return hmac.new(secret.encode(), instance_id.encode(), hashlib.sha256).hexdigest()
