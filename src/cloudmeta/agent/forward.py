@@ -13,11 +13,11 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from cloudmeta.agent.identity import sign_instance_id
 from cloudmeta.agent.lookup import Owner
 from cloudmeta.config import Config
 from cloudmeta.logs import get_logger
-from cloudmeta.proxy.headers import FORWARDED_FOR, HOP_BY_HOP, SPOOFABLE_PREFIXES
+from cloudmeta.proxy.headers import HOP_BY_HOP, clean_headers
+from cloudmeta.signing import sign_instance_id
 from cloudmeta.statefiles import shared_secret
 
 __all__ = ["RETRY_AFTER", "Forwarder", "plain_response"]
@@ -37,14 +37,9 @@ def plain_response(status: int, message: str, **headers: str) -> web.Response:
 def api_headers(
     incoming: Iterable[tuple[str, str]], caller_ip: str, owner: Owner, secret: str
 ) -> CIMultiDict[str]:
-    """The caller's end-to-end headers plus the signed identity, nothing it could forge."""
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in incoming:
-        lower = name.lower()
-        if lower in HOP_BY_HOP or lower.startswith(SPOOFABLE_PREFIXES):
-            continue
-        out.add(name, value)
-    out[FORWARDED_FOR] = caller_ip
+    """The caller's end-to-end headers (the proxies' own rule, :func:`clean_headers`) plus
+    the signed identity, nothing it could forge."""
+    out = clean_headers(incoming, caller_ip, None)
     out["X-Instance-ID"] = owner.instance_id
     out["X-Tenant-ID"] = owner.project_id
     out["X-Instance-ID-Signature"] = sign_instance_id(secret, owner.instance_id)
