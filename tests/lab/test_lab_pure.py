@@ -80,3 +80,23 @@ def test_config_env_gives_a_child_the_same_config(
 
 def test_control_file_names_the_package() -> None:
     assert control_file().startswith("Package: cmt-hello\nVersion: 1.0\n")
+
+
+def test_a_lab_runs_only_while_its_lab_up_process_does() -> None:
+    import subprocess
+
+    from cloudmeta.lab.cloud import lab_running
+    from cloudmeta.lab.state import LabState
+
+    assert not lab_running(LabState())
+    assert not lab_running(LabState(owner_pid=os.getpid()))  # this process is the new `lab up`
+    other = subprocess.Popen(["bash", "-c", 'exec -a "cloudmeta lab up" sleep 30'])
+    plain = subprocess.Popen(["sleep", "30"])  # a recycled pid: alive, but not a `lab up`
+    try:
+        assert lab_running(LabState(owner_pid=other.pid))
+        assert not lab_running(LabState(owner_pid=plain.pid))
+    finally:
+        for proc in (other, plain):
+            proc.kill()
+            proc.wait()
+    assert not lab_running(LabState(owner_pid=other.pid))

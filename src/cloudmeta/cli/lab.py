@@ -174,18 +174,15 @@ def up_command(
 
     async def body(client: AdminClient) -> list[dict[str, Any]] | None:
         state = load_state(config)
-        if (
-            state is not None
-            and state.instances
-            and any(instance.read_pid(cloud.instance_paths(config, n)) for n in state.instances)
-        ):
-            say("a lab is already running (`cloudmeta lab down` removes it):")
+        if state is not None and cloud.lab_running(state):
+            say(f"a lab is already running (`lab up`, pid {state.owner_pid}); its status:")
             console.print(_table(await _rows(config, client, state)))
+            say("`cloudmeta lab down` removes it")
             return None
         if state is not None:
             say("cleaning up what an earlier lab left")
             await cloud.down(config, state, client)
-        state = LabState()
+        state = LabState(owner_pid=os.getpid())
         save_state(config, state)
         try:
             await cloud.ensure_all_in_one(config, client, state, say)

@@ -33,7 +33,7 @@ from cloudmeta.lab.errors import LabError
 from cloudmeta.lab.state import LabInstance, LabNetwork, LabState, lab_dir, save_state
 from cloudmeta.linux.cleanup import cleanup
 from cloudmeta.linux.names import bridge_name
-from cloudmeta.linux.process import pid_alive, stop_pid
+from cloudmeta.linux.process import cmdline, pid_alive, stop_pid
 
 __all__ = [
     "DEMO_NETWORKS",
@@ -45,12 +45,21 @@ __all__ = [
     "instance_paths",
     "instance_row",
     "kill_instance",
+    "lab_running",
 ]
 
 Progress = Callable[[str], None]
 # name -> (cidr, behind a router)
 DEMO_NETWORKS = {"isolated": ("192.0.2.0/24", False), "routed": ("198.51.100.0/24", True)}
 _INSTANCE_IFACE = "eth0"
+
+
+def lab_running(state: LabState) -> bool:
+    """Whether the ``lab up`` that made ``state`` still runs (otherwise the lab is debris)."""
+    pid = state.owner_pid
+    if pid is None or pid == os.getpid() or not pid_alive(pid):
+        return False
+    return " lab up" in cmdline(pid)  # not a recycled pid
 
 
 def instance_paths(config: Config, name: str) -> instance.InstancePaths:
@@ -318,6 +327,8 @@ async def down(config: Config, state: LabState, client: AdminClient | None) -> N
         await stop_pid(state.all_in_one_pid, timeout=10)
     repo_namespaces = [n.repo_namespace for n in state.networks.values() if n.repo_namespace]
     links = [n.repo_link for n in state.networks.values() if n.repo_link]
+    # A network's bridge exists once its DHCP port is plugged, before the lab plugs anything.
+    links += [bridge_name(config.device_prefix, n) for n in state.networks]
     await cleanup(
         namespaces=[*state.namespaces, *repo_namespaces, *agent_namespaces],
         links=[*links, *state.bridges],

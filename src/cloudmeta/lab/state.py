@@ -43,6 +43,7 @@ class LabInstance(BaseModel):
 
 
 class LabState(BaseModel):
+    owner_pid: int | None = None  # the `lab up` that made it; dead means a half-dead lab
     project_id: str | None = None
     keypair_id: str | None = None
     router_id: str | None = None
