@@ -155,6 +155,27 @@ async def test_link_local_v6_listener_uses_the_interface_scope(scratch: Scratch)
         linux.open_socket_in_namespace(server_ns, "192.0.2.11", 80, interface="cmt-none")
 
 
+async def test_make_listening_socket_is_the_one_listener_recipe(scratch: Scratch) -> None:
+    """The ns-metadata-proxy process and open_socket_in_namespace share this function."""
+    _, server_ns, _ = await _two_ports(scratch)
+    await linux.add_address(server_ns, "eth0", "fe80::a9fe:a9fe/64", nodad=True)
+
+    def make_both() -> tuple[socket.socket, socket.socket]:
+        v4 = linux.make_listening_socket("169.254.169.254", 80)  # no such address yet
+        v6 = linux.make_listening_socket("fe80::a9fe:a9fe", 80, interface="eth0")
+        return v4, v6
+
+    v4, v6 = linux.in_namespace(server_ns, make_both)
+    try:
+        assert v4.getsockname() == ("169.254.169.254", 80)
+        assert v4.getsockopt(socket.IPPROTO_IP, 15) == 1  # IP_FREEBIND
+        assert v6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+        assert v6.getsockname()[3] > 0 and not v4.getblocking()
+    finally:
+        v4.close()
+        v6.close()
+
+
 def test_two_hundred_namespaces_benchmark() -> None:
     """Prints the figure; asserts only that everything made is gone again."""
     tag = Scratch(Path("/nonexistent")).tag

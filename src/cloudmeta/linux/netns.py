@@ -198,6 +198,43 @@ def set_sysctl(namespace: str | None, key: str, value: str | int) -> None:
         raise LinuxError(f"cannot set {key}={value} in {namespace}: {exc}") from exc
 
 
+def make_listening_socket(
+    host: str,
+    port: int,
+    *,
+    family: socket.AddressFamily | None = None,
+    interface: str | None = None,
+    backlog: int = 128,
+) -> socket.socket:
+    """A non-blocking listening TCP socket in the CURRENT namespace (raises ``OSError``).
+
+    IP_FREEBIND lets 169.254.169.254 be bound before the address is configured (Neutron's
+    ip_nonlocal_bind); IPv6 is V6ONLY and, for a link-local host (``fe80::a9fe:a9fe``),
+    ``interface`` gives the scope id; for IPv4 ``interface`` binds the socket to that device.
+    """
+    fam = family or (socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET)
+    sock = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if fam == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_FREEBIND, 1)
+            scope = socket.if_nametoindex(interface) if interface else 0
+            sock.bind((host, port, 0, scope))
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
+            if interface:
+                socket.if_nametoindex(interface)  # a clear error for a missing one
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+            sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def open_socket_in_namespace(
     namespace: str,
     host: str,
@@ -207,36 +244,11 @@ def open_socket_in_namespace(
     interface: str | None = None,
     backlog: int = 128,
 ) -> socket.socket:
-    """A non-blocking listening TCP socket bound inside ``namespace`` (the caller stays put).
-
-    IP_FREEBIND lets 169.254.169.254 be bound before the address is configured; for a
-    link-local IPv6 host (``fe80::a9fe:a9fe``) ``interface`` gives the scope id; for IPv4 it
-    binds the socket to that device.
-    """
-    addr = ipaddress.ip_address(host)
-    fam = family or (socket.AF_INET6 if addr.version == 6 else socket.AF_INET)
+    """:func:`make_listening_socket` made inside ``namespace`` (the caller stays put)."""
+    fam = family or (socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET)
 
     def make() -> socket.socket:
-        sock = socket.socket(fam, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if fam == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_FREEBIND, 1)
-                scope = socket.if_nametoindex(interface) if interface else 0
-                sock.bind((host, port, 0, scope))
-            else:
-                sock.setsockopt(socket.IPPROTO_IP, _IP_FREEBIND, 1)
-                if interface:
-                    socket.if_nametoindex(interface)  # a clear error for a missing one
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
-                sock.bind((host, port))
-            sock.listen(backlog)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return make_listening_socket(host, port, family=fam, interface=interface, backlog=backlog)
 
     try:
         return in_namespace(namespace, make)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from cloudmeta.linux.netns import make_listening_socket
 from cloudmeta.logs import get_logger
 from cloudmeta.proxy.binds import Bind
 from cloudmeta.proxy.headers import (
@@ -55,7 +55,13 @@ class NsMetadataProxy:
         loop = asyncio.get_running_loop()
         for bind in binds:
             self._servers.append(
-                await loop.create_server(self._http, sock=_listen_socket(bind), backlog=1024)
+                await loop.create_server(
+                    self._http,
+                    sock=make_listening_socket(
+                        bind.host, bind.port, interface=bind.interface, backlog=1024
+                    ),
+                    backlog=1024,
+                )
             )
             log.info("metadata proxy listening", bind=str(bind), target=self._target.uuid)
 
@@ -101,29 +107,6 @@ class NsMetadataProxy:
                 text="The metadata agent is unavailable. Please try again later.\n",
                 headers={"Retry-After": "2"},
             )
-
-
-def _listen_socket(bind: Bind) -> socket.socket:
-    """A listening socket; IP_FREEBIND so it may come up before its address (as Neutron's
-    ip_nonlocal_bind), IPv6 scoped to its interface."""
-    family = socket.AF_INET6 if bind.is_v6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if bind.is_v6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            scope = socket.if_nametoindex(bind.interface) if bind.interface else 0
-            sock.setsockopt(socket.IPPROTO_IPV6, 78, 1)  # IPV6_FREEBIND
-            sock.bind((bind.host, bind.port, 0, scope))
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, 15, 1)  # IP_FREEBIND
-            sock.bind((bind.host, bind.port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 async def run_ns_metadata_proxy(
