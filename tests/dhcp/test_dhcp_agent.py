@@ -82,6 +82,10 @@ async def test_seed_scenario_force_metadata(make_cloud: CloudFactory) -> None:
     assert f"{vm.ip}/24" in {a.cidr for a in await linux.list_addresses(vm.namespace, "eth0")}
     assert await metadata_route(vm.namespace) == dhcp_ip
     assert uuid_of(await curl_metadata(vm.namespace)) == vm.server_id
+    # MTU and domain reach the client, though on dnsmasq's command line (Neutron's forms).
+    lease = (cloud.dhclient_dir / vm.namespace / "dhclient-eth0.leases").read_text()
+    assert "option interface-mtu 1500;" in lease, lease
+    assert 'option domain-name "openstacklocal";' in lease, lease
 
     # A router on the subnet: with force_metadata the route still points at the DHCP port.
     await cloud.router_on(subnet_id)
