@@ -6,9 +6,8 @@ Where MTU and domain go: issue 5 lists them with the opts file's options, but Ne
 (CONTRACTS §4a) puts both on the command line, and its opts file (§4d) has neither; we keep
 Neutron's forms. ``--dhcp-option-force=option:mtu,<mtu>`` is per network, not per subnet, and
 is forced so clients that do not ask still get it; ``--domain=<dns_domain>`` is also the
-domain dnsmasq sends as option 15 (domain-name) and uses for its DNS. Both change only with
-the network or the configuration, and the agent restarts dnsmasq then (a SIGHUP re-reads only
-files). Adding ``option:domain-name`` to the opts file too would send the same value twice over
+domain dnsmasq sends as option 15 (domain-name) and uses for its DNS. Like the dhcp-ranges
+they take effect when dnsmasq (re)starts, not on SIGHUP, which re-reads only files. Adding ``option:domain-name`` to the opts file too would send the same value twice over
 two routes for no client's benefit. The DHCP tests check that a real dhclient's lease carries
 both.
 """
