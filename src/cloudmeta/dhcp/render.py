@@ -7,9 +7,9 @@ Where MTU and domain go: issue 5 lists them with the opts file's options, but Ne
 Neutron's forms. ``--dhcp-option-force=option:mtu,<mtu>`` is per network, not per subnet, and
 is forced so clients that do not ask still get it; ``--domain=<dns_domain>`` is also the
 domain dnsmasq sends as option 15 (domain-name) and uses for its DNS. Like the dhcp-ranges
-they take effect when dnsmasq (re)starts, not on SIGHUP, which re-reads only files. Adding ``option:domain-name`` to the opts file too would send the same value twice over
-two routes for no client's benefit. The DHCP tests check that a real dhclient's lease carries
-both.
+they take effect when dnsmasq (re)starts, not on SIGHUP, which re-reads only files. Adding
+``option:domain-name`` to the opts file too would send the same value twice over two routes
+for no client's benefit. The DHCP tests check that a real dhclient's lease carries both.
 """
 
 from __future__ import annotations
