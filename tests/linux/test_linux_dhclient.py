@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ def _read(path: Path) -> bytes:
     return path.read_bytes()
 
 
+# Both loops: the services run on uvloop (tests/linux/conftest.py), the tools on plain asyncio.
+@pytest.mark.asyncio(loop_factories=["asyncio", "uvloop"])
 async def test_dhclient_gets_the_metadata_host_route_and_leaves_resolv_conf(
     scratch: Scratch,
 ) -> None:
@@ -53,7 +56,8 @@ async def test_dhclient_gets_the_metadata_host_route_and_leaves_resolv_conf(
         log_path=files / "dnsmasq.log",
     )  # fmt: skip
     dnsmasq.enable()
-    pid_file = await linux.run_dhclient(vm, "eth0", state_dir=scratch.pid_dir / "dhclient")
+    async with asyncio.timeout(15):  # under uvloop it once never returned (pipes held open)
+        pid_file = await linux.run_dhclient(vm, "eth0", state_dir=scratch.pid_dir / "dhclient")
     assert linux.pid_alive(linux.read_pid(pid_file) or 0)  # renews in the background
 
     routes = {r.destination: r for r in await linux.list_routes(vm)}

@@ -7,10 +7,14 @@ the MTU and the routes, including the classless static routes of option 121 (RFC
 
 from __future__ import annotations
 
+import asyncio
+import time
 from importlib import resources
 from pathlib import Path
 
-from cloudmeta.linux.execute import run
+from cloudmeta.linux.errors import LinuxError
+from cloudmeta.linux.execute import spawn, wait_exit
+from cloudmeta.linux.process import pid_alive, read_pid
 
 __all__ = ["dhclient_files", "run_dhclient"]
 
@@ -36,15 +40,34 @@ async def run_dhclient(
     """Get a lease on ``ifname`` in ``namespace``; return the pid file of the dhclient left running.
 
     dhclient stays in the background to renew; ``<state_dir>/dhclient-<ifname>.pid`` names it
-    (``linux.cleanup(pid_dir=state_dir)`` stops it). Raises LinuxError when no lease comes.
+    (``linux.cleanup(pid_dir=state_dir)`` stops it). Its output goes to
+    ``dhclient-<ifname>.log`` there, never to pipes: the daemon would hold them open (under
+    uvloop it inherits extra copies it never closes), so waiting for their EOF never ended; we
+    wait for the foreground process to exit instead, which ``-1`` makes it do once the lease is
+    bound (exit 0, the script has run) or given up (exit 2). Raises LinuxError when no lease comes.
     """
     script, conf = dhclient_files(state_dir)
     pid_file = state_dir / f"dhclient-{ifname}.pid"
+    log = state_dir / f"dhclient-{ifname}.log"
+    pid_file.unlink(missing_ok=True)
     cmd = [
         "dhclient", "-1", "-v",
         "-sf", str(script), "-cf", str(conf),
         "-pf", str(pid_file), "-lf", str(state_dir / f"dhclient-{ifname}.leases"),
         ifname,
     ]  # fmt: skip
-    await run(cmd, namespace=namespace, timeout=timeout)
+    deadline = time.monotonic() + timeout
+    code = await wait_exit(spawn(cmd, namespace=namespace, log_path=log), timeout)
+    if code != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise LinuxError(
+            f"dhclient got no lease on {ifname} in {namespace} (exit {code}): "
+            f"{' | '.join(tail)} (full log: {log})",
+            returncode=code,
+        )
+    # The parent exits right after forking; the daemon writes its pid file a moment later.
+    while not pid_alive(read_pid(pid_file) or 0):
+        if time.monotonic() > deadline:
+            raise LinuxError(f"dhclient bound {ifname} in {namespace} but wrote no {pid_file}")
+        await asyncio.sleep(0.01)
     return pid_file

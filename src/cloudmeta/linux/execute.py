@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from cloudmeta.linux.errors import LinuxError
 
-__all__ = ["CommandResult", "netns_command", "run", "spawn"]
+__all__ = ["CommandResult", "netns_command", "run", "spawn", "wait_exit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +107,38 @@ def spawn(
         raise LinuxError(f"cannot start {argv[0]}: {exc}", cmd=argv) from exc
     finally:
         out.close()
+
+
+async def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:  # noqa: ASYNC109
+    """Wait for ``proc`` (from ``spawn``) to exit on any event loop; return its exit code.
+
+    A pidfd becomes readable when the process exits, so no thread and no pipe EOF is involved:
+    a daemonising child (dhclient) may keep inherited descriptors open long after its parent
+    exited. On timeout the process is killed and LinuxError raised.
+    """
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    pidfd = os.pidfd_open(proc.pid)
+    loop.add_reader(pidfd, on_exit)
+    try:
+        async with asyncio.timeout(timeout):
+            await exited
+    except (TimeoutError, asyncio.CancelledError) as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        argv = [str(arg) for arg in proc.args] if isinstance(proc.args, list) else [str(proc.args)]
+        raise LinuxError(
+            f"command timed out after {timeout:g} s: {' '.join(argv)}", cmd=argv
+        ) from None
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return proc.wait()
