@@ -18,6 +18,8 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import uvloop
+
 from bench import bootstorm, chain, limit_api, report, scale
 from bench.common import Row, Settings, machine
 
@@ -92,9 +94,8 @@ def main() -> None:
     from cloudmeta.logs import setup_logging
 
     setup_logging(False, "json")
-    # Plain asyncio, not uvloop: under uvloop ``linux.run_dhclient`` never returns (the
-    # daemonised dhclient keeps the pipes open), so the boot storm could not run.
-    with asyncio.Runner() as runner:
+    # uvloop, as the product's services run (the chain's agent and inline proxies live here).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         try:
             sys.exit(runner.run(_main(args)))
         except (KeyboardInterrupt, asyncio.CancelledError):
