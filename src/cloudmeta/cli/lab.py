@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -182,6 +183,12 @@ def up_command(
         if state is not None:
             say("cleaning up what an earlier lab left")
             await cloud.down(config, state, client)
+        # Ctrl-C, SIGTERM or a closed terminal end the lab through the teardown below (and
+        # work even when SIGINT came ignored, as for a job started in the background).
+        task = asyncio.current_task()
+        assert task is not None
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            asyncio.get_running_loop().add_signal_handler(signum, task.cancel)
         state = LabState(owner_pid=os.getpid())
         save_state(config, state)
         try:
@@ -212,7 +219,7 @@ def up_command(
 
     try:
         rows = _run(config, body)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         sys.exit(130)
     if rows is not None and not all(r["result"] == "ok" for r in rows):
         sys.exit(1)

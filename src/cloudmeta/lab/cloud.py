@@ -135,7 +135,8 @@ async def ensure_repo(config: Config, client: AdminClient, state: LabState, netw
     net = state.networks.get(network_id)
     if net is None:
         found = await client.get_network(network_id)
-        net = state.networks[network_id] = LabNetwork(id=network_id, name=found["name"], cidr="")
+        net = LabNetwork(id=network_id, name=found["name"], cidr="", owned=False)
+        state.networks[network_id] = net
     if net.repo_ip and net.repo_pid and pid_alive(net.repo_pid):
         return f"http://{net.repo_ip}/"
     repo_dir = await repo.build_repository(lab_dir(config) / "repo")
@@ -312,10 +313,15 @@ async def kill_instance(
 
 
 async def down(config: Config, state: LabState, client: AdminClient | None) -> None:
-    """Remove everything the lab made (idempotent; works from a half-written state)."""
+    """Remove everything the lab made (idempotent; works from a half-written state).
+
+    A network made with the CLI keeps its agents' namespace and bridge, unless the lab stops
+    the all-in-one it started (then nothing of the lab's services may outlive it).
+    """
     for name in list(state.instances):
         await kill_instance(config, client, state, name)
-    agent_namespaces = [f"{config.namespace_prefix}qdhcp-{n}" for n in state.networks]
+    ours = [n.id for n in state.networks.values() if n.owned or state.all_in_one_pid]
+    agent_namespaces = [f"{config.namespace_prefix}qdhcp-{n}" for n in ours]
     if state.router_id:
         agent_namespaces.append(router_namespace(config.namespace_prefix, state.router_id))
     if client is not None and await _api_up(client):
@@ -328,12 +334,13 @@ async def down(config: Config, state: LabState, client: AdminClient | None) -> N
     repo_namespaces = [n.repo_namespace for n in state.networks.values() if n.repo_namespace]
     links = [n.repo_link for n in state.networks.values() if n.repo_link]
     # A network's bridge exists once its DHCP port is plugged, before the lab plugs anything.
-    links += [bridge_name(config.device_prefix, n) for n in state.networks]
+    bridges = {bridge_name(config.device_prefix, n) for n in ours}
+    foreign = {bridge_name(config.device_prefix, n) for n in state.networks} - bridges
     await cleanup(
         namespaces=[*state.namespaces, *repo_namespaces, *agent_namespaces],
-        links=[*links, *state.bridges],
+        links=[*links, *sorted((bridges | set(state.bridges)) - foreign)],
     )
-    await asyncio.to_thread(_remove_agent_files, config, [*state.networks, state.router_id])
+    await asyncio.to_thread(_remove_agent_files, config, [*ours, state.router_id])
     await asyncio.to_thread(shutil.rmtree, lab_dir(config), True)
 
 
@@ -367,7 +374,7 @@ async def _delete_resources(client: AdminClient, state: LabState) -> None:
     deletions: list[Any] = []
     if state.router_id:
         deletions.append(client.delete_router(state.router_id))
-    deletions += [client.delete_network(n) for n in state.networks]
+    deletions += [client.delete_network(n.id) for n in state.networks.values() if n.owned]
     if state.keypair_id:
         deletions.append(client.delete_keypair(state.keypair_id))
     if state.project_id:

@@ -21,6 +21,7 @@ class LabNetwork(BaseModel):
     id: str
     name: str
     cidr: str
+    owned: bool = True  # made by the lab (deleted by `lab down`), not a network made with the CLI
     subnet_id: str | None = None
     repo_port_id: str | None = None
     repo_ip: str | None = None
