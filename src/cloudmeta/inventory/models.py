@@ -18,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -162,7 +163,7 @@ class Port(Base):
     network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
     mac_address: Mapped[str] = mapped_column(String(17), index=True)
-    device_owner: Mapped[str] = mapped_column(String(255), default="")
+    device_owner: Mapped[str] = mapped_column(String(255), default="", index=True)
     device_id: Mapped[str] = mapped_column(String(255), default="", index=True)
     # Creation order; a server's NICs are listed in the order they were requested.
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -179,12 +180,17 @@ class FixedIP(Base):
     """One address of a port; UNIQUE(subnet, address) makes double booking impossible."""
 
     __tablename__ = "fixed_ips"
-    __table_args__ = (UniqueConstraint("subnet_id", "ip_address"),)
+    # The agent's lookup (ip_address + network_id) is answered by this index alone, whatever
+    # the number of ports on the network (migration 0002).
+    __table_args__ = (
+        UniqueConstraint("subnet_id", "ip_address"),
+        Index("ix_fixed_ips_ip_address_network_id", "ip_address", "network_id"),
+    )
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     port_id: Mapped[str] = mapped_column(ForeignKey("ports.id", ondelete="CASCADE"), index=True)
     subnet_id: Mapped[str] = mapped_column(ForeignKey("subnets.id"))
     network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"))
-    ip_address: Mapped[str] = mapped_column(String(64), index=True)
+    ip_address: Mapped[str] = mapped_column(String(64))
     port: Mapped[Port] = relationship(back_populates="fixed_ips", lazy="raise")
     subnet: Mapped[Subnet] = relationship(lazy="raise")
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -28,10 +28,12 @@ from cloudmeta.inventory.models import (
     Server,
     Subnet,
 )
+from cloudmeta.inventory.views import port_views_of_rows
 
 __all__ = [
     "PORT_FILTERS",
     "ServerBundle",
+    "find_port_views",
     "find_ports",
     "get",
     "load_server_bundle",
@@ -136,25 +138,54 @@ async def servers_by_ip(session: AsyncSession, ip_address: str) -> Sequence[Serv
     return rows.all()
 
 
-def _port_query(filters: dict[str, list[str]]) -> Select[Port]:
-    query = select(Port).options(*port_options()).order_by(Port.created_at, Port.id)
-    for name, values in filters.items():
-        if not values:
-            continue
+def _port_conditions(filters: dict[str, list[str]]) -> list[ColumnElement[bool]]:
+    """WHERE clauses for the port filters (each: any of its values; empty lists ignored).
+
+    With ``ip_address`` the addresses and the network are matched in ``fixed_ips`` (a fixed
+    IP's network is its port's) on ``ix_fixed_ips_ip_address_network_id``, so the port is
+    found by its primary key: a ``ports.network_id`` condition beside it made SQLite walk every
+    port of the network instead.
+    """
+    given = {name: values for name, values in filters.items() if values}
+    for name in given:
         if name not in PORT_FILTERS:
             raise Invalid(f"{name}: unknown port filter; use one of {', '.join(PORT_FILTERS)}")
-        if name == "ip_address":
-            query = query.where(
-                Port.id.in_(select(FixedIP.port_id).where(FixedIP.ip_address.in_(values)))
-            )
-        else:
-            query = query.where(getattr(Port, name).in_(values))
-    return query
+    conditions: list[ColumnElement[bool]] = []
+    if "ip_address" in given:
+        by_ip = select(FixedIP.port_id).where(FixedIP.ip_address.in_(given.pop("ip_address")))
+        if "network_id" in given:
+            by_ip = by_ip.where(FixedIP.network_id.in_(given.pop("network_id")))
+        conditions.append(Port.id.in_(by_ip))
+    conditions += [getattr(Port, name).in_(values) for name, values in given.items()]
+    return conditions
 
 
 async def find_ports(session: AsyncSession, **filters: list[str]) -> Sequence[Port]:
     """Ports matching every given filter (each filter: any of its values)."""
-    return (await session.scalars(_port_query(filters))).all()
+    query = (
+        select(Port)
+        .options(*port_options())
+        .where(*_port_conditions(filters))
+        .order_by(Port.created_at, Port.id)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def find_port_views(session: AsyncSession, **filters: list[str]) -> list[dict[str, Any]]:
+    """``find_ports`` as the admin API's JSON, in one query and without ORM objects.
+
+    This is the agents' hot path (the metadata agent's port lookup, the DHCP agent's sync):
+    one SELECT of ports joined to their fixed IPs costs a third of the ORM's two queries and
+    object loading.
+    """
+    ports, ips = Port.__table__, FixedIP.__table__
+    query = (
+        select(ports, ips.c.subnet_id, ips.c.ip_address)
+        .outerjoin(ips, ips.c.port_id == ports.c.id)
+        .where(*_port_conditions(filters))
+        .order_by(ports.c.created_at, ports.c.id, ips.c.seq)
+    )
+    return port_views_of_rows(await session.execute(query))
 
 
 async def router_ids_on_network(session: AsyncSession, network_id: str) -> list[str]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy import Row
 
 from cloudmeta.inventory.models import Keypair, Network, Port, Project, Router, Server, Subnet
 
@@ -11,6 +14,7 @@ __all__ = [
     "keypair_view",
     "network_view",
     "port_view",
+    "port_views_of_rows",
     "project_view",
     "router_view",
     "server_view",
@@ -64,19 +68,36 @@ def subnet_view(subnet: Subnet) -> dict[str, Any]:
     }
 
 
-def port_view(port: Port) -> dict[str, Any]:
+def _port_fields(port: Any, fixed_ips: list[dict[str, str]]) -> dict[str, Any]:
+    """The port JSON from a Port or a row with the same column names."""
     return {
         "id": port.id,
         "name": port.name,
         "network_id": port.network_id,
         "project_id": port.project_id,
         "mac_address": port.mac_address,
-        "fixed_ips": [
-            {"subnet_id": ip.subnet_id, "ip_address": ip.ip_address} for ip in port.fixed_ips
-        ],
+        "fixed_ips": fixed_ips,
         "device_owner": port.device_owner,
         "device_id": port.device_id,
     }
+
+
+def port_view(port: Port) -> dict[str, Any]:
+    return _port_fields(
+        port, [{"subnet_id": ip.subnet_id, "ip_address": ip.ip_address} for ip in port.fixed_ips]
+    )
+
+
+def port_views_of_rows(rows: Iterable[Row[Any]]) -> list[dict[str, Any]]:
+    """Port JSON from rows of ports outer-joined to fixed IPs (one row per address), in order."""
+    views: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        view = views.get(row.id)
+        if view is None:
+            view = views[row.id] = _port_fields(row, [])
+        if row.ip_address is not None:
+            view["fixed_ips"].append({"subnet_id": row.subnet_id, "ip_address": row.ip_address})
+    return list(views.values())
 
 
 def router_view(router: Router) -> dict[str, Any]:

@@ -218,8 +218,7 @@ def _router_interface(add: bool) -> Handler:
 async def list_ports(request: web.Request) -> web.StreamResponse:
     filters = {name: request.query.getall(name, []) for name in request.query}
     async with _store(request).read() as session:
-        ports = await queries.find_ports(session, **filters)
-        return web.json_response({"ports": [v.port_view(p) for p in ports]})
+        return web.json_response({"ports": await queries.find_port_views(session, **filters)})
 
 
 async def network_dhcp(request: web.Request) -> web.StreamResponse:
@@ -229,13 +228,13 @@ async def network_dhcp(request: web.Request) -> web.StreamResponse:
         subnets = await session.scalars(
             select(Subnet).where(Subnet.network_id == network_id).order_by(Subnet.cidr)
         )
-        ports = await queries.find_ports(session, network_id=[network_id])
+        ports = await queries.find_port_views(session, network_id=[network_id])
         routers = await queries.router_ids_on_network(session, network_id)
         return web.json_response(
             {
                 "network": v.network_view(network),
                 "subnets": [v.subnet_view(s) for s in subnets],
-                "ports": [v.port_view(p) for p in ports],
+                "ports": ports,
                 "routers": routers,
             }
         )
