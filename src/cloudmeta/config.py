@@ -142,6 +142,9 @@ class Config(BaseSettings):
     # Names of everything the agents create get these prefixes (tests use "cmt-").
     namespace_prefix: str = ""
     device_prefix: str = ""
+    # Namespace holding every network's bridge and the bridge end of every veth ("" = the host,
+    # as Neutron's linuxbridge agent). Port security (MAC/IP anti-spoofing) needs one.
+    bridge_namespace: str = ""
 
     database: DatabaseSection = Field(default_factory=DatabaseSection)
     admin: AdminSection = Field(default_factory=AdminSection)
