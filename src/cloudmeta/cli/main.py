@@ -55,7 +55,25 @@ def pass_config(func: Callable[Concatenate[Config, P], R]) -> Callable[P, R]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """Imports a component's command module only when one of its commands runs.
+
+    ``cloudmeta network list`` then loads the admin client, not SQLAlchemy, pyroute2 and the
+    agents: a CLI call costs a fraction of a second instead of importing the whole system.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_COMMAND_MODULES})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in _COMMAND_MODULES:
+            _load(_COMMAND_MODULES[cmd_name])
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -82,31 +100,31 @@ def config_show(config: Config) -> None:
     click.echo(json.dumps(config.masked(), indent=2, sort_keys=True))
 
 
-def _register() -> None:
-    """Attach the command groups of every component present in this build."""
+def _load(module_name: str) -> None:
     import importlib
 
-    for module_name in _COMMAND_MODULES:
-        module = importlib.import_module(f"cloudmeta.cli.{module_name}")
-        for command in module.COMMANDS:
-            cli.add_command(command)
+    module = importlib.import_module(f"cloudmeta.cli.{module_name}")
+    for command in module.COMMANDS:
+        cli.add_command(command)
 
 
-# One line per component's command module; each exposes COMMANDS: list[click.Command].
-_COMMAND_MODULES: list[str] = [
-    "proxy",
-    "services",
-    "inventory",
-    "identity",
-    "lab",
-    "daemons",
-]
+# Command name -> the component module (under cloudmeta.cli) whose COMMANDS define it.
+_COMMAND_MODULES: dict[str, str] = {
+    "ns-metadata-proxy": "proxy",
+    "api": "services",
+    "db": "services",
+    **dict.fromkeys(
+        ("project", "keypair", "network", "subnet", "router", "port", "server"), "inventory"
+    ),
+    "identity": "identity",
+    "lab": "lab",
+    **dict.fromkeys(("all-in-one", "agent", "dhcp-agent", "l3-agent"), "daemons"),
+}
 
 
 def main() -> None:
     """Issue 2's exit contract: 0, or 1 with a one-line error on stderr. Click's standalone
     mode would exit 2 on usage errors with a usage block, so errors are reported here."""
-    _register()
     try:
         code = cli.main(prog_name="cloudmeta", standalone_mode=False)
     except KeyboardInterrupt:
