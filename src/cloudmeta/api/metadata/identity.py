@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 
 from multidict import CIMultiDictProxy
+
+from cloudmeta.signing import sign_instance_id, verify_instance_id
 
 from .errors import MetadataError
 
@@ -21,10 +21,6 @@ class Caller:
     instance_id: str
     tenant_id: str | None
     address: str | None
-
-
-def sign_instance_id(secret: bytes, instance_id: str) -> str:
-    return hmac.new(secret, instance_id.encode(), hashlib.sha256).hexdigest()
 
 
 class SignatureCheck:
@@ -44,9 +40,8 @@ class SignatureCheck:
         key = (instance_id, signature)
         if key in self._valid:
             return True
-        expected = sign_instance_id(self._secret, instance_id)
         # Nova compares against the first signature header; so do we, in constant time.
-        if not signature or not hmac.compare_digest(expected.encode(), signature.encode()):
+        if not verify_instance_id(self._secret, instance_id, signature):
             return False
         if len(self._valid) >= self._limit:
             self._valid.clear()
