@@ -139,7 +139,10 @@ async def _wait_all(config: Config, state: LabState, console: Console) -> None:
 
 
 def _lab_config(config: Config, force_metadata: bool, proxy_mode: str | None) -> Config:
-    update: dict[str, Any] = {"enable_isolated_metadata": True}
+    update: dict[str, Any] = {
+        "enable_isolated_metadata": True,
+        "bridge_namespace": cloud.bridge_namespace(config),
+    }
     if force_metadata:
         update["force_metadata"] = True
     if proxy_mode:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from cloudmeta import linux
 from cloudmeta.adminclient import AdminClient, AdminError, ChangeBatch, follow_changes
 from cloudmeta.config import Config
+from cloudmeta.dhcp.antispoof import PortSecurity
 from cloudmeta.dhcp.decisions import (
     MetadataPolicy,
     dhcp_ips_by_subnet,
@@ -68,7 +69,8 @@ class DhcpAgent:
     """``await DhcpAgent(config, client, proxy_manager, monitor).run()`` serves until cancelled.
 
     ``monitor`` is shared with whoever else watches processes; the agent registers each
-    dnsmasq with it and starts it. Bridges live in ``bridge_namespace`` (the host by default).
+    dnsmasq with it and starts it. Bridges live in ``bridge_namespace`` (default: the config's;
+    empty = the host), where the agent also keeps the ports' anti-spoofing rules.
     """
 
     def __init__(
@@ -84,7 +86,8 @@ class DhcpAgent:
         self._client = client
         self._proxy = proxy_manager
         self._monitor = monitor
-        self._bridge_namespace = bridge_namespace
+        self._bridge_namespace = bridge_namespace or config.bridge_namespace or None
+        self._port_security = PortSecurity(self._bridge_namespace, config.device_prefix)
         self._policy = MetadataPolicy(config.force_metadata, config.enable_isolated_metadata)
         self._served: dict[str, _Served] = {}
         self._retry: dict[str, _Retry] = {}
@@ -181,6 +184,7 @@ class DhcpAgent:
     async def _teardown(self, network_id: str) -> None:
         served = self._served.pop(network_id, None)
         self._retry.pop(network_id, None)
+        await self._port_security.forget(network_id)
         dnsmasq = served.dnsmasq if served else Dnsmasq(self._config, network_id, self._monitor)
         namespace = dnsmasq.namespace
         await dnsmasq.stop()
@@ -271,6 +275,7 @@ class DhcpAgent:
         await setup_device(
             device, bundle, port.mac_address, interface_cidrs(bundle, port, self._policy)
         )
+        await self._port_security.update(bundle)  # before dnsmasq lists a new port
         for skipped in allocations(bundle)[1]:
             _log.warning(
                 "port address not served by DHCP",

@@ -50,7 +50,7 @@ class RouterManager:
         self, config: Config, proxy_manager: ProxyManager, *, bridge_namespace: str | None = None
     ) -> None:
         self._config = config
-        self._bridge_ns = bridge_namespace
+        self._bridge_ns = bridge_namespace or config.bridge_namespace or None
         self._proxies = proxy_manager
         self._device_prefix = config.device_prefix
         self._qr = interface_prefix(config.device_prefix)

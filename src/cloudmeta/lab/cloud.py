@@ -54,6 +54,12 @@ DEMO_NETWORKS = {"isolated": ("192.0.2.0/24", False), "routed": ("198.51.100.0/2
 _INSTANCE_IFACE = "eth0"
 
 
+def bridge_namespace(config: Config) -> str:
+    """Where the lab's bridges live: the configured namespace, else ``<prefix>fabric``, so the
+    DHCP agent can apply port security (MAC/IP anti-spoofing) there."""
+    return config.bridge_namespace or f"{config.namespace_prefix}fabric"
+
+
 def lab_running(state: LabState) -> bool:
     """Whether the ``lab up`` that made ``state`` still runs (otherwise the lab is debris)."""
     pid = state.owner_pid
@@ -168,10 +174,18 @@ async def _plug(
         if name not in names:
             names.append(name)
     save_state(config, state)
-    await linux.create_bridge(None, bridge)
+    fabric = bridge_namespace(config)
+    await linux.create_bridge(fabric, bridge)
     linux.create_namespace(namespace)
     await linux.set_link(namespace, "lo", up=True)
-    await linux.plug_veth(namespace, _INSTANCE_IFACE, mac=mac, host_ifname=link, bridge=bridge)
+    await linux.plug_veth(
+        namespace,
+        _INSTANCE_IFACE,
+        mac=mac,
+        host_ifname=link,
+        bridge=bridge,
+        bridge_namespace=fabric,
+    )
 
 
 async def boot_instance(
@@ -302,7 +316,9 @@ async def kill_instance(
     await instance.kill(instance_paths(config, name))
     if inst is None:
         return
-    await cleanup(namespaces=[inst.namespace], links=[inst.link])
+    await cleanup(
+        namespaces=[inst.namespace], links=[inst.link], links_namespace=bridge_namespace(config)
+    )
     if inst.namespace in state.namespaces:
         state.namespaces.remove(inst.namespace)
     if client is not None:
@@ -336,10 +352,14 @@ async def down(config: Config, state: LabState, client: AdminClient | None) -> N
     # A network's bridge exists once its DHCP port is plugged, before the lab plugs anything.
     bridges = {bridge_name(config.device_prefix, n) for n in ours}
     foreign = {bridge_name(config.device_prefix, n) for n in state.networks} - bridges
+    fabric = bridge_namespace(config)
     await cleanup(
         namespaces=[*state.namespaces, *repo_namespaces, *agent_namespaces],
         links=[*links, *sorted((bridges | set(state.bridges)) - foreign)],
+        links_namespace=fabric,
     )
+    if state.all_in_one_pid:
+        await cleanup(namespaces=[fabric])  # the lab's own fabric, with anything left in it
     await asyncio.to_thread(_remove_agent_files, config, [*ours, state.router_id])
     await asyncio.to_thread(shutil.rmtree, lab_dir(config), True)
 

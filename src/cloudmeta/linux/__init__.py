@@ -25,6 +25,8 @@ Design choices
   iptables FORWARD chain would see frames bridged between our veths; every bridge we create has
   ``nf_call_iptables/ip6tables/arptables = 0`` set on the bridge itself, so host rules cannot
   drop them, and no host sysctl is changed.
+* **ebtables** (port security) only inside the bridge namespace, never on the host: the whole
+  ``nat`` table of that namespace is replaced in one ``ebtables-restore`` transaction.
 * **iptables**: ``iptables-nft`` works inside a namespace here (its tables are per namespace);
   we use the nft variant when present, else the legacy one with ``-w``. Rules live in our own
   chains, written with ``iptables-restore --noflush``; jumps from built-in chains added once.
@@ -32,6 +34,7 @@ Design choices
 
 from cloudmeta.linux.cleanup import cleanup, namespace_pids
 from cloudmeta.linux.dhclient import run_dhclient
+from cloudmeta.linux.ebtables import apply_ebtables, ebtables_available, list_ebtables
 from cloudmeta.linux.errors import LinuxError
 from cloudmeta.linux.execute import CommandResult, run, spawn
 from cloudmeta.linux.ip import (
@@ -84,6 +87,7 @@ __all__ = [
     "RuleCounter",
     "add_address",
     "add_route",
+    "apply_ebtables",
     "apply_iptables",
     "bridge_name",
     "cleanup",
@@ -93,11 +97,13 @@ __all__ = [
     "delete_link",
     "delete_namespace",
     "delete_route",
+    "ebtables_available",
     "flush_routes",
     "in_namespace",
     "iptables_counters",
     "link_name",
     "list_addresses",
+    "list_ebtables",
     "list_links",
     "list_namespaces",
     "list_routes",

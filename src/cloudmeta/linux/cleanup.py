@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cloudmeta.linux.ip import delete_link
-from cloudmeta.linux.netns import NETNS_DIR, delete_namespace
+from cloudmeta.linux.netns import NETNS_DIR, delete_namespace, namespace_exists
 from cloudmeta.linux.process import cmdline, pid_alive, read_pid, stop_pid
 
 __all__ = ["cleanup", "namespace_pids"]
@@ -53,9 +53,11 @@ async def cleanup(
     links: Iterable[str] = (),
     pid_dir: Path | None = None,
     timeout: float = 2.0,  # noqa: ASYNC109
+    links_namespace: str | None = None,
 ) -> None:
-    """Stop processes of ``pid_dir`` and inside ``namespaces``, then delete host ``links`` and
-    ``namespaces``. Idempotent; only what is named is touched."""
+    """Stop processes of ``pid_dir`` and inside ``namespaces``, then delete ``links`` (on the
+    host, or in ``links_namespace``: the bridge namespace) and ``namespaces``. Idempotent; only
+    what is named is touched."""
     namespaces = list(namespaces)
     pids = set(_pid_file_processes(pid_dir)) if pid_dir else set()
     for ns in namespaces:
@@ -63,6 +65,7 @@ async def cleanup(
     pids.discard(os.getpid())
     await asyncio.gather(*(stop_pid(pid, timeout=timeout) for pid in pids))
     for link in links:
-        await delete_link(None, link)
+        if links_namespace is None or namespace_exists(links_namespace):
+            await delete_link(links_namespace, link)
     for ns in namespaces:
         delete_namespace(ns)

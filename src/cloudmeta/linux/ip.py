@@ -20,7 +20,13 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from cloudmeta.linux._loop import plain_loop
 from cloudmeta.linux.errors import LinuxError
-from cloudmeta.linux.netns import NETNS_DIR, in_namespace, set_sysctl
+from cloudmeta.linux.netns import (
+    NETNS_DIR,
+    create_namespace,
+    in_namespace,
+    namespace_exists,
+    set_sysctl,
+)
 
 __all__ = [
     "Address",
@@ -117,8 +123,12 @@ async def create_bridge(namespace: str | None, name: str, *, mtu: int | None = N
     kernel of the namespace holding it answers ARP on it for that namespace's own addresses;
     on a host whose LAN happens to use an instance network's range, instances then resolve
     their DHCP port or gateway to the bridge and their packets vanish into the host.
+
+    A ``namespace`` that does not exist yet (the configured bridge namespace) is created.
     """
     _check_name(name)
+    if namespace and not namespace_exists(namespace):
+        create_namespace(namespace)
     async with _ipr(namespace) as ipr:
         if not await ipr.link_lookup(ifname=name):
             try:

@@ -1,0 +1,106 @@
+"""Port security (Neutron's anti-spoofing): what each instance port may send onto its bridge.
+
+Pure: ports in, an ``ebtables-restore`` document for the ``nat`` table out. The rules sit in
+``PREROUTING``, before the bridge learns a source MAC, so a frame with a forged MAC neither
+reaches anyone nor poisons the bridge's forwarding table (a filter in ``FORWARD`` would let the
+attacker's port learn the victim's MAC and receive the victim's answers).
+
+Per filtered port, frames entering from its bridge port (``tap`` + port id) must carry the
+port's MAC as source and:
+* ARP: sender MAC = the port's MAC, sender IP in its fixed IPs (or 0.0.0.0, an RFC 5227 probe);
+* IPv4: source in its fixed IPs, or 0.0.0.0 for DHCP (UDP 68 -> 67);
+* IPv6: source in its fixed IPv6 IPs, the EUI-64 link-local of its MAC, or :: (DAD, MLD).
+Everything else from that port is dropped. Ports of the network itself (``network:*``: DHCP,
+router interfaces) are trusted, as in Neutron.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cloudmeta.dhcp.model import NetworkBundle, Port
+from cloudmeta.linux.names import link_name
+
+__all__ = ["PortFilter", "eui64_link_local", "port_filters", "render_ruleset"]
+
+TRUSTED_OWNER_PREFIX = "network:"
+CHAIN_PREFIX = "cm-"
+
+
+@dataclass(frozen=True, slots=True)
+class PortFilter:
+    """What one bridge port may send."""
+
+    link: str  # the bridge-side end of the port's veth
+    mac: str
+    ips: tuple[str, ...]
+
+    @property
+    def chain(self) -> str:
+        return CHAIN_PREFIX + self.link
+
+
+def eui64_link_local(mac: str) -> str:
+    """The fe80:: address the kernel derives from ``mac`` (RFC 4291 appendix A)."""
+    octets = [int(part, 16) for part in mac.split(":")]
+    octets[0] ^= 0x02
+    eui = [*octets[:3], 0xFF, 0xFE, *octets[3:]]
+    return str(ipaddress.IPv6Address(bytes([0xFE, 0x80, *([0] * 6), *eui])))
+
+
+def port_filters(bundle: NetworkBundle, device_prefix: str) -> list[PortFilter]:
+    """One filter per untrusted port of the network, sorted by link name."""
+    return sorted(
+        (_filter(port, device_prefix) for port in bundle.ports if _filtered(port)),
+        key=lambda f: f.link,
+    )
+
+
+def _filtered(port: Port) -> bool:
+    return bool(port.mac_address) and not port.device_owner.startswith(TRUSTED_OWNER_PREFIX)
+
+
+def _filter(port: Port, device_prefix: str) -> PortFilter:
+    return PortFilter(
+        link=link_name(device_prefix, "tap", port.id),
+        mac=port.mac_address.lower(),
+        ips=tuple(sorted({f.ip_address for f in port.fixed_ips}, key=_ip_key)),
+    )
+
+
+def _ip_key(ip: str) -> tuple[int, int]:
+    address = ipaddress.ip_address(ip)
+    return address.version, int(address)
+
+
+def _port_rules(f: PortFilter) -> list[str]:
+    head = f"-A {f.chain} -s {f.mac}"
+    v4 = [ip for ip in f.ips if ipaddress.ip_address(ip).version == 4]
+    v6 = [ip for ip in f.ips if ipaddress.ip_address(ip).version == 6]
+    rules = [
+        f"{head} -p ARP --arp-mac-src {f.mac} --arp-ip-src {ip} -j ACCEPT"
+        for ip in [*v4, "0.0.0.0"]
+    ]
+    rules += [f"{head} -p IPv4 --ip-src {ip} -j ACCEPT" for ip in v4]
+    rules.append(
+        f"{head} -p IPv4 --ip-src 0.0.0.0 --ip-proto udp --ip-sport 68 --ip-dport 67 -j ACCEPT"
+    )
+    rules += [
+        f"{head} -p IPv6 --ip6-src {ip}/128 -j ACCEPT"
+        for ip in [*v6, eui64_link_local(f.mac), "::"]
+    ]
+    rules.append(f"-A {f.chain} -j DROP")
+    return rules
+
+
+def render_ruleset(filters: Iterable[PortFilter]) -> str:
+    """The whole ``nat`` table of the bridge namespace (applied atomically, replacing it)."""
+    ordered = sorted(filters, key=lambda f: f.link)
+    lines = ["*nat", ":PREROUTING ACCEPT", ":OUTPUT ACCEPT", ":POSTROUTING ACCEPT"]
+    lines += [f":{f.chain} RETURN" for f in ordered]  # ebtables-nft ignores a chain policy
+    lines += [f"-A PREROUTING -i {f.link} -j {f.chain}" for f in ordered]
+    for f in ordered:
+        lines += _port_rules(f)
+    return "\n".join(lines) + "\n"
