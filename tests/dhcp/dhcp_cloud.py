@@ -26,7 +26,7 @@ from cloudmeta.api.metadata import make_metadata_app
 from cloudmeta.config import Config
 from cloudmeta.dhcp import DhcpAgent
 from cloudmeta.inventory import Store
-from cloudmeta.linux.names import bridge_name
+from cloudmeta.linux.names import bridge_name, link_name
 from cloudmeta.proxy import MetadataProxyManager
 
 META_IP = "169.254.169.254"
@@ -69,6 +69,15 @@ class DhcpCloud:
     @property
     def dhclient_dir(self) -> Path:
         return self.base.state_path / "dhclient"
+
+    @property
+    def fabric(self) -> str:
+        """The bridge namespace (port security needs one); removed with the cloud."""
+        return f"{self.prefix}fabric"
+
+    @property
+    def bridge_namespace(self) -> str | None:
+        return (self.config.bridge_namespace if self.config else self.fabric) or None
 
     def namespace(self, network_id: str) -> str:
         return f"{self.prefix}qdhcp-{network_id}"
@@ -152,7 +161,16 @@ class DhcpCloud:
             port["fixed_ips"][0]["ip_address"],
         )
         self.instances.append(instance)
-        link = f"{self.prefix}v{index}"
+        await self.plug(instance, network_id)
+        await linux.run_dhclient(
+            instance.namespace, "eth0", state_dir=self.dhclient_dir / instance.namespace
+        )
+        return instance
+
+    async def plug(self, instance: Instance, network_id: str) -> str:
+        """The instance's namespace on the network's bridge, through the tap the agent's port
+        security filters (``tap`` + port id, as Nova names it)."""
+        link = link_name(self.base.device_prefix, "tap", instance.port_id)
         self.links.append(link)
         linux.create_namespace(instance.namespace)
         await linux.plug_veth(
@@ -161,11 +179,9 @@ class DhcpCloud:
             mac=instance.mac,
             host_ifname=link,
             bridge=bridge_name(self.base.device_prefix, network_id),
+            bridge_namespace=self.bridge_namespace,
         )
-        await linux.run_dhclient(
-            instance.namespace, "eth0", state_dir=self.dhclient_dir / instance.namespace
-        )
-        return instance
+        return link
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -178,6 +194,7 @@ class DhcpCloud:
         await linux.cleanup(
             namespaces=[i.namespace for i in self.instances] + linux.list_namespaces(self.prefix),
             links=self.links,
+            links_namespace=self.bridge_namespace,
             pid_dir=self.dhclient_dir,
         )
         pids = self.base.state_path / "external" / "pids"
@@ -199,6 +216,7 @@ async def start_cloud(make_config: Any, **overrides: Any) -> DhcpCloud:
         cloud.store = await Store.open(cloud.base)
         await cloud.serve("admin", build_admin_app(cloud.base, cloud.store))
         await cloud.serve("metadata", make_metadata_app(cloud.base, cloud.store))
+        overrides.setdefault("bridge_namespace", cloud.fabric)
         cloud.config = make_config(
             namespace_prefix=cloud.prefix,
             admin_url=f"http://127.0.0.1:{cloud.ports['admin']}",
