@@ -202,6 +202,14 @@ async def test_bad_input_never_500(api: Api) -> None:
     async with api.session.delete(api.url + "/latest/meta-data/", headers=api.headers("a0")) as r:
         assert (r.status, r.headers["Allow"]) == (405, "GET, HEAD")
     assert (await api.get("/openstack/latest/user_data"))[1] == USER_DATA
+    # Spellings of the signature paths name the same document (they once hit an assert: 500).
+    base = "/latest/dynamic/instance-identity/"
+    signature = (await api.get(base + "signature"))[1]
+    for spelling in ("signature/", "/signature//", "./signature", "pkcs7/", "//pkcs7"):
+        status, body, _ = await api.get(base + spelling)
+        assert status == 200 and body, spelling
+        if "signature" in spelling:  # RSA PKCS#1 v1.5 is deterministic; PKCS#7 carries a time
+            assert body == signature, spelling
 
 
 @pytest.fixture

@@ -296,13 +296,14 @@ class MetadataService:
             if dropped:
                 _log.warning("duplicate vendordata keys removed", keys=dropped)
             return Body(dump(data), JSON)
-        document = entry.responses.get(("identity-document", address))
-        if document is None:
-            doc_path = path.rsplit("/", 1)[0] + "/document"
-            today = datetime.now(UTC).strftime("%Y-%m-%d")
-            found = resolve(entry.instance, doc_path, self._settings, address, today)
-            assert isinstance(found, Body)
-            document = found.data
+        # The document beside the signature, from normalised tokens: ".../signature/" and
+        # "...//pkcs7" name the same document as ".../signature".
+        doc_path = "/".join([*path_tokens(path)[:-1], "document"])
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        found = resolve(entry.instance, doc_path, self._settings, address, today)
+        if not isinstance(found, Body):
+            raise MetadataError(404, "The resource could not be found.")
+        document = found.data
         if special is Special.IDENTITY_SIGNATURE:
             return Body(self._signer.signature(document))
         return Body(self._signer.pkcs7(document))
