@@ -26,6 +26,7 @@ from cloudmeta.agent.lookup import PortCache
 from cloudmeta.agent.ratelimit import RateLimiter
 from cloudmeta.config import Config
 from cloudmeta.logs import get_logger
+from cloudmeta.proxy.guard import Budget, Limits, QuietServer, gated
 from cloudmeta.proxy.headers import (
     FORWARDED_FOR,
     NETWORK_ID_HEADER,
@@ -64,7 +65,7 @@ class MetadataAgent:
     def inline(self) -> InlineListeners:
         """This agent's inline listeners (created on first use), for the proxy manager."""
         if self._inline is None:
-            self._inline = InlineListeners(self.handle_inline)
+            self._inline = InlineListeners(self.handle_inline, Limits.from_config(self._config))
         return self._inline
 
     async def start(self, unix_socket: bool = True) -> None:
@@ -99,9 +100,13 @@ class MetadataAgent:
 
     async def _listen_unix(self, path: Path) -> None:
         _prepare_socket_path(path)
-        self._http = web.Server(self.handle_unix, access_log=None)
+        self._http = QuietServer(self.handle_unix, access_log=None)
+        # The proxies send whole heads; the gate only bounds a stuck or hostile local client.
+        budget = Budget(Limits(header_timeout=self._config.metadata_proxy_header_timeout))
         loop = asyncio.get_running_loop()
-        self._unix = await loop.create_unix_server(self._http, str(path), backlog=4096)
+        self._unix = await loop.create_unix_server(
+            gated(self._http, budget), str(path), backlog=4096
+        )
         os.chmod(path, SOCKET_MODE)
         log.info("metadata agent listening", socket=str(path))
 

@@ -6,6 +6,8 @@ by the caller's event loop through ONE shared aiohttp low-level server. Which ne
 a connection belongs to is read from the accepted socket itself: its network-namespace cookie
 (``SO_NETNS_COOKIE``, Linux >= 5.14) is the same as its listener's, so the record per namespace
 is just ``cookie -> ProxyTarget`` plus the listening servers: no app or handler per network.
+Each namespace's sockets sit behind one :class:`~cloudmeta.proxy.guard.HeadGate` budget (head
+timeout, connection cap per namespace and per peer), so a flood on one network stays there.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from cloudmeta.linux import open_socket_in_namespace
 from cloudmeta.logs import get_logger
 from cloudmeta.proxy.binds import Bind
 from cloudmeta.proxy.errors import ProxyError
+from cloudmeta.proxy.guard import Budget, Limits, QuietServer, gated
 from cloudmeta.proxy.headers import ProxyTarget, peer_host
 
 __all__ = ["InlineHandler", "InlineListeners", "netns_cookie"]
@@ -43,20 +46,27 @@ class _Listener:
     target: ProxyTarget
     binds: tuple[Bind, ...]
     cookie: bytes
+    budget: Budget
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
 
 
 class InlineListeners:
     """Listeners per namespace, all dispatched to ``handler(request, target, peer_ip)``."""
 
-    def __init__(self, handler: InlineHandler) -> None:
+    def __init__(self, handler: InlineHandler, limits: Limits | None = None) -> None:
         self._handler = handler
-        self._http = web.Server(self._dispatch, access_log=None)
+        self._limits = limits or Limits()
+        self._http = QuietServer(self._dispatch, access_log=None)
         self._by_namespace: dict[str, _Listener] = {}
         self._by_cookie: dict[bytes, ProxyTarget] = {}
 
     def __len__(self) -> int:
         return len(self._by_namespace)
+
+    def budget_of(self, namespace: str) -> Budget | None:
+        """The namespace's connection budget (open, refused, timed out), for tests and stats."""
+        listener = self._by_namespace.get(namespace)
+        return listener.budget if listener else None
 
     def target_of(self, namespace: str) -> ProxyTarget | None:
         listener = self._by_namespace.get(namespace)
@@ -96,11 +106,12 @@ class InlineListeners:
             raise ProxyError(
                 f"namespace {namespace} already serves {other.uuid} under another name"
             )
-        listener = _Listener(target, wanted, cookie)
+        listener = _Listener(target, wanted, cookie, Budget(self._limits))
+        factory = gated(self._http, listener.budget)
         loop = asyncio.get_running_loop()
         try:
             for sock in sockets:
-                listener.servers.append(await loop.create_server(self._http, sock=sock))
+                listener.servers.append(await loop.create_server(factory, sock=sock))
         except BaseException:
             for server in listener.servers:
                 server.close()

@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 from cloudmeta.linux.netns import make_listening_socket
 from cloudmeta.logs import get_logger
 from cloudmeta.proxy.binds import Bind
+from cloudmeta.proxy.guard import Budget, Limits, QuietServer, gated
 from cloudmeta.proxy.headers import (
     HOP_BY_HOP,
     ProxyTarget,
@@ -31,6 +32,7 @@ from cloudmeta.proxy.headers import (
 __all__ = ["NsMetadataProxy", "run_ns_metadata_proxy"]
 
 AGENT_TIMEOUT = 60.0
+MAX_CONNECTIONS = 1024  # as haproxy mode's maxconn; the process serves one namespace
 
 log = get_logger("proxy")
 
@@ -38,12 +40,15 @@ log = get_logger("proxy")
 class NsMetadataProxy:
     """Relays one namespace's metadata requests to the agent's unix socket."""
 
-    def __init__(self, target: ProxyTarget, agent_socket: Path) -> None:
+    def __init__(
+        self, target: ProxyTarget, agent_socket: Path, limits: Limits | None = None
+    ) -> None:
         self._target = target
+        self._budget = Budget(limits or Limits(max_connections=MAX_CONNECTIONS))
         self._agent_socket = agent_socket
         self._session: aiohttp.ClientSession | None = None
         self._servers: list[asyncio.AbstractServer] = []
-        self._http = web.Server(self.handle, access_log=None)
+        self._http = QuietServer(self.handle, access_log=None)
 
     async def start(self, binds: Sequence[Bind]) -> None:
         self._session = aiohttp.ClientSession(
@@ -56,7 +61,7 @@ class NsMetadataProxy:
         for bind in binds:
             self._servers.append(
                 await loop.create_server(
-                    self._http,
+                    gated(self._http, self._budget),
                     sock=make_listening_socket(
                         bind.host, bind.port, interface=bind.interface, backlog=1024
                     ),
