@@ -21,7 +21,7 @@ from aiohttp import web
 
 from cloudmeta.api.admin import build_admin_app
 from cloudmeta.api.metadata import metadata_server
-from cloudmeta.api.workers import WorkerPool
+from cloudmeta.api.workers import WorkerPool, freeze_startup_heap
 from cloudmeta.config import Config
 from cloudmeta.inventory import Store
 from cloudmeta.logs import get_logger
@@ -112,6 +112,7 @@ async def serve(
             _log.info(
                 "listening", app=served.name, host=address[0], port=address[1], workers=workers
             )
+        freeze_startup_heap()
         yield bound
 
 
