@@ -75,6 +75,10 @@ class L3Cloud:
         agent: L3Agent = self.agents["l3"]
         return agent
 
+    @property
+    def bridge_namespace(self) -> str | None:
+        return self.config.bridge_namespace or None
+
     def ns(self, kind: str) -> str:
         return f"cmt-{self.tag}-{kind}"
 
@@ -121,13 +125,14 @@ class L3Cloud:
         ns = self.ns(f"vm{index}")
         linux.create_namespace(ns)
         bridge = bridge_name(DEVICE_PREFIX, network_id)
-        await linux.create_bridge(None, bridge)
+        await linux.create_bridge(self.bridge_namespace, bridge)
         await linux.plug_veth(
             ns,
             "eth0",
             mac=port["mac_address"],
             host_ifname=bridge_port_name(DEVICE_PREFIX, port["id"]),
             bridge=bridge,
+            bridge_namespace=self.bridge_namespace,
         )
         if dhcp:
             own = self.state_dir / ns  # its own pid and lease files
@@ -164,7 +169,12 @@ class L3Cloud:
         ours = linux.list_namespaces(f"cmt-{self.tag}-")
         links = [bridge_port_name(DEVICE_PREFIX, p) for p in self.port_ids]
         links += [bridge_name(DEVICE_PREFIX, n) for n in self.network_ids]
-        await linux.cleanup(namespaces=ours, links=links, pid_dir=self.state_dir)
+        await linux.cleanup(
+            namespaces=ours,
+            links=links,
+            pid_dir=self.state_dir,
+            links_namespace=self.bridge_namespace,
+        )
         if self.client is not None:
             await self.client.close()
         for runner in reversed(self.runners):
@@ -191,6 +201,7 @@ async def start_cloud(
     """The cloud, agents not yet started; ``unix_socket`` serves the metadata agent's socket
     too (what process and haproxy mode proxies forward to)."""
     tag = secrets.token_hex(3)
+    overrides.setdefault("bridge_namespace", f"cmt-{tag}-fabric")  # port security needs one
     base = make_config(namespace_prefix=f"cmt-{tag}-", device_prefix=DEVICE_PREFIX, **overrides)
     cloud = L3Cloud(config=base, state_dir=state_dir, tag=tag)
     try:

@@ -22,6 +22,9 @@ from harness import META_IP, Chain, Instance, curl, uuid_of
 from cloudmeta import linux
 from cloudmeta.agent.identity import sign_instance_id
 from cloudmeta.api.metadata.tokens import TokenAuthority
+from cloudmeta.dhcp.antispoof import PortSecurity
+from cloudmeta.dhcp.model import NetworkBundle
+from cloudmeta.linux.names import link_name
 
 ATTACKER = Path(__file__).resolve().parents[1] / "support" / "attacker.py"
 
@@ -52,7 +55,7 @@ async def plug(
         ns,
         "eth0",
         mac=port["mac_address"],
-        host_ifname=f"cmt-p{index}",  # names inside our own namespaces: no tag needed
+        host_ifname=link_name("cmt-", "tap", port["id"]),  # what port security filters
         bridge=bridge_of(chain, network_id),
         bridge_namespace=gateway_ns,
     )
@@ -98,6 +101,7 @@ async def build_scene(chain: Chain) -> list[Member]:
             inst = await plug(chain, ns, network_id, ip, index, project)
             members.append(Member(inst, f"cmt-{chain.tag}-vm{index}", project, network_id))
             index += 1
+        await secure(chain, PortSecurity(ns, "cmt-"), [network_id])
         await chain.manager.ensure(ns, network_id=network_id, bind=(META_IP, 80))
     chain.project_id = home
     router = await chain.client.create_router(f"cmt-{chain.tag}", project_id=home)
@@ -109,10 +113,20 @@ async def build_scene(chain: Chain) -> list[Member]:
         inst = await plug(chain, router_ns, network_id, f"{prefix}.20", index, home)
         members.append(Member(inst, f"cmt-{chain.tag}-vm{index}", home, network_id, router["id"]))
         index += 1
+    router_networks = [m.network_id for m in members if m.router_id]
+    await secure(chain, PortSecurity(router_ns, "cmt-"), router_networks)
     await chain.manager.ensure(router_ns, router_id=router["id"], bind=(META_IP, 80))
     for member in members:
         await wait_ok(member.instance)
     return members
+
+
+async def secure(chain: Chain, security: PortSecurity, network_ids: list[str]) -> None:
+    """Port security on the bridges in that namespace, as the DHCP agent keeps it."""
+    assert chain.client is not None
+    for network_id in network_ids:
+        bundle = NetworkBundle.from_json(dict(await chain.client.get_network_dhcp(network_id)))
+        await security.update(bundle)
 
 
 async def wait_ok(instance: Instance, deadline: float = 10.0) -> None:
