@@ -15,7 +15,7 @@ from scene import Member, build_scene
 
 from cloudmeta import linux
 from cloudmeta.config import ProxyMode
-from support.report import record, scaled
+from support.report import SOAK, record, scaled
 
 pytestmark = [pytest.mark.root, pytest.mark.soak]
 
@@ -25,7 +25,11 @@ SUPPORT = Path(__file__).resolve().parents[1] / "support"
 @pytest.fixture
 async def chain(request: pytest.FixtureRequest, make_config: object) -> AsyncIterator[Chain]:
     mode, limited = request.param
-    rate = {"metadata_rate_limit": 2.0, "metadata_rate_burst": 5} if limited else {}
+    rate = {"metadata_rate_limit": 2.0, "metadata_rate_burst": 5} if limited is True else {}
+    rate.update(limited or {})
+    # Slowloris: no per-peer cap, so all the connections of one attacker are held (the worst
+    # case: as many attackers on one network as it takes).
+    rate.setdefault("metadata_proxy_max_connections_per_peer", 0)
     made = await start_chain(make_config, mode, **rate)
     try:
         yield made
@@ -115,26 +119,84 @@ async def test_slowloris_on_one_network_spares_another(chain: Chain) -> None:
     members = await build_scene(chain)
     attacker, victim = members[0], members[2]  # network A vs network B
     connections = scaled(200, 1000)
-    baseline = await _p99(victim, 2.0)
+    window = scaled(2, 5)  # seconds of the victim's request loop, before and during
+    baseline = await _p99(victim, window)
     holder = asyncio.create_task(
         linux.run(
-            [sys.executable, str(SUPPORT / "holder.py"), META_IP, str(connections), "6"],
+            [
+                sys.executable,
+                str(SUPPORT / "holder.py"),
+                META_IP,
+                str(connections),
+                str(window + 4),
+            ],
             namespace=attacker.instance.namespace,
-            timeout=60,
+            timeout=60 + window,
         )
     )
     await asyncio.sleep(2.0)
-    loaded = await _p99(victim, 2.0)
+    loaded = await _p99(victim, window)
     held = (await holder).stdout.split()
     ratio = loaded / baseline
+    mode = chain.config.metadata_proxy_mode
     record(
         "limit",
-        f"{chain.config.metadata_proxy_mode}:slowloris",
+        f"{mode}:slowloris",
         connections=connections,
         held=held[-1],
         p99_before_ms=baseline * 1000,
         p99_during_ms=loaded * 1000,
         ratio=ratio,
     )
-    # Loose in make test (figures in the report); the issue's bound is 1.5x in the soak.
+    assert int(held[-1]) >= connections * 0.9, held  # the attack really held its connections
+    # Loose in make test (figures in the report). The soak holds inline mode to the issue's
+    # 1.5x, plus 5 ms for a loaded 2-core CI machine's noise on a few-ms p99.
     assert loaded < max(10 * baseline, 0.5), (baseline, loaded)
+    if SOAK and mode == ProxyMode.INLINE:
+        assert loaded <= 1.5 * baseline + 0.005, (baseline, loaded)
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        (
+            ProxyMode.INLINE,
+            {"metadata_proxy_max_connections": 40, "metadata_proxy_header_timeout": 3},
+        )
+    ],
+    indirect=True,
+    ids=str,
+)
+async def test_connection_cap_per_network(chain: Chain) -> None:
+    """Network A's listener full: A's next caller gets 503 at once, network B is served; the
+    held heads are cut by the head timeout (408) and A is served again."""
+    members = await build_scene(chain)
+    attacker, victim = members[0], members[2]
+    holder = asyncio.create_task(
+        linux.run(
+            [sys.executable, str(SUPPORT / "holder.py"), META_IP, "100", "6"],
+            namespace=attacker.instance.namespace,
+            timeout=60,
+        )
+    )
+    await asyncio.sleep(1.5)
+    full, _ = await curl(attacker.instance.namespace, max_time=5)
+    other, _ = await curl(victim.instance.namespace, max_time=5)
+    held = (await holder).stdout.split()
+    after, _ = await curl(attacker.instance.namespace, max_time=5)
+    assert chain.agent is not None
+    budget = chain.agent.inline.budget_of(chain.name("da", 0))
+    assert budget is not None
+    record(
+        "limit",
+        "inline:connection-cap",
+        cap=40,
+        tried=100,
+        held_after_timeout=held[-1],
+        refused=budget.refused,
+        timed_out=budget.timed_out,
+        attacker_status=full,
+        other_network_status=other,
+    )
+    assert (full, other, after) == (503, 200, 200)
+    assert budget.refused >= 60 and budget.timed_out >= 40 and int(held[-1]) == 0
