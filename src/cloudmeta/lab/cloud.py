@@ -94,7 +94,9 @@ async def ensure_all_in_one(
     exe = Path(sys.executable).with_name("cloudmeta")
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "cloudmeta.cli.main"]
     log = lab_dir(config) / "all-in-one.log"
-    env = {**os.environ, **config_env(config)}
+    # The agents put the bridges where the lab plugs its instances (port security needs it).
+    child = config.model_copy(update={"bridge_namespace": bridge_namespace(config)})
+    env = {**os.environ, **config_env(child)}
     proc = linux.spawn([*argv, "all-in-one"], log_path=log, env=env)
     state.all_in_one_pid = proc.pid
     save_state(config, state)
