@@ -303,6 +303,7 @@ async def test_l3_agent_command_serves_and_stops_on_sigterm(cloud: L3Cloud) -> N
     toml.write_text(
         f'state_path = "{c.state_path}"\nnamespace_prefix = "{c.namespace_prefix}"\n'
         f'device_prefix = "{c.device_prefix}"\nadmin_url = "{c.admin_url}"\n'
+        f'bridge_namespace = "{c.bridge_namespace}"\n'
         f"nova_metadata_port = {c.nova_metadata_port}\n"
         f'metadata_proxy_shared_secret = "{c.metadata_proxy_shared_secret.get_secret_value()}"\n'
         'log_format = "json"\n'
