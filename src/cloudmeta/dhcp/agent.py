@@ -45,6 +45,8 @@ _log = get_logger("dhcp")
 MIN_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
 METADATA_PORT = 80
+# Port ids per bulk lookup: ~40 bytes each keeps the URL well under aiohttp's 8 KiB line limit.
+PORT_LOOKUP_CHUNK = 100
 
 
 @dataclass(slots=True)
@@ -208,8 +210,18 @@ class DhcpAgent:
     # -- change handling -----------------------------------------------------------------------
 
     async def _apply(self, batch: ChangeBatch) -> None:
+        """Converge each network the batch touches once: one hosts-file rewrite and at most one
+        dnsmasq reload per network per batch, however many of its ports changed."""
         networks: set[str] = set()
+        port_ids = sorted({c["id"] for c in batch.changes if c["kind"] == "port"})
+        try:
+            networks |= await self._networks_of_ports(port_ids)
+        except AdminError as exc:
+            _log.warning("cannot place port changes; full resync", error=str(exc))
+            self._resync_pending = True
         for change in batch.changes:
+            if change["kind"] == "port":
+                continue
             try:
                 networks |= await self._networks_of(change["kind"], change["id"])
             except AdminError as exc:
@@ -218,22 +230,27 @@ class DhcpAgent:
         for network_id in sorted(networks):
             await self._sync_one(network_id)
 
+    async def _networks_of_ports(self, port_ids: list[str]) -> set[str]:
+        """The networks of changed ports: served ones we know, the others asked in bulk
+        (``GET /v1/ports?id=...``, PORT_LOOKUP_CHUNK ids a request) rather than one GET each;
+        a deleted port is not listed and only matters where we served it."""
+        wanted = set(port_ids)
+        known = {nid for nid, s in self._served.items() if not wanted.isdisjoint(s.port_ids)}
+        for low in range(0, len(port_ids), PORT_LOOKUP_CHUNK):
+            chunk = port_ids[low : low + PORT_LOOKUP_CHUNK]
+            known |= {p["network_id"] for p in await self._client.list_ports(id=chunk)}
+        return known
+
     async def _networks_of(self, kind: str, object_id: str) -> set[str]:
         """Which networks a change can affect (known ones first, else ask the admin API)."""
         if kind == "network":
             return {object_id}
-        if kind not in ("subnet", "port", "router"):
+        if kind not in ("subnet", "router"):  # ports: _networks_of_ports
             return set()
-        known = {
-            nid
-            for nid, s in self._served.items()
-            if object_id in (s.subnet_ids if kind == "subnet" else s.port_ids)
-        }
+        known = {nid for nid, s in self._served.items() if object_id in s.subnet_ids}
         try:
             if kind == "subnet":
                 known.add((await self._client.get_subnet(object_id))["network_id"])
-            elif kind == "port":
-                known.add((await self._client.get_port(object_id))["network_id"])
             else:
                 router = await self._client.get_router(object_id)
                 known |= {i["network_id"] for i in router["interfaces"]}
