@@ -108,7 +108,9 @@ async def test_agent_process_killed(chain: Chain) -> None:
         mode = chain.config.metadata_proxy_mode
         # haproxy answers 502 to the one request the agent held when it died.
         allowed = 1 if mode == ProxyMode.HAPROXY else 0
-        await under_load(chain, f"kill -9 agent process ({mode})", fault, in_flight=allowed)
+        await under_load(
+            chain, f"kill -9 agent process ({mode})", fault, seconds=10, in_flight=allowed
+        )
 
 
 @pytest.mark.parametrize("chain", [(ProxyMode.INLINE, {})], indirect=True, ids=str)
@@ -141,7 +143,7 @@ async def test_api_process_killed(chain: Chain) -> None:
             assert (await chain.client.get_network(before["id"]))["id"] == before["id"]
             return time.time()
 
-        await under_load(chain, "kill -9 cloudmeta api", fault)
+        await under_load(chain, "kill -9 cloudmeta api", fault, seconds=10)
 
 
 async def _post_password(namespace: str, body: bytes) -> int:
