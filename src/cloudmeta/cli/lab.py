@@ -26,6 +26,7 @@ from cloudmeta.lab.cloud import DEMO_NETWORKS
 from cloudmeta.lab.cloudcfg import Datasource
 from cloudmeta.lab.errors import LabError
 from cloudmeta.lab.state import LabState, load_state, save_state
+from cloudmeta.lab.supervise import supervise_all_in_one
 from cloudmeta.linux import LinuxError
 
 __all__ = ["COMMANDS"]
@@ -194,8 +195,19 @@ def up_command(
             asyncio.get_running_loop().add_signal_handler(signum, task.cancel)
         state = LabState(owner_pid=os.getpid())
         save_state(config, state)
+        watch: asyncio.Task[None] | None = None
         try:
-            await cloud.ensure_all_in_one(config, client, state, say)
+            aio = await cloud.ensure_all_in_one(config, client, state, say)
+            if aio is not None:  # ours: restarted when it crashes, as systemd would
+                watch = asyncio.create_task(
+                    supervise_all_in_one(
+                        cloud.aio_config(config),
+                        state,
+                        aio,
+                        lambda p: cloud.wait_all_in_one(config, client, p),
+                        say,
+                    )
+                )
             await cloud.build_cloud(config, client, state, say)
             by_name = {n.name: n.id for n in state.networks.values()}
             order = list(DEMO_NETWORKS)
@@ -217,6 +229,8 @@ def up_command(
                 await asyncio.Event().wait()
             return rows
         finally:
+            if watch is not None:
+                watch.cancel()
             say("tearing down")
             await asyncio.shield(cloud.down(config, state, client))
 

@@ -15,10 +15,9 @@ import ipaddress
 import os
 import secrets
 import shutil
-import sys
+import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from cloudmeta import linux
@@ -27,10 +26,10 @@ from cloudmeta.config import Config
 from cloudmeta.dhcp.render import DnsmasqFiles
 from cloudmeta.l3.model import bridge_port_name, router_namespace
 from cloudmeta.lab import instance, repo
-from cloudmeta.lab.childenv import config_env
 from cloudmeta.lab.cloudcfg import Datasource, lab_user_data
 from cloudmeta.lab.errors import LabError
 from cloudmeta.lab.state import LabInstance, LabNetwork, LabState, lab_dir, save_state
+from cloudmeta.lab.supervise import all_in_one_log, spawn_all_in_one
 from cloudmeta.linux.cleanup import cleanup
 from cloudmeta.linux.names import bridge_name
 from cloudmeta.linux.process import cmdline, pid_alive, stop_pid
@@ -38,6 +37,7 @@ from cloudmeta.linux.process import cmdline, pid_alive, stop_pid
 __all__ = [
     "DEMO_NETWORKS",
     "Progress",
+    "aio_config",
     "boot_instance",
     "build_cloud",
     "down",
@@ -46,6 +46,7 @@ __all__ = [
     "instance_row",
     "kill_instance",
     "lab_running",
+    "wait_all_in_one",
 ]
 
 Progress = Callable[[str], None]
@@ -72,10 +73,6 @@ def instance_paths(config: Config, name: str) -> instance.InstancePaths:
     return instance.InstancePaths(lab_dir(config) / "instances" / name)
 
 
-def _aio_pid_file(config: Config) -> Path:
-    return lab_dir(config) / "all-in-one.pid"
-
-
 async def _api_up(client: AdminClient) -> bool:
     try:
         await client.revision()
@@ -84,31 +81,40 @@ async def _api_up(client: AdminClient) -> bool:
     return True
 
 
+def aio_config(config: Config) -> Config:
+    """The all-in-one's configuration: the agents put the bridges where the lab plugs its
+    instances (port security needs it)."""
+    return config.model_copy(update={"bridge_namespace": bridge_namespace(config)})
+
+
 async def ensure_all_in_one(
     config: Config, client: AdminClient, state: LabState, progress: Progress
-) -> None:
-    """Start ``cloudmeta all-in-one`` (pid file and log in the lab dir) unless the API answers."""
+) -> subprocess.Popen[bytes] | None:
+    """Start ``cloudmeta all-in-one`` (pid file and log in the lab dir) unless the API answers;
+    the process we started, for :func:`~cloudmeta.lab.supervise.supervise_all_in_one`."""
     if await _api_up(client):
         progress("services: cloudmeta already answers at " + client.url)
-        return
-    exe = Path(sys.executable).with_name("cloudmeta")
-    argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "cloudmeta.cli.main"]
-    log = lab_dir(config) / "all-in-one.log"
-    # The agents put the bridges where the lab plugs its instances (port security needs it).
-    child = config.model_copy(update={"bridge_namespace": bridge_namespace(config)})
-    env = {**os.environ, **config_env(child)}
-    proc = linux.spawn([*argv, "all-in-one"], log_path=log, env=env)
-    state.all_in_one_pid = proc.pid
-    save_state(config, state)
-    _aio_pid_file(config).write_text(f"{proc.pid}\n")
-    progress(f"services: started cloudmeta all-in-one (pid {proc.pid}, log {log})")
+        return None
+    proc = spawn_all_in_one(aio_config(config), state)
+    progress(
+        f"services: started cloudmeta all-in-one (pid {proc.pid}, log {all_in_one_log(config)})"
+    )
+    await wait_all_in_one(config, client, proc)
+    return proc
+
+
+async def wait_all_in_one(
+    config: Config, client: AdminClient, proc: subprocess.Popen[bytes]
+) -> None:
+    """Until the all-in-one's admin API answers (60 s at most)."""
+    log = all_in_one_log(config)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise LabError(f"cloudmeta all-in-one exited with {proc.returncode}; see {log}")
         if await _api_up(client):
             return
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.1)
     raise LabError(f"cloudmeta all-in-one did not answer within 60 s; see {log}")
 
 
