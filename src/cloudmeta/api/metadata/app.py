@@ -30,6 +30,7 @@ from cloudmeta.documents import root_listing as _root_listing
 from cloudmeta.documents.openstack import dump, vendor_data2
 from cloudmeta.documents.paths import JSON
 from cloudmeta.logs import get_logger
+from cloudmeta.proxy.guard import QuietServer  # short 400s, no traceback per bad request
 from cloudmeta.statefiles import shared_secret
 
 from .cache import Entry, InstanceCache
@@ -357,6 +358,6 @@ async def serving(config: Config, source: MetadataSource) -> AsyncIterator[web.S
     service = MetadataService(config, source)
     await service.start()
     try:
-        yield web.Server(service.handle, access_log=None, **_HANDLER_ARGS)
+        yield QuietServer(service.handle, access_log=None, **_HANDLER_ARGS)
     finally:
         await service.stop()
