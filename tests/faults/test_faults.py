@@ -55,12 +55,36 @@ async def under_load(
     request the killed process was holding: haproxy's answer when its backend dies mid-way)."""
     namespace, server_id = await one_instance(chain)
     timeout = chain.config.nova_metadata_timeout + 1.0
-    argv = [sys.executable, str(LOOP), META_IP, DOC, str(seconds), "0.02", str(timeout)]
-    loop = asyncio.create_task(linux.run(argv, namespace=namespace, timeout=seconds + 60))
+    loop = request_loop(namespace, seconds, timeout)
     await asyncio.sleep(0.8)
     began = time.time()
     ended = await fault(chain)
-    rows = json.loads((await loop).stdout)
+    judge(name, await loop, server_id, began, ended, timeout, in_flight)
+
+
+def request_loop(namespace: str, seconds: float, timeout: float) -> asyncio.Task[list[Any]]:
+    """tests/support/loadloop.py in ``namespace``: its rows once it ends."""
+    argv = [sys.executable, str(LOOP), META_IP, DOC, str(seconds), "0.02", str(timeout)]
+
+    async def rows() -> list[Any]:
+        done = await linux.run(argv, namespace=namespace, timeout=seconds + 60)
+        return list(json.loads(done.stdout))
+
+    return asyncio.create_task(rows())
+
+
+def judge(
+    name: str,
+    rows: list[Any],
+    server_id: str,
+    began: float,
+    ended: float,
+    timeout: float,
+    in_flight: int = 0,
+    **figures: Any,
+) -> None:
+    """Record the fault's figures and hold it to the rules: no wrong document, no hang, no
+    answer but 200/503 (or refused), back within the (loose) recovery bound."""
     wrong = [r for r in rows if r[1] == 200 and r[2] != server_id]
     # Refused: nothing listened (a dead proxy); the client's retry covers it. Lost: any other
     # failure (an error page that is not 503, a reset mid-answer).
@@ -84,6 +108,7 @@ async def under_load(
         max_503_latency_s=max((r[3] for r in rows if r[1] == 503), default=0.0),
         hung=len(hung),
         recovery_s=recovery,
+        **figures,
     )
     assert not wrong, wrong[:3]
     assert not hung, hung[:3]
