@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from test_faults import judge, request_loop
 
+from cloudmeta import linux
 from cloudmeta.adminclient import AdminClient, AdminError
 from cloudmeta.config import Config
 from cloudmeta.lab import cloud, instance
@@ -143,4 +144,18 @@ async def test_dnsmasq_killed(lab: tuple[Config, LabState]) -> None:
         began,
         timeout,
         respawn_s=respawn,
+        renew_ok=await _renews(config, inst),
     )
+
+
+async def _renews(config: Config, inst: LabInstance) -> bool:
+    """A fresh DHCP exchange from the instance with the respawned dnsmasq: its own address."""
+    state_dir = config.state_path / f"cmt-renew-{secrets.token_hex(3)}"
+    state_dir.mkdir()
+    try:
+        await linux.run_dhclient(inst.namespace, "eth0", state_dir=state_dir, timeout=20)
+        leases = (state_dir / "dhclient-eth0.leases").read_text()
+    finally:
+        await linux.cleanup(pid_dir=state_dir)
+    assert f"fixed-address {inst.ip};" in leases, leases
+    return True
