@@ -140,6 +140,9 @@ async def build_cloud(
             save_state(config, state)
             await client.add_router_interface(router["id"], subnet["id"])
         progress(f"network {name} {cidr} ({'behind lab-router' if routed else 'no router'})")
+    # One package tree for every network: build it before serving it on each in parallel
+    # (two builds at once raced on the same files: "file changed as we read it").
+    await repo.build_repository(lab_dir(config) / "repo")
     await asyncio.gather(*(ensure_repo(config, client, state, n) for n in list(state.networks)))
     progress("apt repository cmt-hello served on each network")
 
