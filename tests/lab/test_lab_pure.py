@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -93,6 +95,11 @@ def test_a_lab_runs_only_while_its_lab_up_process_does() -> None:
     other = subprocess.Popen(["bash", "-c", 'exec -a "cloudmeta lab up" sleep 30'])
     plain = subprocess.Popen(["sleep", "30"])  # a recycled pid: alive, but not a `lab up`
     try:
+        # Wait until bash has exec'd under its new name (a loaded machine takes its time).
+        deadline = time.monotonic() + 10
+        while b"cloudmeta lab up" not in Path(f"/proc/{other.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline, "bash never exec'd"
+            time.sleep(0.01)
         assert lab_running(LabState(owner_pid=other.pid))
         assert not lab_running(LabState(owner_pid=plain.pid))
     finally:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,13 @@ async def _wait_for(what: bytes, path: Path) -> None:
     raise AssertionError(f"{what!r} never appeared in {path}")
 
 
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        await asyncio.sleep(0.01)
+
+
 async def test_manager_pid_file_marker_reload_and_stop(scratch: Scratch) -> None:
     ns = scratch.namespace("p")
     uuid = f"{scratch.tag}-uuid"
@@ -44,10 +52,11 @@ async def test_manager_pid_file_marker_reload_and_stop(scratch: Scratch) -> None
     pid = manager.enable()
     assert manager.enable() == pid  # already active: not started twice
     assert manager.pid_file.read_text() == f"{pid}\n"
-    assert linux.namespace_pids(ns) == [pid]
+    # `ip netns exec` enters the namespace, then execs the command: wait for both.
+    await _until(lambda: linux.namespace_pids(ns) == [pid])
     # a fresh manager (an agent restart) recognises the running process by pid file + marker
     again = linux.ProcessManager(uuid, _loop_cmd(uuid), pid_dir=scratch.pid_dir, service="cmt")
-    assert again.is_active()
+    await _until(again.is_active)
     # a pid file naming a process without the marker (a recycled pid) is not taken for it
     other = linux.ProcessManager(
         "cmt-other", _loop_cmd("cmt-other"), pid_dir=scratch.pid_dir, service="cmt"
@@ -111,6 +120,8 @@ async def test_cleanup_kills_pid_file_processes_and_namespace_processes(scratch:
     uuid = f"{scratch.tag}-c"
     by_file = linux.ProcessManager(uuid, _loop_cmd(uuid), pid_dir=scratch.pid_dir).enable()
     in_ns = linux.spawn(["sh", "-c", "while :; do sleep 0.2; done"], namespace=ns)
+    # Until `ip netns exec` has entered the namespace, nothing there is ours to find.
+    await _until(lambda: in_ns.pid in linux.namespace_pids(ns))
     await linux.cleanup(namespaces=[ns], pid_dir=scratch.pid_dir)
     in_ns.wait(timeout=5)
     assert not linux.pid_alive(by_file)

@@ -115,10 +115,18 @@ class ProcessManager:
             self._child = None
 
     def is_active(self) -> bool:
-        """The pid file's process is alive and its command line contains the marker."""
+        """The pid file's process is alive and its command line contains the marker.
+
+        Our own running child counts without the marker check: while it is still exec'ing,
+        ``/proc/<pid>/cmdline`` can read empty, and it must not look dead (and be spawned twice).
+        """
         self._reap()
         pid = self.pid
-        return pid is not None and pid_alive(pid) and self.marker in cmdline(pid)
+        if pid is None or not pid_alive(pid):
+            return False
+        if self._child is not None and self._child.pid == pid:
+            return True
+        return self.marker in cmdline(pid)
 
     def enable(self) -> int:
         """Start the process unless it is already active; return its pid."""
