@@ -11,8 +11,6 @@ before answering, so an admin change is seen by the next request whichever proce
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ from cloudmeta.config import Config
 from cloudmeta.inventory import Store
 from cloudmeta.logs import get_logger
 
-__all__ = ["SERVED_APPS", "AppFactory", "ServedApp", "run_api", "serve"]
+__all__ = ["SERVED_APPS", "AppFactory", "ServedApp", "serve"]
 
 _log = get_logger("api")
 
@@ -114,15 +112,3 @@ async def serve(
             )
         freeze_startup_heap()
         yield bound
-
-
-async def run_api(config: Config) -> None:
-    """Serve until SIGINT or SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    async with serve(config) as bound:
-        for name, (host, port) in bound.items():
-            print(f"cloudmeta {name} API listening on http://{host}:{port}", flush=True)
-        await stop.wait()

@@ -25,6 +25,8 @@ def _announce(config: Config) -> Callable[[Running], None]:
     def on_ready(running: Running) -> None:
         for name, (host, port) in running.api_addresses.items():
             click.echo(f"cloudmeta {name} API listening on http://{host}:{port}")
+        if running.proxies is None:
+            return
         click.echo(
             f"metadata agent socket {config.proxy_socket_path}; proxy mode "
             f"{config.metadata_proxy_mode.value}; force_metadata={config.force_metadata}, "
@@ -61,6 +63,13 @@ def _service_command(
 
 
 COMMANDS: list[click.Command] = [
+    _service_command(
+        "api",
+        ServiceSet(api=True),
+        """Run the admin API and the metadata API on the inventory (migrating it first); the
+        metadata API in [api] metadata_workers processes sharing its port.""",
+        announce=True,
+    ),
     _service_command(
         "all-in-one",
         ServiceSet(api=True, metadata_agent=True, dhcp=True, l3=True),

@@ -111,14 +111,13 @@ def _load(module_name: str) -> None:
 # Command name -> the component module (under cloudmeta.cli) whose COMMANDS define it.
 _COMMAND_MODULES: dict[str, str] = {
     "ns-metadata-proxy": "proxy",
-    "api": "services",
     "db": "services",
     **dict.fromkeys(
         ("project", "keypair", "network", "subnet", "router", "port", "server"), "inventory"
     ),
     "identity": "identity",
     "lab": "lab",
-    **dict.fromkeys(("all-in-one", "agent", "dhcp-agent", "l3-agent"), "daemons"),
+    **dict.fromkeys(("api", "all-in-one", "agent", "dhcp-agent", "l3-agent"), "daemons"),
 }
 
 
