@@ -1,0 +1,66 @@
+"""The metadata API's cache against an in-memory MetadataSource: the sync protocol.
+
+Every interleaving is driven by asyncio events held by the fake source, never by sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiohttp.test_utils import make_mocked_request
+from metadata_fakes import FakeSource, instance
+
+from cloudmeta.api.metadata.app import MetadataService
+from cloudmeta.config import Config
+from cloudmeta.documents import Instance
+from cloudmeta.signing import sign_instance_id
+
+SECRET = "cmt-test-secret"
+PATH = "/openstack/latest/meta_data.json"
+
+
+def _request(server: Instance) -> object:
+    headers = {
+        "X-Instance-ID": server.id,
+        "X-Tenant-ID": server.project_id,
+        "X-Instance-ID-Signature": sign_instance_id(SECRET.encode(), server.id),
+        "X-Forwarded-For": "192.0.2.10",
+    }
+    return make_mocked_request("GET", PATH, headers=headers)
+
+
+async def _get(service: MetadataService, server: Instance) -> int:
+    response = await service.handle(_request(server))  # type: ignore[arg-type]
+    return response.status
+
+
+async def _service(make_config: Callable[..., Config], source: FakeSource) -> MetadataService:
+    service = MetadataService(make_config(), source)
+    await service.start()
+    return service
+
+
+async def test_a_request_inside_the_sync_window_does_not_serve_a_deleted_server(
+    make_config: Callable[..., Config],
+) -> None:
+    """The interleaving that failed: sync published the new token, then awaited the changes;
+    a request landing in between took the cache as current and served the deleted server."""
+    server = instance("cmt-vm-1", "192.0.2.10", network="net-a")
+    source = FakeSource([server])
+    service = await _service(make_config, source)
+    try:
+        assert await _get(service, server) == 200  # cached now
+        source.hold_changes()  # changes_since blocks until released
+        source.delete(server.id)  # the feed watcher wakes up and syncs
+        await source.changes_entered.wait()  # ... and is inside changes_since now
+        source.watch_token_reads()
+        first = asyncio.create_task(_get(service, server))
+        second = asyncio.create_task(_get(service, server))
+        await source.token_read.wait()  # the requests have looked at the token
+        source.release_changes()
+        assert await first == 404
+        assert await second == 404
+        assert source.changes_calls == 1  # the queued requests did not redo the same read
+    finally:
+        await service.stop()
