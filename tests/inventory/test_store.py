@@ -23,7 +23,7 @@ async def test_migrations_from_empty_to_head_create_every_table(db_config: Confi
             tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
         assert set(Base.metadata.tables) <= tables
-        assert version == "0002"
+        assert version == "0003"
     finally:
         await engine.dispose()
 
@@ -63,7 +63,7 @@ async def test_history_older_than_kept_answers_resync(store: Store) -> None:
     await _build(store)
     async with store.write() as tx:
         await tx.session.execute(update(StoreState).values(pruned_through=1))
-        tx.record("project", "cmt-fake", "update")
+        tx.record("project", "cmt-fake", "update", {})
     assert (await store.changes_since(0))[1] is None
     assert (await store.changes_since(1))[1] is not None
 

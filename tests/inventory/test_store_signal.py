@@ -6,13 +6,13 @@ import secrets
 from pathlib import Path
 
 from cloudmeta.config import Config
-from cloudmeta.inventory import Store, compute_ops
+from cloudmeta.inventory import Store, projects
 from cloudmeta.inventory.database import create_engine, upgrade
 from cloudmeta.inventory.store import REVISION_FILE
 
 
 async def _write(store: Store) -> None:
-    await store.transact(lambda tx: compute_ops.create_project(tx, f"cmt-{secrets.token_hex(3)}"))
+    await store.transact(lambda tx: projects.create_project(tx, f"cmt-{secrets.token_hex(3)}"))
 
 
 async def test_token_changes_on_writes_of_this_and_other_stores(

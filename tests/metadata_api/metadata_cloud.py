@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 
 from cloudmeta.api.metadata.identity import sign_instance_id
-from cloudmeta.inventory import Store, compute_ops, network_ops
+from cloudmeta.inventory import Store, compute_ops, network_ops, projects
 from cloudmeta.inventory.specs import (
     KeypairCreate,
     NetworkCreate,
@@ -40,7 +40,7 @@ async def build_cloud(store: Store, servers: int = 2) -> Cloud:
     cloud = Cloud()
 
     async def work(tx: Any) -> None:
-        project = await compute_ops.create_project(tx, "cmt-project")
+        project = await projects.create_project(tx, "cmt-project")
         cloud.project = project.id
         keypair, _ = await compute_ops.create_keypair(
             tx, KeypairCreate(name="cmt-key", project_id=project.id, public_key=PUBLIC_KEY)

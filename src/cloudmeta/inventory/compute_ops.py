@@ -2,74 +2,31 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from cloudmeta.inventory import network_ops, queries, rules
+from cloudmeta.inventory.changes import merge_touches, port_touches, touches
 from cloudmeta.inventory.errors import Conflict, Invalid
 from cloudmeta.inventory.models import (
     DEVICE_OWNER_COMPUTE_PREFIX,
     Keypair,
-    Network,
     Port,
-    Project,
-    Router,
     Server,
     ServerMetadata,
     ServerTag,
-    Subnet,
 )
+from cloudmeta.inventory.projects import resolve_project
 from cloudmeta.inventory.specs import KeypairCreate, PortCreate, ServerCreate
 from cloudmeta.inventory.store import Tx
 
 __all__ = [
-    "DEFAULT_PROJECT",
     "create_keypair",
-    "create_project",
     "create_server",
     "delete_keypair",
-    "delete_project",
     "delete_server",
     "load_server",
-    "resolve_project",
 ]
-
-DEFAULT_PROJECT = "default"
-
-
-async def resolve_project(tx: Tx, project_id: str | None) -> Project:
-    """The given project, or the ``default`` project (created on first use)."""
-    if project_id is not None:
-        return await queries.get(tx.session, Project, project_id)
-    project = await tx.session.scalar(select(Project).where(Project.name == DEFAULT_PROJECT))
-    if project is None:
-        project = Project(name=DEFAULT_PROJECT)
-        tx.session.add(project)
-        await tx.session.flush()
-        tx.record("project", project.id, "create")
-    return project
-
-
-async def create_project(tx: Tx, name: str) -> Project:
-    if await tx.session.scalar(select(Project.id).where(Project.name == name)):
-        raise Conflict(f"name: a project named {name!r} exists")
-    project = Project(name=name)
-    tx.session.add(project)
-    await tx.session.flush()
-    tx.record("project", project.id, "create")
-    return project
-
-
-async def delete_project(tx: Tx, project_id: str) -> None:
-    project = await queries.get(tx.session, Project, project_id)
-    for model in (Network, Subnet, Port, Router, Server, Keypair):
-        used = await tx.session.scalar(
-            select(func.count()).select_from(model).where(model.project_id == project_id)
-        )
-        if used:
-            raise Conflict(f"project_id: project {project.name!r} still owns {model.__tablename__}")
-    await tx.session.delete(project)
-    tx.record("project", project_id, "delete")
 
 
 async def create_keypair(tx: Tx, spec: KeypairCreate) -> tuple[Keypair, str | None]:
@@ -94,7 +51,7 @@ async def create_keypair(tx: Tx, spec: KeypairCreate) -> tuple[Keypair, str | No
     )
     tx.session.add(keypair)
     await tx.session.flush()
-    tx.record("keypair", keypair.id, "create")
+    tx.record("keypair", keypair.id, "create", _keypair_touches(keypair))
     return keypair, private_key
 
 
@@ -117,7 +74,12 @@ def _generate_keypair(comment: str) -> tuple[str, str]:
 async def delete_keypair(tx: Tx, keypair_id: str) -> None:
     keypair = await queries.get(tx.session, Keypair, keypair_id)
     await tx.session.delete(keypair)
-    tx.record("keypair", keypair_id, "delete")
+    tx.record("keypair", keypair_id, "delete", _keypair_touches(keypair))
+
+
+def _keypair_touches(keypair: Keypair) -> dict[str, list[str]]:
+    # Servers name their key pair by (project, name): a new pair may be one a server named.
+    return touches(project_ids=[keypair.project_id], names=[keypair.name])
 
 
 async def create_server(tx: Tx, spec: ServerCreate) -> Server:
@@ -153,6 +115,7 @@ async def create_server(tx: Tx, spec: ServerCreate) -> Server:
     tx.session.add(server)
     await tx.session.flush()
     owner = DEVICE_OWNER_COMPUTE_PREFIX + (spec.availability_zone or "nova")
+    ports: list[Port] = []
     for index, request in enumerate(spec.networks):
         fixed = None
         if request.fixed_ip is not None:
@@ -166,8 +129,8 @@ async def create_server(tx: Tx, spec: ServerCreate) -> Server:
                 "fixed_ips": fixed,
             }
         )
-        await network_ops.create_port(tx, port_spec, field=f"networks[{index}]")
-    tx.record("server", server.id, "create")
+        ports.append(await network_ops.create_port(tx, port_spec, field=f"networks[{index}]"))
+    tx.record("server", server.id, "create", _server_touches(server, ports))
     return await load_server(tx, server.id)
 
 
@@ -181,6 +144,11 @@ async def delete_server(tx: Tx, server_id: str) -> None:
     )
     for port in server.ports:
         await tx.session.delete(port)
-        tx.record("port", port.id, "delete")
+        tx.record("port", port.id, "delete", port_touches(port))
     await tx.session.delete(server)
-    tx.record("server", server_id, "delete")
+    tx.record("server", server_id, "delete", _server_touches(server, server.ports))
+
+
+def _server_touches(server: Server, ports: list[Port]) -> dict[str, list[str]]:
+    own = touches(port_ids=[p.id for p in ports], project_ids=[server.project_id])
+    return merge_touches(own, *(port_touches(p) for p in ports))

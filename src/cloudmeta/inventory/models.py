@@ -92,6 +92,8 @@ class Change(Base):
     kind: Mapped[str] = mapped_column(String(16))
     object_id: Mapped[str] = mapped_column(String(36))
     op: Mapped[str] = mapped_column(String(8))
+    # What else the change touches (see inventory.changes); NULL on rows older than 0003.
+    touches: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Project(Base):

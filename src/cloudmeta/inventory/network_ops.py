@@ -12,6 +12,7 @@ import ipaddress
 from sqlalchemy import func, select
 
 from cloudmeta.inventory import queries, rules
+from cloudmeta.inventory.changes import merge_touches, port_touches, touches
 from cloudmeta.inventory.errors import Conflict, Invalid, NotFound
 from cloudmeta.inventory.models import (
     DEVICE_OWNER_DHCP,
@@ -22,6 +23,7 @@ from cloudmeta.inventory.models import (
     Router,
     Subnet,
 )
+from cloudmeta.inventory.projects import project_id
 from cloudmeta.inventory.specs import NetworkCreate, PortCreate, RouterCreate, SubnetCreate
 from cloudmeta.inventory.store import Tx
 
@@ -43,39 +45,37 @@ __all__ = [
 _MAC_ATTEMPTS = 16
 
 
-async def _project_id(tx: Tx, project_id: str | None) -> str:
-    from cloudmeta.inventory.compute_ops import resolve_project
-
-    return (await resolve_project(tx, project_id)).id
-
-
 async def create_network(tx: Tx, spec: NetworkCreate) -> Network:
     network = Network(
-        name=spec.name, project_id=await _project_id(tx, spec.project_id), mtu=spec.mtu
+        name=spec.name, project_id=await project_id(tx, spec.project_id), mtu=spec.mtu
     )
     tx.session.add(network)
     await tx.session.flush()
-    tx.record("network", network.id, "create")
+    tx.record("network", network.id, "create", {})
     return network
 
 
 async def delete_network(tx: Tx, network_id: str) -> None:
     """Delete a network with its subnets and DHCP ports; refuse while other ports use it."""
     network = await queries.get(tx.session, Network, network_id)
-    ports = (await tx.session.scalars(select(Port).where(Port.network_id == network_id))).all()
+    ports = (
+        await tx.session.scalars(
+            select(Port).where(Port.network_id == network_id).options(*queries.port_options())
+        )
+    ).all()
     busy = [p for p in ports if p.device_owner != DEVICE_OWNER_DHCP]
     if busy:
         raise Conflict(f"network_id: network {network.name!r} has {len(busy)} port(s) in use")
     for port in ports:
         await tx.session.delete(port)
-        tx.record("port", port.id, "delete")
+        tx.record("port", port.id, "delete", port_touches(port))
     await tx.session.flush()
     for subnet in await tx.session.scalars(select(Subnet).where(Subnet.network_id == network_id)):
         await tx.session.delete(subnet)
-        tx.record("subnet", subnet.id, "delete")
+        tx.record("subnet", subnet.id, "delete", touches(network_ids=[network_id]))
     await tx.session.flush()
     await tx.session.delete(network)
-    tx.record("network", network_id, "delete")
+    tx.record("network", network_id, "delete", {})
 
 
 async def create_subnet(tx: Tx, spec: SubnetCreate) -> Subnet:
@@ -113,7 +113,7 @@ async def create_subnet(tx: Tx, spec: SubnetCreate) -> Subnet:
     subnet = Subnet(
         name=spec.name,
         network_id=network.id,
-        project_id=await _project_id(tx, spec.project_id or network.project_id),
+        project_id=await project_id(tx, spec.project_id or network.project_id),
         ip_version=net.version,
         cidr=str(net),
         gateway_ip=str(gateway) if gateway is not None else None,
@@ -125,7 +125,7 @@ async def create_subnet(tx: Tx, spec: SubnetCreate) -> Subnet:
     )
     tx.session.add(subnet)
     await tx.session.flush()
-    tx.record("subnet", subnet.id, "create")
+    tx.record("subnet", subnet.id, "create", touches(network_ids=[network.id]))
     return subnet
 
 
@@ -135,15 +135,17 @@ async def delete_subnet(tx: Tx, subnet_id: str) -> None:
         select(FixedIP, Port)
         .join(Port, FixedIP.port_id == Port.id)
         .where(FixedIP.subnet_id == subnet_id)
+        .options(*queries.port_options())
     )
     for fixed_ip, port in rows.all():
         if port.device_owner != DEVICE_OWNER_DHCP:
             raise Conflict(f"subnet_id: {subnet.cidr} has addresses in use (port {port.id})")
+        # The old addresses (this one among them) before the new set loses it.
+        tx.record("port", port.id, "update", port_touches(port))
         await tx.session.delete(fixed_ip)
-        tx.record("port", port.id, "update")
     await tx.session.flush()
     await tx.session.delete(subnet)
-    tx.record("subnet", subnet_id, "delete")
+    tx.record("subnet", subnet_id, "delete", touches(network_ids=[subnet.network_id]))
 
 
 async def _used_addresses(tx: Tx, subnet_id: str) -> set[rules.IPAddress]:
@@ -235,7 +237,7 @@ async def create_port(tx: Tx, spec: PortCreate, field: str = "fixed_ips") -> Por
     port = Port(
         name=spec.name,
         network_id=network.id,
-        project_id=await _project_id(tx, spec.project_id or network.project_id),
+        project_id=await project_id(tx, spec.project_id or network.project_id),
         mac_address=mac,
         device_owner=spec.device_owner,
         device_id=spec.device_id,
@@ -246,7 +248,7 @@ async def create_port(tx: Tx, spec: PortCreate, field: str = "fixed_ips") -> Por
     )
     tx.session.add(port)
     await tx.session.flush()
-    tx.record("port", port.id, "create")
+    tx.record("port", port.id, "create", port_touches(port))
     return port
 
 
@@ -276,14 +278,14 @@ async def delete_port(tx: Tx, port_id: str) -> None:
     if port.device_owner == DEVICE_OWNER_ROUTER_INTERFACE:
         raise Conflict(f"port_id: {port_id} is a router interface; remove it from the router")
     await tx.session.delete(port)
-    tx.record("port", port_id, "delete")
+    tx.record("port", port_id, "delete", port_touches(port))
 
 
 async def create_router(tx: Tx, spec: RouterCreate) -> Router:
-    router = Router(name=spec.name, project_id=await _project_id(tx, spec.project_id))
+    router = Router(name=spec.name, project_id=await project_id(tx, spec.project_id))
     tx.session.add(router)
     await tx.session.flush()
-    tx.record("router", router.id, "create")
+    tx.record("router", router.id, "create", {})
     return router
 
 
@@ -296,7 +298,7 @@ async def delete_router(tx: Tx, router_id: str) -> None:
     if router.interfaces:
         raise Conflict(f"router_id: router {router.name!r} still has interfaces; remove them")
     await tx.session.delete(router)
-    tx.record("router", router_id, "delete")
+    tx.record("router", router_id, "delete", {})
 
 
 async def add_router_interface(tx: Tx, router_id: str, subnet_id: str) -> Router:
@@ -327,8 +329,8 @@ async def add_router_interface(tx: Tx, router_id: str, subnet_id: str) -> Router
     )
     tx.session.add(port)
     await tx.session.flush()
-    tx.record("port", port.id, "create")
-    tx.record("router", router.id, "update")
+    tx.record("port", port.id, "create", port_touches(port))
+    tx.record("router", router.id, "update", _router_touches([*router.interfaces, port]))
     return await load_router(tx, router_id)
 
 
@@ -337,8 +339,19 @@ async def remove_router_interface(tx: Tx, router_id: str, subnet_id: str) -> Rou
     for port in router.interfaces:
         if any(ip.subnet_id == subnet_id for ip in port.fixed_ips):
             await tx.session.delete(port)
-            tx.record("port", port.id, "delete")
-            tx.record("router", router.id, "update")
+            tx.record("port", port.id, "delete", port_touches(port))
+            tx.record("router", router.id, "update", _router_touches(router.interfaces))
             await tx.session.flush()
             return await load_router(tx, router_id)
     raise NotFound(f"subnet_id: router {router.name!r} has no interface on subnet {subnet_id}")
+
+
+def _router_touches(interfaces: list[Port]) -> dict[str, list[str]]:
+    """A router change touches the networks of its interfaces (the old and the new ones)."""
+    return merge_touches(
+        touches(port_ids=[p.id for p in interfaces]),
+        *(
+            touches(network_ids=[p.network_id], subnet_ids=[ip.subnet_id for ip in p.fixed_ips])
+            for p in interfaces
+        ),
+    )

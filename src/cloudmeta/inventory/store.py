@@ -3,8 +3,8 @@
 Every write transaction first bumps the single ``store_state`` row. That row lock serialises
 writers on PostgreSQL (and SQLite's write lock does the same), so revisions commit in order and
 the agents never see revision N+1 before N. The changes written in the same transaction name
-what changed; :meth:`Store.wait_for_change` wakes at once on writes of this process and polls
-the database for writes of others.
+what changed and what each touches (:mod:`.changes`); :meth:`Store.wait_for_change` wakes at
+once on writes of this process and polls the database for writes of others.
 
 :meth:`Store.change_token` is the change signal for hot paths: a number read from an 8-byte
 shared file (``store_revision`` in ``state_path``) that every committing process on this host
@@ -21,7 +21,6 @@ import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -31,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cloudmeta.config import Config
 from cloudmeta.inventory import queries
+from cloudmeta.inventory.changes import ChangeRecord, Touches, merge_touches
 from cloudmeta.inventory.database import BEGIN_OPTION, create_engine, upgrade
 from cloudmeta.inventory.errors import Conflict
 from cloudmeta.inventory.models import Change, Port, Server, StoreState
@@ -49,17 +49,6 @@ REVISION_FILE = "store_revision"
 _SLOT = struct.Struct("<Q")
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeRecord:
-    revision: int
-    kind: str
-    id: str
-    op: str
-
-    def as_dict(self) -> dict[str, object]:
-        return {"revision": self.revision, "kind": self.kind, "id": self.id, "op": self.op}
-
-
 class Tx:
     """One write transaction: its session, its revision and the changes it records."""
 
@@ -68,10 +57,15 @@ class Tx:
         self.revision = revision
         self.changes: list[ChangeRecord] = []
 
-    def record(self, kind: str, object_id: str, op: str) -> None:
-        change = ChangeRecord(self.revision, kind, object_id, op)
-        if change not in self.changes:
-            self.changes.append(change)
+    def record(self, kind: str, object_id: str, op: str, touches: Touches) -> None:
+        """Note a change and what it touches (merged into an equal change noted before)."""
+        change = ChangeRecord(self.revision, kind, object_id, op, touches)
+        for index, noted in enumerate(self.changes):
+            if noted == change:
+                merged = merge_touches(noted.touches or {}, touches)
+                self.changes[index] = ChangeRecord(self.revision, kind, object_id, op, merged)
+                return
+        self.changes.append(change)
 
 
 class Store:
@@ -131,7 +125,7 @@ class Store:
                 await session.rollback()
                 return
             session.add_all(
-                Change(revision=c.revision, kind=c.kind, object_id=c.id, op=c.op)
+                Change(revision=c.revision, kind=c.kind, object_id=c.id, op=c.op, touches=c.touches)
                 for c in tx.changes
             )
             if revision % 100 == 0:
@@ -204,7 +198,7 @@ class Store:
                 .order_by(Change.revision, Change.seq)
             )
             return state.revision, [
-                ChangeRecord(r.revision, r.kind, r.object_id, r.op) for r in rows
+                ChangeRecord(r.revision, r.kind, r.object_id, r.op, r.touches) for r in rows
             ]
 
     async def wait_for_change(self, since: int, timeout: float) -> int:  # noqa: ASYNC109
@@ -245,7 +239,7 @@ class Store:
                 .values(password=value)
             )
             if result.rowcount:  # type: ignore[attr-defined]
-                tx.record("server", server_id, "update")
+                tx.record("server", server_id, "update", {})
                 return True
             return False
 
@@ -258,7 +252,7 @@ class Store:
             await tx.session.execute(
                 update(Server).where(Server.id == server_id).values(password=None)
             )
-            tx.record("server", server_id, "update")
+            tx.record("server", server_id, "update", {})
             return True
 
 

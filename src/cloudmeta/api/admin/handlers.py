@@ -15,7 +15,16 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 
-from cloudmeta.inventory import Invalid, NotFound, Store, Tx, compute_ops, network_ops, queries
+from cloudmeta.inventory import (
+    Invalid,
+    NotFound,
+    Store,
+    Tx,
+    compute_ops,
+    network_ops,
+    projects,
+    queries,
+)
 from cloudmeta.inventory import views as v
 from cloudmeta.inventory.models import Keypair, Network, Port, Project, Router, Server, Subnet
 from cloudmeta.inventory.specs import (
@@ -133,7 +142,7 @@ async def create_project(request: web.Request) -> web.StreamResponse:
     spec = await _body(request, ProjectCreate, "project")
 
     async def work(tx: Tx) -> dict[str, Any]:
-        return v.project_view(await compute_ops.create_project(tx, spec.name))
+        return v.project_view(await projects.create_project(tx, spec.name))
 
     return _one("project", await _store(request).transact(work), 201)
 
@@ -342,7 +351,7 @@ ROUTES: list[Route] = [
         v.project_view,
         create_project,
         ProjectCreate,
-        compute_ops.delete_project,
+        projects.delete_project,
         [],
     ),
     *_crud(
