@@ -64,3 +64,75 @@ async def test_a_request_inside_the_sync_window_does_not_serve_a_deleted_server(
         assert source.changes_calls == 1  # the queued requests did not redo the same read
     finally:
         await service.stop()
+
+
+async def test_a_load_that_raced_a_delete_is_served_but_not_kept(
+    make_config: Callable[..., Config],
+) -> None:
+    server = instance("cmt-vm-1", "192.0.2.10")
+    source = FakeSource([server])
+    service = await _service(make_config, source)
+    try:
+        source.hold_loads()
+        request = asyncio.create_task(_get(service, server))
+        await source.load_entered.wait()  # the load has read the server, then blocks
+        source.delete(server.id)
+        source.release_loads()
+        assert await request == 200  # it answered from what it read: served...
+        assert server.id not in service.cache.entries  # ... but not kept
+        assert await _get(service, server) == 404
+    finally:
+        await service.stop()
+
+
+async def test_every_worker_answers_from_the_new_state_on_its_next_request(
+    make_config: Callable[..., Config],
+) -> None:
+    """Read-your-writes: two workers (two services) over one host's source; after a write
+    is committed (the token moved), each worker's very next request sees it."""
+    server = instance("cmt-vm-1", "192.0.2.10")
+    source = FakeSource([server])
+    workers = [await _service(make_config, source) for _ in range(2)]
+    try:
+        for worker in workers:
+            assert await _get(worker, server) == 200
+        source.delete(server.id)
+        for worker in workers:
+            assert await _get(worker, server) == 404
+    finally:
+        for worker in workers:
+            await worker.stop()
+
+
+async def test_concurrent_misses_share_one_load(make_config: Callable[..., Config]) -> None:
+    server = instance("cmt-vm-1", "192.0.2.10")
+    source = FakeSource([server])
+    service = await _service(make_config, source)
+    try:
+        source.hold_loads()
+        requests = [asyncio.create_task(_get(service, server)) for _ in range(5)]
+        await source.load_entered.wait()
+        source.release_loads()
+        assert await asyncio.gather(*requests) == [200] * 5
+        assert source.loads == 1
+        assert server.id in service.cache.entries
+    finally:
+        await service.stop()
+
+
+async def test_the_feed_watcher_applies_writes_of_other_hosts(
+    make_config: Callable[..., Config],
+) -> None:
+    """A write on another host moves no local token: the watcher's sync drops the entry."""
+    server = instance("cmt-vm-1", "192.0.2.10")
+    source = FakeSource([server])
+    service = await _service(make_config, source)
+    try:
+        assert await _get(service, server) == 200
+        source.delete(server.id, here=False)
+        await source.changes_entered.wait()  # the watcher read the changes (and applied them)
+        assert server.id not in service.cache.entries
+        assert service.cache.revision == source.revision_now
+        assert await _get(service, server) == 404
+    finally:
+        await service.stop()

@@ -2,16 +2,15 @@
 
 One catch-all route; each request does a header check (an HMAC only the first time a pair is
 seen), one dict lookup for the instance and one for the rendered bytes. The inventory is read
-only on a cache miss. Before answering, a request compares the source's change token (for the
-inventory, :meth:`Store.change_token`: a revision slot that every committing process of the
-host overwrites): a change committed by any process of the host, e.g. through the admin API,
-is applied to the cache before the next request, in every metadata worker. Writes from other
-hosts (a shared PostgreSQL) arrive through the change feed within its poll interval (0.5 s).
+only on a cache miss. Before answering, a request makes sure the cache reflects every change
+committed on this host (:class:`~.cache.SyncedInstanceCache`: one token compare when nothing
+changed), so a write acknowledged by the admin API is seen by the next request of every
+metadata worker. Writes from other hosts (a shared PostgreSQL) arrive through the change feed
+within its poll interval (0.5 s).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import functools
@@ -33,7 +32,7 @@ from cloudmeta.logs import get_logger
 from cloudmeta.proxy.guard import QuietServer  # short 400s, no traceback per bad request
 from cloudmeta.statefiles import shared_secret
 
-from .cache import Entry, InstanceCache
+from .cache import Entry, SyncedInstanceCache
 from .errors import MetadataError
 from .identity import Caller, SignatureCheck, signed_caller
 from .signing import IdentitySigner
@@ -104,7 +103,7 @@ class MetadataService:
         self._check = SignatureCheck(shared_secret(config).encode())
         self._signed = api.identity is IdentityMode.SIGNED
         self._tokens_required = api.http_tokens is TokenPolicy.REQUIRED
-        self.cache = InstanceCache(api.metadata_cache_expiration)
+        self.cache = SyncedInstanceCache(source, api.metadata_cache_expiration)
         self._settings = Settings(
             dhcp_domain=api.dhcp_domain,
             vendordata_providers=tuple(api.vendordata_providers),
@@ -117,49 +116,19 @@ class MetadataService:
         )
         self._tokens = TokenAuthority.from_state(config.state_path)
         self._signer = IdentitySigner.from_state(config.state_path)
-        self._revision = 0
-        self._generation = 0
-        self._token = source.change_token()
-        self._sync_lock = asyncio.Lock()
-        self._watcher: asyncio.Task[None] | None = None
-        self._loads: dict[str, asyncio.Future[Entry | None]] = {}
 
     # -- life cycle ----------------------------------------------------------------------
 
     async def start(self, _: web.Application | None = None) -> None:
-        self._token = self._source.change_token()
-        self._revision = await self._source.revision()
-        self._watcher = asyncio.create_task(self._watch(), name="metadata-cache-watch")
+        await self.cache.start()
 
     async def stop(self, _: web.Application | None = None) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        await self.cache.stop()
         await self._dynamic.close()
 
-    async def _watch(self) -> None:
-        while True:
-            try:
-                revision = await self._source.wait_for_change(self._revision, 30.0)
-                if revision != self._revision:
-                    await self.sync()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                _log.warning("change feed failed; dropping the cache", error=repr(exc))
-                self.cache.clear()
-                await asyncio.sleep(1.0)
-
     async def sync(self) -> None:
-        """Apply the changes after our revision to the cache."""
-        async with self._sync_lock:
-            self._token = self._source.change_token()
-            revision, changes = await self._source.changes_since(self._revision)
-            if changes is None or changes:
-                self._generation += 1
-                self.cache.invalidate(changes)
-            self._revision = revision
+        """Apply the changes committed on this host to the cache (see :mod:`.cache`)."""
+        await self.cache.sync()
 
     # -- requests ------------------------------------------------------------------------
 
@@ -183,8 +152,8 @@ class MetadataService:
                 raise _not_allowed("GET, HEAD")
             body = _root_listing()
             return _response(body.data, body.content_type)
-        if self._source.change_token() != self._token:
-            await self.sync()
+        if not self.cache.current():
+            await self.cache.sync()
         caller, entry = await self._identify(request)
         instance_id = entry.instance.id
         if kind is _TOKEN:
@@ -227,7 +196,7 @@ class MetadataService:
     async def _identify(self, request: web.BaseRequest) -> tuple[Caller, Entry]:
         if self._signed:
             caller = signed_caller(request.headers, self._check)
-            entry = await self._entry(caller.instance_id)
+            entry = await self.cache.entry(caller.instance_id)
             if entry is None:
                 raise MetadataError(404, "The resource could not be found.")
             if entry.instance.project_id != caller.tenant_id:
@@ -240,55 +209,16 @@ class MetadataService:
                 raise MetadataError(404, "The resource could not be found.")
             return caller, entry
         address = request.remote or ""
-        ids = self.cache.addresses(address)
-        if ids is None:
-            ids = await self._source.find_by_address(address)
-            self.cache.put_addresses(address, ids)
+        ids = await self.cache.addresses(address)
         if len(ids) != 1:
             _log.warning(
                 "no single instance holds the caller's address", address=address, found=ids
             )
             raise MetadataError(404, "The resource could not be found.")
-        entry = await self._entry(ids[0])
+        entry = await self.cache.entry(ids[0])
         if entry is None:
             raise MetadataError(404, "The resource could not be found.")
         return Caller(ids[0], entry.instance.project_id, address), entry
-
-    async def _entry(self, instance_id: str) -> Entry | None:
-        entry = self.cache.get(instance_id)
-        if entry is not None:
-            return entry
-        # A boot storm asks for one cold instance many times at once: one read serves them all.
-        pending = self._loads.get(instance_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
-        self._loads[instance_id] = future
-        try:
-            entry = await self._load(instance_id)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved here, so a lone loader leaves no warning behind
-            raise
-        else:
-            future.set_result(entry)
-            return entry
-        finally:
-            del self._loads[instance_id]
-
-    async def _load(self, instance_id: str) -> Entry | None:
-        generation = self._generation
-        loaded = await self._source.load(instance_id)
-        if loaded is None:
-            return None
-        required = loaded.instance.metadata.get("http_tokens") == TokenPolicy.REQUIRED.value
-        if generation != self._generation or self._source.change_token() != self._token:
-            # Something changed while we read: serve this answer, but do not keep it.
-            return Entry(loaded, 0.0, required)
-        return self.cache.put(loaded, required)
 
     async def _special(self, entry: Entry, special: object, path: str, address: str | None) -> Body:
         if special is Special.VENDOR_DATA2:
@@ -330,7 +260,7 @@ class MetadataService:
         if password:
             if not await self._source.set_password_once(entry.instance.id, password):
                 raise MetadataError(409, "A password is already set for this instance.")
-            self.cache.invalidate([("server", entry.instance.id)])
+            self.cache.discard(entry.instance.id)
         return web.Response(body=b"", headers={"Content-Type": TEXT})
 
 

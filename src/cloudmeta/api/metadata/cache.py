@@ -1,43 +1,82 @@
-"""Per-instance cache of rendered answers, dropped by TTL or by the inventory's change feed.
+"""The metadata API's cache of rendered answers, and the one protocol that keeps it true.
 
-An entry holds the instance record and, per request path, the bytes already rendered for it,
-so a hot instance costs a dict lookup. An index from inventory objects to the instances built
-from them turns a change record into the entries to drop; a change of an object the index does
-not know (a new port, a new key pair) could concern anyone, so it drops everything.
+:class:`InstanceCache` holds, per instance, the record and the bytes already rendered for each
+path (a hot instance costs a dict lookup), plus address -> instance ids for source-ip identity.
+An index from inventory objects to the instances built from them turns a change record into
+the entries to drop: only those the change touches (see :mod:`cloudmeta.inventory.changes`).
+A new port drops its device's instance and the addresses it holds, a DHCP port the instances
+on its subnets (their ``dhcp_server``), a key pair the servers naming it; a new port on
+network A drops nothing of network B nor of other instances. Only "history lost" drops all.
+
+:class:`SyncedInstanceCache` is the coherence protocol, in one place:
+
+1. A request first compares the source's change token (one read of a shared slot that every
+   committing process of the host writes after its commit) with the *published* token, the
+   one whose changes the cache reflects. Equal: the cache is current, serve from it.
+2. Different: take the sync lock and re-read the token inside it. If the request ahead of us
+   already published it, we are done (queued requests do not redo the same read); else read
+   the changes after our revision, apply the invalidation, and only then publish the token
+   read before the changes were fetched. So a token is never published ahead of the
+   invalidation it stands for, and every write a worker of this host acknowledged (the
+   admin API writes the slot before it answers) is applied before the next request.
+3. A load (a cache miss) that raced a change (an invalidation applied while it ran, or a token
+   that moved from the published one) is served but not kept.
+
+Writes from other hosts (a shared PostgreSQL) have no token here: the feed watcher applies
+them through the same lock within the store's poll interval.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from cloudmeta.config import TokenPolicy
 from cloudmeta.documents import Instance
+from cloudmeta.inventory.models import DEVICE_OWNER_DHCP
+from cloudmeta.logs import get_logger
+from cloudmeta.singleflight import SingleFlight
 
-from .source import ChangeKey, Loaded
+from .source import Changed, Loaded, MetadataSource
 
-__all__ = ["Entry", "InstanceCache"]
+__all__ = ["Entry", "InstanceCache", "SyncedInstanceCache"]
 
+_log = get_logger("api")
 # Bound on rendered paths kept per instance (a client probing random paths cannot grow it).
 MAX_PATHS = 128
-# Kinds whose changes can alter a document; others (project, router) are ignored.
-_RELEVANT = frozenset({"server", "port", "subnet", "network", "keypair"})
+# How long the feed watcher waits per long poll, and after a failure.
+WATCH_TIMEOUT = 30.0
+WATCH_RETRY = 1.0
+
+_IndexKey = tuple[str, ...]
 
 
 class Entry:
-    __slots__ = ("depends_on", "expires", "has_v4", "instance", "responses", "tokens_required")
+    __slots__ = ("expires", "has_v4", "instance", "keys", "responses", "tokens_required")
 
-    def __init__(self, loaded: Loaded, expires: float, tokens_required: bool) -> None:
-        self.instance: Instance = loaded.instance
-        self.depends_on = loaded.depends_on
+    def __init__(self, loaded: Loaded, expires: float) -> None:
+        instance = loaded.instance
+        self.instance: Instance = instance
         self.expires = expires
-        self.tokens_required = tokens_required
+        self.tokens_required = instance.metadata.get("http_tokens") == TokenPolicy.REQUIRED.value
         # Without an IPv4 fixed IP, local-ipv4 is the caller's address: answers vary by caller.
-        self.has_v4 = bool(loaded.instance.fixed_ips(4))
+        self.has_v4 = bool(instance.fixed_ips(4))
         self.responses: dict[Any, Any] = {}
+        keys: set[_IndexKey] = set(loaded.depends_on)
+        if instance.key_name:  # a key pair created later under this name concerns us
+            keys.add(("key_name", instance.project_id, instance.key_name))
+        self.keys = frozenset(keys)
 
     def remember(self, key: Any, value: Any) -> None:
         if len(self.responses) < MAX_PATHS:
             self.responses[key] = value
+
+
+def _values(touches: Mapping[str, Sequence[str]], name: str) -> Sequence[str]:
+    return touches.get(name, ())
 
 
 class InstanceCache:
@@ -46,23 +85,23 @@ class InstanceCache:
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._entries: dict[str, Entry] = {}
-        self._index: dict[ChangeKey, set[str]] = {}
+        self._index: dict[_IndexKey, set[str]] = {}
         self._addresses: dict[str, tuple[list[str], float]] = {}
 
     def get(self, instance_id: str) -> Entry | None:
         entry = self._entries.get(instance_id)
         if entry is not None and entry.expires < time.monotonic():
-            self._drop(instance_id)
+            self.discard(instance_id)
             return None
         return entry
 
-    def put(self, loaded: Loaded, tokens_required: bool) -> Entry:
+    def put(self, loaded: Loaded) -> Entry:
         instance_id = loaded.instance.id
-        self._drop(instance_id)
-        entry = Entry(loaded, time.monotonic() + self.ttl, tokens_required)
+        self.discard(instance_id)
+        entry = Entry(loaded, time.monotonic() + self.ttl)
         if self.ttl > 0:
             self._entries[instance_id] = entry
-            for key in loaded.depends_on:
+            for key in entry.keys:
                 self._index.setdefault(key, set()).add(instance_id)
         return entry
 
@@ -77,40 +116,176 @@ class InstanceCache:
         if self.ttl > 0:
             self._addresses[address] = (instance_ids, time.monotonic() + self.ttl)
 
-    def invalidate(self, changes: list[ChangeKey] | None) -> None:
+    def invalidate(self, changes: Iterable[Changed] | None) -> None:
         """Drop what ``changes`` touch; None (history lost) drops everything."""
         if changes is None:
             self.clear()
             return
-        for kind, object_id in changes:
-            if kind not in _RELEVANT:
-                continue
-            if kind in ("port", "server"):
-                self._addresses.clear()
-            holders = self._index.get((kind, object_id))
-            if holders is None and kind != "server":
+        for change in changes:
+            self._apply(change)
+
+    def _apply(self, change: Changed) -> None:
+        kind, touches = change.kind, change.touches
+        if kind == "server":
+            self.discard(change.id)
+            self._drop_addresses(touches)
+        elif kind == "port":
+            self._drop_holders(("port", change.id))
+            if touches is None:  # not known what it touches: anyone's document may change
                 self.clear()
                 return
-            for instance_id in list(holders or ()):
-                self._drop(instance_id)
-            if kind == "server":
-                self._drop(object_id)
+            for device_id in _values(touches, "device_ids"):
+                self.discard(device_id)
+            self._drop_addresses(touches)
+            if DEVICE_OWNER_DHCP in _values(touches, "device_owners"):
+                for subnet_id in _values(touches, "subnet_ids"):  # their meta dhcp_server
+                    self._drop_holders(("subnet", subnet_id))
+        elif kind in ("subnet", "network"):
+            self._drop_holders((kind, change.id))
+        elif kind == "keypair":
+            self._drop_holders(("keypair", change.id))
+            if touches is None:
+                self.clear()
+                return
+            for project_id in _values(touches, "project_ids"):
+                for name in _values(touches, "names"):
+                    self._drop_holders(("key_name", project_id, name))
+        # project and router changes alter no document.
+
+    def _drop_holders(self, key: _IndexKey) -> None:
+        for instance_id in list(self._index.get(key, ())):
+            self.discard(instance_id)
+
+    def _drop_addresses(self, touches: Mapping[str, Sequence[str]] | None) -> None:
+        if touches is None:
+            self._addresses.clear()
+            return
+        for address in _values(touches, "ip_addresses"):
+            self._addresses.pop(address, None)
 
     def clear(self) -> None:
         self._entries.clear()
         self._index.clear()
         self._addresses.clear()
 
-    def _drop(self, instance_id: str) -> None:
+    def discard(self, instance_id: str) -> None:
+        """Forget one instance's entry (its documents changed)."""
         entry = self._entries.pop(instance_id, None)
         if entry is None:
             return
-        for key in entry.depends_on:
+        for key in entry.keys:
             holders = self._index.get(key)
             if holders is not None:
                 holders.discard(instance_id)
                 if not holders:
                     del self._index[key]
 
+    def __contains__(self, instance_id: object) -> bool:
+        return instance_id in self._entries
+
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class SyncedInstanceCache:
+    """An :class:`InstanceCache` kept coherent with a :class:`MetadataSource` (see above)."""
+
+    def __init__(self, source: MetadataSource, ttl: float) -> None:
+        self.entries = InstanceCache(ttl)
+        self._source = source
+        self._revision = 0
+        self._token = source.change_token()  # published: the cache reflects its changes
+        self._generation = 0  # bumped whenever an invalidation is applied
+        self._lock = asyncio.Lock()
+        self._loads: SingleFlight[str, Entry | None] = SingleFlight()
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    async def start(self) -> None:
+        """Take the source's position (the cache is empty) and follow its feed."""
+        self._token = self._source.change_token()  # read before the revision: never ahead
+        self._revision = await self._source.revision()
+        self._watcher = asyncio.create_task(self._watch(), name="metadata-cache-watch")
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+
+    def current(self) -> bool:
+        """Does the cache reflect every change committed on this host? (The hot path.)"""
+        return bool(self._source.change_token() == self._token)
+
+    async def refresh(self) -> None:
+        """Make the cache reflect every change this host committed before the call."""
+        if not self.current():
+            await self.sync()
+
+    async def sync(self, until: int | None = None) -> None:
+        """Apply the changes after our revision: those behind the token, or up to ``until``
+        (a revision the feed reported, for writes of other hosts)."""
+        async with self._lock:
+            token = self._source.change_token()  # read before the changes it stands for
+            if token == self._token and until in (None, self._revision):
+                return  # a sync ahead of us applied it
+            revision, changes = await self._source.changes_since(self._revision)
+            if changes is None or changes:
+                self._generation += 1
+                self.entries.invalidate(changes)
+            self._revision = revision
+            self._token = token  # published only now, after its invalidation
+
+    def lost(self) -> None:
+        """The feed failed: trust nothing cached, keep nothing loading."""
+        self._generation += 1
+        self.entries.clear()
+
+    async def entry(self, instance_id: str) -> Entry | None:
+        """The instance's entry; a boot storm's concurrent misses share one load."""
+        entry = self.entries.get(instance_id)
+        if entry is not None:
+            return entry
+        return await self._loads.run(instance_id, lambda: self._load(instance_id))
+
+    async def _load(self, instance_id: str) -> Entry | None:
+        generation = self._generation
+        loaded = await self._source.load(instance_id)
+        if loaded is None:
+            return None
+        if not self._unchanged_since(generation):
+            return Entry(loaded, 0.0)  # something changed while we read: serve, do not keep
+        return self.entries.put(loaded)
+
+    async def addresses(self, address: str) -> list[str]:
+        """Ids of the instances holding ``address``, kept under the same rule as entries."""
+        ids = self.entries.addresses(address)
+        if ids is None:
+            generation = self._generation
+            ids = await self._source.find_by_address(address)
+            if self._unchanged_since(generation):
+                self.entries.put_addresses(address, ids)
+        return ids
+
+    def discard(self, instance_id: str) -> None:
+        self.entries.discard(instance_id)
+
+    def _unchanged_since(self, generation: int) -> bool:
+        return generation == self._generation and self.current()
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                revision = await self._source.wait_for_change(self._revision, WATCH_TIMEOUT)
+                if revision != self._revision:
+                    await self.sync(until=revision)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _log.warning("change feed failed; dropping the cache", error=repr(exc))
+                self.lost()
+                await asyncio.sleep(WATCH_RETRY)

@@ -9,7 +9,7 @@ from cloudmeta.documents import FixedIp, Instance, Keypair, Network, Port, Route
 from cloudmeta.inventory import ServerBundle, Store
 from cloudmeta.inventory import models as m
 
-from .source import ChangeKey, Loaded
+from .source import Changed, ChangeKey, Loaded
 
 __all__ = ["StoreSource", "instance_from_bundle"]
 
@@ -116,11 +116,11 @@ class StoreSource:
     async def revision(self) -> int:
         return await self._store.revision()
 
-    async def changes_since(self, revision: int) -> tuple[int, list[ChangeKey] | None]:
+    async def changes_since(self, revision: int) -> tuple[int, list[Changed] | None]:
         now, changes = await self._store.changes_since(revision)
         if changes is None:
             return now, None
-        return now, [(c.kind, c.id) for c in changes]
+        return now, [Changed(c.kind, c.id, c.touches) for c in changes]
 
     async def wait_for_change(self, revision: int, timeout: float) -> int:  # noqa: ASYNC109
         return await self._store.wait_for_change(revision, timeout)

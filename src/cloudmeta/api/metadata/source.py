@@ -6,15 +6,27 @@ inventory :class:`~cloudmeta.inventory.Store`, tests may implement it in memory.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from cloudmeta.documents import Instance
 
-__all__ = ["ChangeKey", "Loaded", "MetadataSource"]
+__all__ = ["ChangeKey", "Changed", "Loaded", "MetadataSource"]
 
 # (kind, id) as the change feed names objects: ("server", id), ("port", id), ...
 ChangeKey = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """One change of the feed: the object and what else it touches (``network_ids``,
+    ``device_ids``, ``ip_addresses``... as :mod:`cloudmeta.inventory.changes` lists them);
+    ``touches`` None means "not known": the change could concern anyone."""
+
+    kind: str
+    id: str
+    touches: Mapping[str, Sequence[str]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +50,7 @@ class MetadataSource(Protocol):
     async def revision(self) -> int:
         """The inventory's current revision."""
 
-    async def changes_since(self, revision: int) -> tuple[int, list[ChangeKey] | None]:
+    async def changes_since(self, revision: int) -> tuple[int, list[Changed] | None]:
         """The revision now and what changed after ``revision``; None means "drop everything"."""
 
     async def wait_for_change(self, revision: int, timeout: float) -> int:  # noqa: ASYNC109
