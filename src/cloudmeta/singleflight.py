@@ -9,7 +9,7 @@ cancelled, its waiters are not: one of them becomes the next leader and runs the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 __all__ = ["SingleFlight"]
@@ -29,6 +29,10 @@ class SingleFlight(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._flights)
+
+    def __iter__(self) -> Iterator[K]:
+        """The keys in flight now (a copy: flights may end while the caller iterates)."""
+        return iter(list(self._flights))
 
     async def run(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
         """``work()``'s result, shared with every call for ``key`` made while it runs."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 __all__ = [
     "AllocationPool",
@@ -120,6 +120,10 @@ class Change(TypedDict):
     kind: str
     id: str
     op: str
+    # What else it touches: network_ids, subnet_ids, port_ids, device_ids, device_owners,
+    # mac_addresses, ip_addresses, project_ids, names (old and new values). Absent from
+    # records written before migration 0003 (or by an older server): could concern anyone.
+    touches: NotRequired[dict[str, list[str]]]
 
 
 class DhcpInfo(TypedDict):

@@ -1,30 +1,36 @@
 """Port lookup: (caller, networks) -> the one instance and project, cached against the feed.
 
 Neutron's agent asked the server once per request (CONTRACTS 6); here answers are cached and
-the cache follows the admin API's change feed: any port/router/network/subnet change, or a
-resync marker, drops it, so a deleted or moved port stops resolving as soon as the change is
-seen. While the feed is not healthy the cache is bypassed, never trusted. A negative answer
-lives at most ``NEGATIVE_TTL`` s. Identical concurrent lookups share one request (boot storms).
+the cache follows the admin API's change feed. A change drops only the keys it touches: a port
+change the lookups for its (network, MAC or address) pairs and its device's router key, a
+router change that router's key, a network change the lookups on that network; a change whose
+touches are unknown (an older server) or a resync marker drops everything. So a deleted or
+moved port stops resolving as soon as the change is seen, and a boot storm's new ports do not
+empty the cache. While the feed is not healthy the cache is bypassed, never trusted; a lookup
+in flight when a change touched its key is served but not kept. A negative answer lives at
+most ``NEGATIVE_TTL`` s. Identical concurrent lookups share one request (boot storms).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cloudmeta.adminclient import AdminClient, AdminError, ChangeBatch, follow_changes
+from cloudmeta.adminclient.types import Change
 from cloudmeta.agent.identity import Caller
 from cloudmeta.logs import get_logger
+from cloudmeta.singleflight import SingleFlight
 
 __all__ = ["Lookup", "Owner", "PortCache"]
 
 NEGATIVE_TTL = 0.5
 POSITIVE_TTL = 30.0
 FEED_RETRY = 0.5
-_RELEVANT_KINDS = frozenset({"port", "router", "network", "subnet"})
 
 log = get_logger("agent")
 
@@ -53,14 +59,93 @@ class PortCache:
         self._client = client
         self._clock = clock
         self._entries: dict[_Key, tuple[float, Any]] = {}
-        self._inflight: dict[_Key, asyncio.Future[Any]] = {}
+        # (network id, MAC or address) -> the port keys that name them (what a change drops)
+        self._index: dict[tuple[str, str], set[_Key]] = {}
+        self._flights: SingleFlight[_Key, Any] = SingleFlight()
+        self._touched: set[_Key] = set()  # keys in flight that a change touched
         self._generation = 0
         self.feed_healthy = False
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
 
     def invalidate(self) -> None:
         """Forget everything; lookups in flight will not store their (maybe stale) answers."""
         self._generation += 1
         self._entries.clear()
+        self._index.clear()
+
+    def apply(self, batch: ChangeBatch) -> None:
+        """Drop what a feed batch touches (everything for a resync)."""
+        if batch.resync:
+            self.invalidate()
+            return
+        for change in batch.changes:
+            if not self._evict(change):
+                self.invalidate()
+                return
+
+    def _evict(self, change: Change) -> bool:
+        """Drop the keys ``change`` touches; False when that is not known."""
+        kind = change["kind"]
+        if kind not in ("port", "router", "network"):
+            return True  # subnets, servers, key pairs, projects: no lookup reads them
+        if kind == "router":
+            self._drop(("router", change["id"]))
+            return True
+        if kind == "network":
+            network = change["id"]
+            self._drop_where(lambda key: key[0] == "port" and network in key[2:])
+            return True
+        touches = change.get("touches")
+        if touches is None:
+            return False
+        networks = touches.get("network_ids", [])
+        names = [_name(v) for v in touches.get("mac_addresses", [])]
+        names += [_name(v) for v in touches.get("ip_addresses", [])]
+        for network in networks:
+            for name in names:
+                for key in list(self._index.get((network, name), ())):
+                    self._drop(key)
+        pairs = {(n, a) for n in networks for a in names}
+        for key in self._flights_matching(pairs):
+            self._touched.add(key)
+        for device_id in touches.get("device_ids", []):  # a router's interface
+            self._drop(("router", device_id))
+        return True
+
+    def _flights_matching(self, pairs: set[tuple[str, str]]) -> Iterable[_Key]:
+        for key in self._flights:
+            if key[0] == "port" and any((n, _name(key[1])) in pairs for n in key[2:]):
+                yield key
+
+    def _drop_where(self, touched: Callable[[_Key], bool]) -> None:
+        for key in [k for k in self._entries if touched(k)]:
+            self._drop(key)
+        self._touched.update(k for k in self._flights if touched(k))
+
+    def _drop(self, key: _Key) -> None:
+        if key in self._flights:
+            self._touched.add(key)
+        if self._entries.pop(key, None) is None or key[0] != "port":
+            return
+        name = _name(key[1])
+        for network in key[2:]:
+            keys = self._index.get((network, name))
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._index[(network, name)]
+
+    def _store(self, key: _Key, expires: float, value: Any) -> None:
+        self._entries[key] = (expires, value)
+        if key[0] == "port":
+            name = _name(key[1])
+            for network in key[2:]:
+                self._index.setdefault((network, name), set()).add(key)
 
     async def router_networks(self, router_id: str) -> tuple[str, ...]:
         async def fetch() -> tuple[str, ...]:
@@ -102,32 +187,28 @@ class PortCache:
         return result
 
     async def _cached(self, key: _Key, fetch: Callable[[], Awaitable[Any]]) -> Any:
-        now = self._clock()
         entry = self._entries.get(key)
-        if entry is not None and entry[0] > now and self.feed_healthy:
+        if entry is not None and entry[0] > self._clock() and self.feed_healthy:
             return entry[1]
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
+        return await self._flights.run(key, lambda: self._fetch(key, fetch))
+
+    async def _fetch(self, key: _Key, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        """The leader's part: fetch, and keep the answer unless a change raced it."""
         generation = self._generation
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        self._touched.discard(key)
         try:
             value = await fetch()
-        except BaseException as exc:
-            if isinstance(exc, AdminError) and exc.status == 0:
+        except AdminError as exc:
+            if exc.status == 0:
                 self._lost()  # the feed may have missed changes while the API was away
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody else must log it
             raise
-        else:
-            future.set_result(value)
         finally:
-            del self._inflight[key]
-        if generation == self._generation and self.feed_healthy:
+            raced = key in self._touched
+            self._touched.discard(key)
+        if generation == self._generation and not raced and self.feed_healthy:
             negative = (isinstance(value, Lookup) and value.owner is None) or value == ()
             ttl = NEGATIVE_TTL if negative else POSITIVE_TTL
-            self._entries[key] = (self._clock() + ttl, value)
+            self._store(key, self._clock() + ttl, value)
         return value
 
     def _lost(self) -> None:
@@ -135,13 +216,12 @@ class PortCache:
         self.invalidate()
 
     async def follow(self) -> None:
-        """Run forever: drop the cache on every relevant batch. The cache is trusted only
-        after a batch arrived since the last sign of trouble (the feed starts with a resync)."""
+        """Run forever: drop what every batch touches. The cache is trusted only after a
+        batch arrived since the last sign of trouble (the feed starts with a resync)."""
         while True:
             try:
                 async for batch in follow_changes(self._client):
-                    if _relevant(batch):
-                        self.invalidate()
+                    self.apply(batch)
                     self.feed_healthy = True
             except asyncio.CancelledError:
                 raise
@@ -151,6 +231,9 @@ class PortCache:
             await asyncio.sleep(FEED_RETRY)
 
 
-def _relevant(batch: ChangeBatch) -> bool:
-    """Does a batch touch ports, routers, networks or subnets (a resync always does)?"""
-    return batch.resync or any(c["kind"] in _RELEVANT_KINDS for c in batch.changes)
+def _name(value: str) -> str:
+    """A MAC or an address in one spelling (the feed's and the caller's may differ)."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return value.lower()
