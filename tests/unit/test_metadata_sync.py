@@ -136,3 +136,24 @@ async def test_the_feed_watcher_applies_writes_of_other_hosts(
         assert await _get(service, server) == 404
     finally:
         await service.stop()
+
+
+async def test_a_request_after_a_write_does_not_join_a_load_begun_before_it(
+    make_config: Callable[..., Config],
+) -> None:
+    """Single flight must not hand a later request the answer of a load that read the
+    inventory before the write that request already knows of (read-your-writes)."""
+    server = instance("cmt-vm-1", "192.0.2.10")
+    source = FakeSource([server])
+    service = await _service(make_config, source)
+    try:
+        source.hold_loads()
+        early = asyncio.create_task(_get(service, server))
+        await source.load_entered.wait()  # it has read the server and is blocked
+        source.delete(server.id)  # acknowledged: from now on every request must see it
+        late = asyncio.create_task(_get(service, server))
+        source.release_loads()
+        assert await early == 200  # it began before the delete
+        assert await late == 404
+    finally:
+        await service.stop()
