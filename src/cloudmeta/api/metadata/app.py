@@ -126,10 +126,6 @@ class MetadataService:
         await self.cache.stop()
         await self._dynamic.close()
 
-    async def sync(self) -> None:
-        """Apply the changes committed on this host to the cache (see :mod:`.cache`)."""
-        await self.cache.sync()
-
     # -- requests ------------------------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:

@@ -20,7 +20,9 @@ network A drops nothing of network B nor of other instances. Only "history lost"
    invalidation it stands for, and every write a worker of this host acknowledged (the
    admin API writes the slot before it answers) is applied before the next request.
 3. A load (a cache miss) that raced a change (an invalidation applied while it ran, or a token
-   that moved from the published one) is served but not kept.
+   that moved from the published one) is served but not kept. Concurrent misses share one
+   load, but only within one generation of invalidations: a request that has seen a change
+   never receives the answer of a load that began before it.
 
 Writes from other hosts (a shared PostgreSQL) have no token here: the feed watcher applies
 them through the same lock within the store's poll interval.
@@ -197,7 +199,9 @@ class SyncedInstanceCache:
         self._token = source.change_token()  # published: the cache reflects its changes
         self._generation = 0  # bumped whenever an invalidation is applied
         self._lock = asyncio.Lock()
-        self._loads: SingleFlight[str, Entry | None] = SingleFlight()
+        # By (instance, generation): a request that saw an invalidation never joins a load
+        # that began before it (that load may have read the state the change replaced).
+        self._loads: SingleFlight[tuple[str, int], Entry | None] = SingleFlight()
         self._watcher: asyncio.Task[None] | None = None
 
     @property
@@ -219,12 +223,7 @@ class SyncedInstanceCache:
 
     def current(self) -> bool:
         """Does the cache reflect every change committed on this host? (The hot path.)"""
-        return bool(self._source.change_token() == self._token)
-
-    async def refresh(self) -> None:
-        """Make the cache reflect every change this host committed before the call."""
-        if not self.current():
-            await self.sync()
+        return self._source.change_token() == self._token
 
     async def sync(self, until: int | None = None) -> None:
         """Apply the changes after our revision: those behind the token, or up to ``until``
@@ -250,10 +249,12 @@ class SyncedInstanceCache:
         entry = self.entries.get(instance_id)
         if entry is not None:
             return entry
-        return await self._loads.run(instance_id, lambda: self._load(instance_id))
-
-    async def _load(self, instance_id: str) -> Entry | None:
         generation = self._generation
+        return await self._loads.run(
+            (instance_id, generation), lambda: self._load(instance_id, generation)
+        )
+
+    async def _load(self, instance_id: str, generation: int) -> Entry | None:
         loaded = await self._source.load(instance_id)
         if loaded is None:
             return None
