@@ -218,3 +218,18 @@ async def test_follow_applies_the_feed_batch_by_batch() -> None:
     finally:
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
+
+
+async def test_a_lookup_after_a_change_does_not_join_a_fetch_begun_before_it() -> None:
+    admin = FakeAdmin()
+    cache = _cache(admin)
+    admin.gate = asyncio.Event()
+    caller = Caller("192.0.2.11")
+    early = asyncio.create_task(cache.find([NET_A], caller))
+    await admin.entered.wait()  # it has read the port and is blocked
+    cache.apply(ChangeBatch(1, [_port_change(admin.ports.pop(0), "delete")]))
+    late = asyncio.create_task(cache.find([NET_A], caller))
+    admin.gate.set()
+    assert (await early).owner == Owner("vm-a1", "cmt-project")
+    assert await late == Lookup(None, 0)  # its own fetch, after the delete
+    assert admin.calls == 2

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,7 @@ class Lookup:
 
 
 _Key = tuple[str, ...]
+_Ticket = tuple[_Key, int, int]  # a key with the generation and its epoch when fetched
 
 
 class PortCache:
@@ -61,8 +62,10 @@ class PortCache:
         self._entries: dict[_Key, tuple[float, Any]] = {}
         # (network id, MAC or address) -> the port keys that name them (what a change drops)
         self._index: dict[tuple[str, str], set[_Key]] = {}
-        self._flights: SingleFlight[_Key, Any] = SingleFlight()
-        self._touched: set[_Key] = set()  # keys in flight that a change touched
+        # One fetch per (key, generation, epoch): a change touching a key in flight bumps its
+        # epoch, so that fetch is not kept and later lookups do not join it.
+        self._flights: SingleFlight[_Ticket, Any] = SingleFlight()
+        self._epochs: dict[_Key, int] = {}
         self._generation = 0
         self.feed_healthy = False
 
@@ -111,25 +114,29 @@ class PortCache:
                 for key in list(self._index.get((network, name), ())):
                     self._drop(key)
         pairs = {(n, a) for n in networks for a in names}
-        for key in self._flights_matching(pairs):
-            self._touched.add(key)
+        for key in self._in_flight():
+            if key[0] == "port" and any((n, _name(key[1])) in pairs for n in key[2:]):
+                self._touch(key)
         for device_id in touches.get("device_ids", []):  # a router's interface
             self._drop(("router", device_id))
         return True
 
-    def _flights_matching(self, pairs: set[tuple[str, str]]) -> Iterable[_Key]:
-        for key in self._flights:
-            if key[0] == "port" and any((n, _name(key[1])) in pairs for n in key[2:]):
-                yield key
+    def _in_flight(self) -> set[_Key]:
+        return {ticket[0] for ticket in self._flights}
+
+    def _touch(self, key: _Key) -> None:
+        self._epochs[key] = self._epochs.get(key, 0) + 1
 
     def _drop_where(self, touched: Callable[[_Key], bool]) -> None:
         for key in [k for k in self._entries if touched(k)]:
             self._drop(key)
-        self._touched.update(k for k in self._flights if touched(k))
+        for key in self._in_flight():
+            if touched(key):
+                self._touch(key)
 
     def _drop(self, key: _Key) -> None:
-        if key in self._flights:
-            self._touched.add(key)
+        if key in self._in_flight():
+            self._touch(key)
         if self._entries.pop(key, None) is None or key[0] != "port":
             return
         name = _name(key[1])
@@ -190,12 +197,14 @@ class PortCache:
         entry = self._entries.get(key)
         if entry is not None and entry[0] > self._clock() and self.feed_healthy:
             return entry[1]
-        return await self._flights.run(key, lambda: self._fetch(key, fetch))
+        ticket = (key, self._generation, self._epochs.get(key, 0))
+        return await self._flights.run(ticket, lambda: self._fetch(ticket, fetch))
 
-    async def _fetch(self, key: _Key, fetch: Callable[[], Awaitable[Any]]) -> Any:
+    async def _fetch(
+        self, ticket: tuple[_Key, int, int], fetch: Callable[[], Awaitable[Any]]
+    ) -> Any:
         """The leader's part: fetch, and keep the answer unless a change raced it."""
-        generation = self._generation
-        self._touched.discard(key)
+        key = ticket[0]
         try:
             value = await fetch()
         except AdminError as exc:
@@ -203,9 +212,10 @@ class PortCache:
                 self._lost()  # the feed may have missed changes while the API was away
             raise
         finally:
-            raced = key in self._touched
-            self._touched.discard(key)
-        if generation == self._generation and not raced and self.feed_healthy:
+            raced = ticket != (key, self._generation, self._epochs.get(key, 0))
+            if sum(1 for t in self._flights if t[0] == key) <= 1:
+                self._epochs.pop(key, None)  # the last flight of this key ends
+        if not raced and self.feed_healthy:
             negative = (isinstance(value, Lookup) and value.owner is None) or value == ()
             ttl = NEGATIVE_TTL if negative else POSITIVE_TTL
             self._store(key, self._clock() + ttl, value)
