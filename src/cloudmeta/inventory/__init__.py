@@ -1,7 +1,9 @@
 """The inventory: what exists in the cloud (Nova's and Neutron's databases in one store).
 
 ``Store.open(config)`` gives the store; reads go through :mod:`.queries`, changes through
-:mod:`.network_ops` and :mod:`.compute_ops` inside ``store.transact``.
+:mod:`.projects`, :mod:`.network_ops` and :mod:`.compute_ops` (which uses network_ops for a
+server's ports, never the other way) inside ``store.transact``; each change records what it
+touches (:mod:`.changes`).
 """
 
 from cloudmeta.inventory.errors import Conflict, Invalid, InventoryError, NotFound
