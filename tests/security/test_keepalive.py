@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from aiohttp import web
 
+from cloudmeta.config import Config
 from cloudmeta.http import Budget, Limits, serve, tcp_sockets
+from cloudmeta.inventory import Store
+from support.serving import shipped
 
 KEEP = b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
 BOUND = 10.0  # generous: a loaded machine must not fail these, a hang must
@@ -42,11 +45,13 @@ async def _response(reader: asyncio.StreamReader) -> bytes:
     return head + await asyncio.wait_for(reader.readexactly(length), BOUND)
 
 
-async def _first_get(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _first_get(
+    port: int, head: bytes = KEEP, expect: bytes = b"hello /first"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(KEEP)
+    writer.write(head)
     reply = await _response(reader)
-    assert reply.startswith(b"HTTP/1.1 200 ") and b"hello /first" in reply, reply
+    assert reply.startswith(b"HTTP/1.1 200 ") and expect in reply, reply
     return reader, writer
 
 
@@ -112,3 +117,33 @@ async def test_well_behaved_second_request_is_served(listener: tuple[int, Budget
     assert b"hello /third" in rest and b"hello /fourth" in rest, rest
     assert budget.timed_out == 0
     _freed(budget)
+
+
+@pytest.mark.parametrize("name", ["metadata", "admin"])
+async def test_the_api_ports_have_the_same_timeouts(
+    name: str, make_config: Callable[..., Config]
+) -> None:
+    """``cloudmeta api``'s own ports (as it serves them) close an idle keep-alive connection
+    and answer a trickled second head 408, with the same options as the proxies' listeners."""
+    config = make_config(metadata_proxy_keepalive_timeout=0.3, metadata_proxy_header_timeout=0.3)
+    head, expect = {
+        "metadata": (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"latest"),
+        "admin": (b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n", b"openapi"),
+    }[name]
+    store = await Store.open(config)
+    try:
+        async with shipped(config, store, name) as port:
+            reader, writer = await _first_get(port, head, expect)
+            try:
+                assert await asyncio.wait_for(reader.read(), BOUND) == b""
+            finally:
+                writer.close()
+            reader, writer = await _first_get(port, head, expect)
+            try:
+                writer.write(head[:-2])  # all but the blank line ending the head
+                rest = await asyncio.wait_for(reader.read(), BOUND)
+            finally:
+                writer.close()
+            assert rest.startswith(b"HTTP/1.1 408 "), rest
+    finally:
+        await store.close()

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
-import socket
 import stat
 import time
 from pathlib import Path
@@ -26,7 +24,15 @@ from cloudmeta.agent.identity import caller_from_forwarded
 from cloudmeta.agent.lookup import PortCache
 from cloudmeta.agent.ratelimit import RateLimiter
 from cloudmeta.config import Config
-from cloudmeta.http import Limits, Listener, plain, refuse_forwarded_token_put, serve, unavailable
+from cloudmeta.http import (
+    Limits,
+    Listener,
+    plain,
+    refuse_forwarded_token_put,
+    serve,
+    unavailable,
+    unix_socket,
+)
 from cloudmeta.logs import get_logger
 from cloudmeta.proxy.headers import FORWARDED_FOR, NETWORK_ID_HEADER, ROUTER_ID_HEADER, ProxyTarget
 from cloudmeta.proxy.inline import InlineListeners
@@ -92,15 +98,7 @@ class MetadataAgent:
 
     async def _listen_unix(self, path: Path) -> None:
         _prepare_socket_path(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(str(path))
-            os.chmod(path, SOCKET_MODE)
-            sock.listen(SOCKET_BACKLOG)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+        sock = unix_socket(path, SOCKET_MODE, SOCKET_BACKLOG)
         # The proxies send whole heads and hold pooled connections: the timeouts only bound a
         # stuck or hostile local client, no connection cap.
         self._unix = await serve([sock], self.handle_unix, Limits.timeouts(self._config))

@@ -7,7 +7,7 @@ from .gate import HEADER_TIMEOUT, Budget, HeadGate, Limits
 from .quiet import KEEPALIVE_TIMEOUT, QuietServer
 from .relay import Relay, UpstreamError, is_forbidden_token_put, refuse_forwarded_token_put
 from .replies import RETRY_AFTER, plain, unavailable
-from .serve import Handler, Listener, serve, tcp_sockets
+from .serve import Handler, Listener, serve, tcp_sockets, unix_socket
 
 __all__ = [
     "HEADER_TIMEOUT",
@@ -27,4 +27,5 @@ __all__ = [
     "serve",
     "tcp_sockets",
     "unavailable",
+    "unix_socket",
 ]

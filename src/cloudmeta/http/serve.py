@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import cast
 
 from aiohttp import web
@@ -20,7 +22,7 @@ from aiohttp import web
 from .gate import Budget, Limits, gated
 from .quiet import QuietServer
 
-__all__ = ["BACKLOG", "Handler", "Listener", "serve", "tcp_sockets"]
+__all__ = ["BACKLOG", "Handler", "Listener", "serve", "tcp_sockets", "unix_socket"]
 
 BACKLOG = 1024
 SHUTDOWN_TIMEOUT = 1.0  # seconds a stop waits for requests in flight
@@ -116,3 +118,17 @@ def tcp_sockets(host: str, port: int, *, reuse_port: bool = False) -> list[socke
             sock.close()
         raise
     return made
+
+
+def unix_socket(path: Path, mode: int, backlog: int = BACKLOG) -> socket.socket:
+    """A listening unix socket at ``path`` (which must not exist) with permissions ``mode``."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, mode)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
