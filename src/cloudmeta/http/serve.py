@@ -67,8 +67,9 @@ async def serve(
 ) -> Listener:
     """Serve ``handler`` (or a :class:`QuietServer`) on ``sockets`` behind one gate.
 
-    The sockets are listening already (TCP or unix); on failure they are all closed. A
-    ``shared`` server (one for many listeners) is not shut down by :meth:`Listener.close`.
+    The sockets are listening already (TCP or unix); on failure they are all closed. A given
+    :class:`QuietServer` brings its own keep-alive timeout (build it from the same config); a
+    ``shared`` one (one for many listeners) is not shut down by :meth:`Listener.close`.
     """
     socks = list(sockets)
     if isinstance(handler, QuietServer):
