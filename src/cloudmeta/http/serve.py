@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -124,12 +124,18 @@ def tcp_sockets(host: str, port: int, *, reuse_port: bool = False) -> list[socke
 def unix_socket(path: Path, mode: int, backlog: int = BACKLOG) -> socket.socket:
     """A listening unix socket at ``path`` (which must not exist) with permissions ``mode``."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
+    with _closed_on_error(sock):
         sock.bind(str(path))
         os.chmod(path, mode)
         sock.listen(backlog)
         sock.setblocking(False)
+    return sock
+
+
+@contextlib.contextmanager
+def _closed_on_error(sock: socket.socket) -> Iterator[None]:
+    try:
+        yield
     except BaseException:
         sock.close()
         raise
-    return sock
