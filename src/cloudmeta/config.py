@@ -131,11 +131,13 @@ class Config(BaseSettings):
     metadata_port: int = Field(9697, ge=1, le=65535)
     metadata_rate_limit: float = Field(0.0, ge=0)
     metadata_rate_burst: int = Field(50, ge=1)
-    # Inline listeners / proxy processes: slow and abusive clients (haproxy: maxconn,
-    # timeout http-request). 0 = no cap.
+    # Slow and abusive clients (haproxy: maxconn, timeout http-request, timeout
+    # http-keep-alive). The caps bind the instance-facing listeners (0 = no cap); the two
+    # timeouts bind every port cloudmeta listens on.
     metadata_proxy_max_connections: int = Field(1024, ge=0)
     metadata_proxy_max_connections_per_peer: int = Field(256, ge=0)
     metadata_proxy_header_timeout: float = Field(10.0, gt=0)
+    metadata_proxy_keepalive_timeout: float = Field(30.0, gt=0)
     # DHCP agent (neutron-dhcp-agent)
     force_metadata: bool = False
     enable_isolated_metadata: bool = False

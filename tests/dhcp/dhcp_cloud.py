@@ -11,23 +11,21 @@ import asyncio
 import contextlib
 import json
 import secrets
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from aiohttp import web
 
 from cloudmeta import linux
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.agent import MetadataAgent
 from cloudmeta.agent.embedded import start_embedded
-from cloudmeta.api.admin import build_admin_app
-from cloudmeta.api.metadata import make_metadata_app
 from cloudmeta.config import Config
 from cloudmeta.dhcp import DhcpAgent
 from cloudmeta.inventory import Store
 from cloudmeta.linux.names import bridge_name, link_name
 from cloudmeta.proxy import MetadataProxyManager
+from support.serving import shipped
 
 META_IP = "169.254.169.254"
 
@@ -49,7 +47,7 @@ class DhcpCloud:
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     config: Config | None = None
     store: Store | None = None
-    runners: dict[str, web.AppRunner] = field(default_factory=dict)
+    runners: dict[str, AsyncExitStack] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     client: AdminClient | None = None
     metadata_agent: MetadataAgent | None = None
@@ -84,20 +82,20 @@ class DhcpCloud:
 
     # -- services ----------------------------------------------------------------------------
 
-    async def serve(self, name: str, app: web.Application, port: int = 0) -> int:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
-        self.runners[name] = runner
-        self.ports[name] = int(runner.addresses[0][1])
+    async def serve(self, name: str, config: Config, port: int = 0) -> int:
+        """Serve the ``name`` API app as ``cloudmeta api`` does; the port it got."""
+        assert self.store is not None
+        stack = AsyncExitStack()
+        self.ports[name] = await stack.enter_async_context(shipped(config, self.store, name, port))
+        self.runners[name] = stack
         return self.ports[name]
 
     async def stop_admin(self) -> None:
-        await self.runners.pop("admin").cleanup()
+        await self.runners.pop("admin").aclose()
 
     async def start_admin(self) -> None:
         assert self.store is not None and self.config is not None
-        await self.serve("admin", build_admin_app(self.config, self.store), self.ports["admin"])
+        await self.serve("admin", self.config, self.ports["admin"])
 
     async def start_agent(self) -> DhcpAgent:
         assert self.config and self.client and self.proxies and self.monitor
@@ -204,7 +202,7 @@ class DhcpCloud:
         if self.client is not None:
             await self.client.close()
         for runner in self.runners.values():
-            await runner.cleanup()
+            await runner.aclose()
         if self.store is not None:
             await self.store.close()
 
@@ -214,8 +212,8 @@ async def start_cloud(make_config: Any, **overrides: Any) -> DhcpCloud:
     cloud = DhcpCloud(base=make_config(**overrides))
     try:
         cloud.store = await Store.open(cloud.base)
-        await cloud.serve("admin", build_admin_app(cloud.base, cloud.store))
-        await cloud.serve("metadata", make_metadata_app(cloud.base, cloud.store))
+        await cloud.serve("admin", cloud.base)
+        await cloud.serve("metadata", cloud.base)
         overrides.setdefault("bridge_namespace", cloud.fabric)
         cloud.config = make_config(
             namespace_prefix=cloud.prefix,

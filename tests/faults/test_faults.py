@@ -23,7 +23,6 @@ from harness import META_IP, Chain, start_chain
 from scene import network_port, plug, wait_ok
 
 from cloudmeta import linux
-from cloudmeta.api.metadata import make_metadata_app
 from cloudmeta.config import ProxyMode
 from support.report import record
 
@@ -131,7 +130,7 @@ async def _api_down(chain: Chain) -> float:
     await chain.stop_serving("metadata")
     await asyncio.sleep(1.5)
     assert chain.store is not None
-    await chain.serve("metadata", make_metadata_app(chain.config, chain.store), port)
+    await chain.serve("metadata", chain.config, port)
     return time.time()
 
 

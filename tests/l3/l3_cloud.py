@@ -14,18 +14,15 @@ import contextlib
 import json
 import secrets
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from aiohttp import web
 
 from cloudmeta import linux
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.agent.embedded import start_embedded
 from cloudmeta.agent.service import MetadataAgent
-from cloudmeta.api.admin import build_admin_app
-from cloudmeta.api.metadata import make_metadata_app
 from cloudmeta.config import Config
 from cloudmeta.inventory import Store
 from cloudmeta.l3.agent import L3Agent
@@ -35,6 +32,7 @@ from cloudmeta.linux.dhclient import run_dhclient
 from cloudmeta.linux.iptables import iptables_counters
 from cloudmeta.linux.names import bridge_name
 from cloudmeta.proxy.manager import MetadataProxyManager
+from support.serving import shipped
 
 META_IP = "169.254.169.254"
 DEVICE_PREFIX = "cmt-"
@@ -55,7 +53,7 @@ class L3Cloud:
     tag: str
     store: Store | None = None
     client: AdminClient | None = None
-    runners: list[web.AppRunner] = field(default_factory=list)
+    runners: AsyncExitStack = field(default_factory=AsyncExitStack)
     proxies: MetadataProxyManager | None = None
     metadata_agent: MetadataAgent | None = None
     monitor: linux.ProcessMonitor | None = None
@@ -177,18 +175,15 @@ class L3Cloud:
         )
         if self.client is not None:
             await self.client.close()
-        for runner in reversed(self.runners):
-            await runner.cleanup()
+        await self.runners.aclose()
         if self.store is not None:
             await self.store.close()
 
 
-async def _serve(cloud: L3Cloud, app: web.Application) -> int:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    cloud.runners.append(runner)
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return int(runner.addresses[0][1])
+async def _serve(cloud: L3Cloud, name: str, config: Config) -> int:
+    """Serve the ``name`` API app as ``cloudmeta api`` does; the port it got."""
+    assert cloud.store is not None
+    return await cloud.runners.enter_async_context(shipped(config, cloud.store, name))
 
 
 async def start_cloud(
@@ -206,8 +201,8 @@ async def start_cloud(
     cloud = L3Cloud(config=base, state_dir=state_dir, tag=tag)
     try:
         cloud.store = await Store.open(base)
-        admin_port = await _serve(cloud, build_admin_app(base, cloud.store))
-        meta_port = await _serve(cloud, make_metadata_app(base, cloud.store))
+        admin_port = await _serve(cloud, "admin", base)
+        meta_port = await _serve(cloud, "metadata", base)
         cloud.config = make_config(
             namespace_prefix=f"cmt-{tag}-",
             device_prefix=DEVICE_PREFIX,

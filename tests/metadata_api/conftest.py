@@ -7,12 +7,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from metadata_cloud import Api, build_cloud
 
-from cloudmeta.api.metadata import make_metadata_app
 from cloudmeta.config import Config
 from cloudmeta.inventory import Store
+from support.serving import shipped
 
 
 @pytest.fixture
@@ -36,11 +35,5 @@ async def api(
 ) -> AsyncIterator[Api]:
     cloud = await build_cloud(store)
     config = make_config(api={**api_config})
-    server = TestServer(make_metadata_app(config, store), host="127.0.0.1", port=0)
-    await server.start_server()
-    session = aiohttp.ClientSession()
-    try:
-        yield Api(f"http://127.0.0.1:{server.port}", session, cloud, store, server)
-    finally:
-        await session.close()
-        await server.close()
+    async with shipped(config, store, "metadata") as port, aiohttp.ClientSession() as session:
+        yield Api(f"http://127.0.0.1:{port}", session, cloud, store, port)

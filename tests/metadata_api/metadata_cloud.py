@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiohttp.test_utils import TestServer
 
 from cloudmeta.api.metadata.identity import sign_instance_id
 from cloudmeta.inventory import Store, compute_ops, network_ops, projects
@@ -110,7 +109,7 @@ class Api:
     session: aiohttp.ClientSession
     cloud: Cloud
     store: Store
-    server: TestServer
+    port: int
 
     def headers(self, name: str, **extra: str) -> dict[str, str]:
         return {**signed(self.cloud.servers[name], self.cloud.project), **extra}

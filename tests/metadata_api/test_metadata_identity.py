@@ -7,12 +7,11 @@ from collections.abc import Callable
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from metadata_cloud import Api, build_cloud, signed
 
-from cloudmeta.api.metadata import make_metadata_app
 from cloudmeta.config import Config
 from cloudmeta.inventory import Store
+from support.serving import shipped
 
 
 async def test_root_needs_no_identity(api: Api) -> None:
@@ -93,16 +92,12 @@ async def test_overlapping_ips_resolve_to_the_signed_instance(api: Api) -> None:
 async def test_source_ip_identity(store: Store, make_config: Callable[..., Config]) -> None:
     cloud = await build_cloud(store, servers=1)
     config = make_config(api={"identity": "source-ip"})
-    server = TestServer(make_metadata_app(config, store), host="127.0.0.1", port=0)
-    await server.start_server()
-    url = f"http://127.0.0.1:{server.port}/latest/meta-data/"
-    try:
+    async with shipped(config, store, "metadata") as port:
+        url = f"http://127.0.0.1:{port}/latest/meta-data/"
         # 127.0.0.1 is nobody's fixed IP: 404 without a trace of anyone's data.
         async with aiohttp.ClientSession() as session, session.get(url) as r:
             assert r.status == 404
             assert cloud.servers["a0"] not in await r.text()
-    finally:
-        await server.close()
     # Several instances on one address (overlapping networks) is refused too.
     from cloudmeta.api.metadata.loader import StoreSource
 

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import json
 import secrets
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
-
-from aiohttp import web
 
 from cloudmeta import linux
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.agent import MetadataAgent
-from cloudmeta.api.admin import build_admin_app
-from cloudmeta.api.metadata import make_metadata_app
 from cloudmeta.config import Config, ProxyMode
 from cloudmeta.inventory import Store
 from cloudmeta.proxy import MetadataProxyManager
+from support.serving import shipped
 
 META_IP = "169.254.169.254"
 
@@ -40,7 +38,7 @@ class Chain:
     config: Config
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     namespaces: list[str] = field(default_factory=list)
-    runners: dict[str, web.AppRunner] = field(default_factory=dict)
+    runners: dict[str, AsyncExitStack] = field(default_factory=dict)
     store: Store | None = None
     client: AdminClient | None = None
     agent: MetadataAgent | None = None
@@ -61,7 +59,7 @@ class Chain:
         if self.client is not None:
             await self.client.close()
         for runner in self.runners.values():
-            await runner.cleanup()
+            await runner.aclose()
         if self.store is not None:
             await self.store.close()
         for ns in self.namespaces:
@@ -70,16 +68,16 @@ class Chain:
 
     # -- pieces ----------------------------------------------------------------------------
 
-    async def serve(self, name: str, app: web.Application, port: int = 0) -> int:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
-        await site.start()
-        self.runners[name] = runner
-        return int(runner.addresses[0][1])
+    async def serve(self, name: str, config: Config, port: int = 0) -> int:
+        """Serve the ``name`` API app as ``cloudmeta api`` does; the port it got."""
+        assert self.store is not None
+        stack = AsyncExitStack()
+        bound = await stack.enter_async_context(shipped(config, self.store, name, port))
+        self.runners[name] = stack
+        return bound
 
     async def stop_serving(self, name: str) -> None:
-        await self.runners.pop(name).cleanup()
+        await self.runners.pop(name).aclose()
 
     async def add_namespace(self, name: str) -> None:
         linux.create_namespace(name)
@@ -162,8 +160,8 @@ async def start_chain(make_config: Any, mode: ProxyMode, **overrides: Any) -> Ch
     chain = Chain(config=base)
     try:
         chain.store = await Store.open(base)
-        admin_port = await chain.serve("admin", build_admin_app(base, chain.store))
-        meta_port = await chain.serve("metadata", make_metadata_app(base, chain.store))
+        admin_port = await chain.serve("admin", base)
+        meta_port = await chain.serve("metadata", base)
         chain.config = make_config(
             metadata_proxy_mode=mode,
             admin_url=f"http://127.0.0.1:{admin_port}",

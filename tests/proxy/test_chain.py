@@ -14,7 +14,6 @@ from harness import META_IP, Chain, Instance, curl, start_chain, uuid_of
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from cloudmeta.api.metadata import make_metadata_app
 from cloudmeta.config import ProxyMode
 
 pytestmark = pytest.mark.root
@@ -173,7 +172,7 @@ async def test_api_down_is_503_fast_then_back(chain: Chain) -> None:
     assert status == 503
     assert time.monotonic() - started < chain.config.nova_metadata_timeout
     assert chain.store is not None
-    await chain.serve("metadata", make_metadata_app(chain.config, chain.store), port)
+    await chain.serve("metadata", chain.config, port)
     assert (await curl(first.namespace))[0] == 200
 
 
@@ -187,7 +186,7 @@ async def test_wrong_secret_is_403_and_logged(chain: Chain) -> None:
         update={"metadata_proxy_shared_secret": SecretStr("cmt-other-secret")}
     )
     await chain.stop_serving("metadata")
-    await chain.serve("metadata", make_metadata_app(other, chain.store), port)
+    await chain.serve("metadata", other, port)
     with capture_logs() as logs:
         status, _ = await curl(first.namespace)
     assert status == 403

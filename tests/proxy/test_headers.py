@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
+from cloudmeta.config import Config, ProxyMode
+from cloudmeta.http import Limits
+from cloudmeta.proxy import MetadataProxyManager
 from cloudmeta.proxy.binds import Bind, parse_bind
 from cloudmeta.proxy.haproxy import render_config, same_config
 from cloudmeta.proxy.headers import ProxyTarget, clean_headers, is_forbidden_token_put
+from cloudmeta.proxy.process import LIMIT_OPTIONS, limits_from
 
 SPOOFED = [
     ("X-Neutron-Network-ID", "other-net"),
@@ -133,3 +139,35 @@ def test_haproxy_accepts_the_config(tmp_path: Path) -> None:
     path.write_text(_config(tmp_path, ProxyTarget(router_id="r-1")))
     result = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_proxy_mode_takes_the_configured_limits(
+    tmp_path: Path, make_config: Callable[..., Config]
+) -> None:
+    """haproxy's ``timeout http-keep-alive`` and a proxy process's options are the config's,
+    so every listener of a namespace closes idle connections after the same time."""
+    config = make_config(
+        metadata_proxy_keepalive_timeout=2.5,
+        metadata_proxy_header_timeout=4.0,
+        metadata_proxy_max_connections=7,
+        metadata_proxy_max_connections_per_peer=3,
+    )
+    target = ProxyTarget(network_id="net-a")
+    binds = (parse_bind("169.254.169.254:80"),)
+    pidfile = tmp_path / "p.pid"
+    haproxy = MetadataProxyManager(
+        config.model_copy(update={"metadata_proxy_mode": ProxyMode.HAPROXY})
+    )
+    _, _, text = haproxy._command(target, binds, pidfile)
+    assert "timeout http-keep-alive 2500ms" in [line.strip() for line in text.splitlines()]
+    process = MetadataProxyManager(
+        config.model_copy(update={"metadata_proxy_mode": ProxyMode.PROCESS})
+    )
+    argv, _, _ = process._command(target, binds, pidfile)
+    parsed = {flag: value for flag, value in pairwise(argv) if flag[:2] == "--"}
+    options = {opt: parsed[opt] for opt, _, _ in LIMIT_OPTIONS}
+    limits = limits_from(
+        {name: kind(options[opt]) for opt, name, kind in LIMIT_OPTIONS}  # as the process parses
+    )
+    assert limits == Limits.from_config(config)
+    assert limits_from(dict.fromkeys(["header_timeout"])) == Limits(max_connections=1024)

@@ -15,11 +15,10 @@ for _path in (_TESTS, _TESTS / "proxy", _TESTS / "metadata_api"):
 
 import aiohttp  # noqa: E402
 import pytest  # noqa: E402
-from aiohttp.test_utils import TestServer  # noqa: E402
 from metadata_cloud import Api, build_cloud  # noqa: E402
 
-from cloudmeta.api.metadata import make_metadata_app  # noqa: E402
 from cloudmeta.inventory import Store  # noqa: E402
+from support.serving import shipped  # noqa: E402
 
 
 @pytest.fixture
@@ -27,13 +26,12 @@ async def api(make_config: Any) -> AsyncIterator[Api]:
     """The metadata API alone on a loopback port over tests/metadata_api's small cloud."""
     config = make_config()
     store = await Store.open(config)
-    server = TestServer(make_metadata_app(config, store), host="127.0.0.1", port=0)
-    session = aiohttp.ClientSession()
     try:
         cloud = await build_cloud(store)
-        await server.start_server()
-        yield Api(f"http://127.0.0.1:{server.port}", session, cloud, store, server)
+        async with (
+            shipped(config, store, "metadata") as port,
+            aiohttp.ClientSession() as session,
+        ):
+            yield Api(f"http://127.0.0.1:{port}", session, cloud, store, port)
     finally:
-        await session.close()
-        await server.close()
         await store.close()

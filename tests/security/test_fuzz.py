@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from metadata_cloud import SECRET, build_cloud, signed
 
-from cloudmeta.api.metadata import make_metadata_app
 from cloudmeta.api.metadata.errors import MetadataError
 from cloudmeta.api.metadata.tokens import TokenAuthority, parse_ttl
 from cloudmeta.config import Config
@@ -32,6 +31,7 @@ from cloudmeta.proxy.headers import (
     is_forbidden_token_put,
 )
 from support.report import record, scaled
+from support.serving import shipped
 
 pytestmark = pytest.mark.soak
 
@@ -107,20 +107,16 @@ class Server:
         self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._run(),))
 
     async def _run(self) -> None:
-        from aiohttp import web
-
         store = await Store.open(self.config)
-        cloud = await build_cloud(store)
-        self.servers, self.project = cloud.servers, cloud.project
-        runner = web.AppRunner(make_metadata_app(self.config, store), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        self.port = int(runner.addresses[0][1])
-        self._stop = asyncio.Event()
-        self._ready.set()
-        await self._stop.wait()
-        await runner.cleanup()
-        await store.close()
+        try:
+            cloud = await build_cloud(store)
+            self.servers, self.project = cloud.servers, cloud.project
+            async with shipped(self.config, store, "metadata") as self.port:
+                self._stop = asyncio.Event()
+                self._ready.set()
+                await self._stop.wait()
+        finally:
+            await store.close()
 
     def __enter__(self) -> Server:
         self._thread.start()

@@ -1,4 +1,4 @@
-"""The head gate and the quiet error pages (cloudmeta.proxy.guard) on a loopback listener:
+"""The head gate and the quiet error pages (cloudmeta.http) on a loopback listener:
 head timeout -> 408, connection caps -> 503 at once, malformed heads -> short 400 + one log
 line, and complete requests (also split into many packets or pipelined) still served."""
 
@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from cloudmeta.proxy.guard import Budget, Limits, QuietServer, gated
+from cloudmeta.http import Budget, Limits, serve, tcp_sockets
 
 CLOSE = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
@@ -24,15 +24,11 @@ async def _hello(request: web.BaseRequest) -> web.StreamResponse:
 @pytest.fixture
 async def gate(request: pytest.FixtureRequest) -> AsyncIterator[tuple[int, Budget]]:
     limits: Limits = getattr(request, "param", Limits(header_timeout=0.5, max_connections=4))
-    budget = Budget(limits)
-    http = QuietServer(_hello, access_log=None)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(gated(http, budget), "127.0.0.1", 0)
+    listener = await serve(tcp_sockets("127.0.0.1", 0), _hello, limits)
     try:
-        yield server.sockets[0].getsockname()[1], budget
+        yield listener.addresses[0][1], listener.budget  # type: ignore[index]
     finally:
-        server.close()
-        await http.shutdown(0.5)
+        await listener.close()
 
 
 async def _exchange(port: int, *chunks: bytes, pause: float = 0.0) -> bytes:

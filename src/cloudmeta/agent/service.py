@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
 import stat
 import time
 from pathlib import Path
@@ -20,25 +19,28 @@ from aiohttp import web
 
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.agent.errors import AgentError
-from cloudmeta.agent.forward import RETRY_AFTER, Forwarder, plain_response
+from cloudmeta.agent.forward import Forwarder
 from cloudmeta.agent.identity import caller_from_forwarded
 from cloudmeta.agent.lookup import PortCache
 from cloudmeta.agent.ratelimit import RateLimiter
 from cloudmeta.config import Config
-from cloudmeta.logs import get_logger
-from cloudmeta.proxy.guard import Budget, Limits, QuietServer, gated
-from cloudmeta.proxy.headers import (
-    FORWARDED_FOR,
-    NETWORK_ID_HEADER,
-    ROUTER_ID_HEADER,
-    ProxyTarget,
-    is_forbidden_token_put,
+from cloudmeta.http import (
+    Limits,
+    Listener,
+    plain,
+    refuse_forwarded_token_put,
+    serve,
+    unavailable,
+    unix_socket,
 )
+from cloudmeta.logs import get_logger
+from cloudmeta.proxy.headers import FORWARDED_FOR, NETWORK_ID_HEADER, ROUTER_ID_HEADER, ProxyTarget
 from cloudmeta.proxy.inline import InlineListeners
 
 __all__ = ["MetadataAgent"]
 
 SOCKET_MODE = 0o660
+SOCKET_BACKLOG = 4096
 BODY_TIMEOUT = 10.0
 
 log = get_logger("agent")
@@ -57,8 +59,7 @@ class MetadataAgent:
             else None
         )
         self._feed: asyncio.Task[None] | None = None
-        self._unix: asyncio.AbstractServer | None = None
-        self._http: web.Server | None = None
+        self._unix: Listener | None = None
         self._inline: InlineListeners | None = None
 
     @property
@@ -85,13 +86,10 @@ class MetadataAgent:
         if self._inline is not None:
             await self._inline.close()
         if self._unix is not None:
-            self._unix.close()
-            await self._unix.wait_closed()
+            await self._unix.close()
             with contextlib.suppress(FileNotFoundError):
                 self._config.proxy_socket_path.unlink()
             self._unix = None
-        if self._http is not None:
-            await self._http.shutdown(1.0)
         if self._feed is not None:
             self._feed.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -100,14 +98,10 @@ class MetadataAgent:
 
     async def _listen_unix(self, path: Path) -> None:
         _prepare_socket_path(path)
-        self._http = QuietServer(self.handle_unix, access_log=None)
-        # The proxies send whole heads; the gate only bounds a stuck or hostile local client.
-        budget = Budget(Limits(header_timeout=self._config.metadata_proxy_header_timeout))
-        loop = asyncio.get_running_loop()
-        self._unix = await loop.create_unix_server(
-            gated(self._http, budget), str(path), backlog=4096
-        )
-        os.chmod(path, SOCKET_MODE)
+        sock = unix_socket(path, SOCKET_MODE, SOCKET_BACKLOG)
+        # The proxies send whole heads and hold pooled connections: the timeouts only bound a
+        # stuck or hostile local client, no connection cap.
+        self._unix = await serve([sock], self.handle_unix, Limits.timeouts(self._config))
         log.info("metadata agent listening", socket=str(path))
 
     async def handle_unix(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -115,12 +109,12 @@ class MetadataAgent:
         network_id = request.headers.get(NETWORK_ID_HEADER)
         router_id = request.headers.get(ROUTER_ID_HEADER)
         if network_id and router_id:
-            return plain_response(400, f"Both network {network_id} and router {router_id} defined.")
+            return plain(400, f"Both network {network_id} and router {router_id} defined.")
         if not network_id and not router_id:
-            return plain_response(400, "Neither network nor router defined.")
+            return plain(400, "Neither network nor router defined.")
         forwarded = request.headers.getall(FORWARDED_FOR, [])
         if len(forwarded) != 1:
-            return plain_response(400, "Exactly one X-Forwarded-For is required.")
+            return plain(400, "Exactly one X-Forwarded-For is required.")
         target = ProxyTarget(network_id=network_id or None, router_id=router_id or None)
         return await self.answer(request, target, forwarded[0])
 
@@ -128,8 +122,9 @@ class MetadataAgent:
         self, request: web.BaseRequest, target: ProxyTarget, peer: str
     ) -> web.StreamResponse:
         """A request straight from an instance on an inline listener."""
-        if is_forbidden_token_put(request.method, request.path, request.headers.items()):
-            return plain_response(403, "A token request must not carry X-Forwarded-For.")
+        refused = refuse_forwarded_token_put(request)
+        if refused is not None:
+            return refused
         return await self.answer(request, target, peer)
 
     async def answer(
@@ -139,7 +134,7 @@ class MetadataAgent:
         try:
             caller = caller_from_forwarded(peer)
         except AgentError as exc:
-            return plain_response(400, str(exc))
+            return plain(400, str(exc))
         try:
             if target.network_id is not None:
                 networks: tuple[str, ...] = (target.network_id,)
@@ -148,10 +143,8 @@ class MetadataAgent:
             found = await self.cache.find(networks, caller)
         except Exception as exc:
             log.warning("port lookup failed: admin API unavailable", error=str(exc))
-            return plain_response(
-                503,
-                "The port directory is temporarily unavailable. Please try again later.",
-                **{"Retry-After": RETRY_AFTER},
+            return unavailable(
+                "The port directory is temporarily unavailable. Please try again later."
             )
         if found.owner is None:
             where = (
@@ -168,11 +161,11 @@ class MetadataAgent:
                 mac=caller.mac,
                 matches=found.matches,
             )
-            return plain_response(404, f"Instance was not found on {where}.")
+            return plain(404, f"Instance was not found on {where}.")
         if self.limiter is not None:
             wait = self.limiter.allow(found.owner.instance_id, time.monotonic())
             if wait > 0:
-                return plain_response(
+                return plain(
                     429,
                     "Too many metadata requests from this instance.",
                     **{"Retry-After": self.limiter.retry_after(wait)},
@@ -183,9 +176,9 @@ class MetadataAgent:
                 async with asyncio.timeout(BODY_TIMEOUT):
                     body = await request.read()
             except TimeoutError:
-                return plain_response(408, "The request body did not arrive in time.")
+                return plain(408, "The request body did not arrive in time.")
             except web.HTTPRequestEntityTooLarge:
-                return plain_response(413, "Request body too large.")
+                return plain(413, "Request body too large.")
         return await self.forwarder.forward(
             request.method,
             request.rel_url.raw_path_qs,

@@ -21,6 +21,8 @@ from cloudmeta.api.admin import build_admin_app
 from cloudmeta.api.metadata import metadata_server
 from cloudmeta.api.workers import WorkerPool, freeze_startup_heap
 from cloudmeta.config import Config
+from cloudmeta.http import Limits, QuietServer, tcp_sockets
+from cloudmeta.http import serve as serve_sockets
 from cloudmeta.inventory import Store
 from cloudmeta.logs import get_logger
 
@@ -28,7 +30,7 @@ __all__ = ["SERVED_APPS", "AppFactory", "ServedApp", "serve"]
 
 _log = get_logger("api")
 
-Served = web.Application | web.Server
+Served = web.Application | QuietServer
 # An app (or an awaitable of one), or a context manager serving a low-level server or an app.
 AppFactory = Callable[
     [Config, Store],
@@ -62,9 +64,10 @@ SERVED_APPS: list[ServedApp] = [
 
 async def _enter(stack: AsyncExitStack, made: object) -> Served:
     if isinstance(made, web.Application):
-        return made  # an app starts and stops with its runner
+        return made
     if isinstance(made, AbstractAsyncContextManager):
-        return await stack.enter_async_context(made)
+        served: Served = await stack.enter_async_context(made)
+        return served
     assert isinstance(made, Awaitable)
     return await _enter(stack, await made)
 
@@ -75,33 +78,43 @@ async def _enter(stack: AsyncExitStack, made: object) -> Served:
 _SHUTDOWN_TIMEOUT = 1.0
 
 
-def _runner(served: Served) -> web.BaseRunner:
-    if isinstance(served, web.Application):
-        return web.AppRunner(
-            served, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT
-        )
-    return web.ServerRunner(served, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT)
+async def _server(stack: AsyncExitStack, config: Config, served: Served) -> QuietServer:
+    """The low-level server to put on the sockets; an app starts (and stops) with its runner."""
+    if isinstance(served, QuietServer):
+        return served
+    runner = web.AppRunner(
+        served, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT
+    )
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    assert runner.server is not None
+    keepalive = config.metadata_proxy_keepalive_timeout
+    return QuietServer.of_app(runner.server, keepalive_timeout=keepalive)
 
 
 @asynccontextmanager
 async def serve(
-    config: Config, apps: list[ServedApp] | None = None
+    config: Config, apps: list[ServedApp] | None = None, *, store: Store | None = None
 ) -> AsyncIterator[dict[str, tuple[str, int]]]:
-    """Open the store, start every app (and its workers); yield ``{name: (host, port)}``."""
-    store = await Store.open(config)
+    """Start every app (and its workers) over ``store`` (by default one opened here, and closed
+    after); yield ``{name: (host, port)}``. Every app is served by :func:`cloudmeta.http.serve`
+    with the same timeouts as every other listener of cloudmeta."""
     bound: dict[str, tuple[str, int]] = {}
+    limits = Limits.timeouts(config)
     async with AsyncExitStack() as stack:
-        stack.push_async_callback(store.close)
+        if store is None:
+            store = await Store.open(config)
+            stack.push_async_callback(store.close)
         for served in apps if apps is not None else SERVED_APPS:
-            runner = _runner(await _enter(stack, served.factory(config, store)))
-            await runner.setup()
-            stack.push_async_callback(runner.cleanup)
+            http = await _server(stack, config, await _enter(stack, served.factory(config, store)))
             host, port = served.address(config)
             workers = served.workers(config)
-            await web.TCPSite(
-                runner, host, port, reuse_address=True, reuse_port=workers > 1
-            ).start()
-            address = runner.addresses[0]
+            listener = await serve_sockets(
+                tcp_sockets(host, port, reuse_port=workers > 1), http, limits
+            )
+            stack.push_async_callback(listener.close, _SHUTDOWN_TIMEOUT)
+            address = listener.addresses[0]
+            assert isinstance(address, tuple)
             bound[served.name] = (str(address[0]), int(address[1]))
             if workers > 1:
                 pool = WorkerPool(config, *bound[served.name], workers - 1)

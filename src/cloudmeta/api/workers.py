@@ -22,8 +22,6 @@ import signal
 import sys
 import time
 
-from aiohttp import web
-
 from cloudmeta.config import Config
 from cloudmeta.logs import get_logger
 
@@ -133,6 +131,7 @@ def freeze_startup_heap() -> None:
 
 async def _serve_worker(config: Config) -> None:
     from cloudmeta.api.metadata import metadata_server
+    from cloudmeta.http import Limits, serve, tcp_sockets
     from cloudmeta.inventory import Store
 
     loop = asyncio.get_running_loop()
@@ -143,21 +142,17 @@ async def _serve_worker(config: Config) -> None:
     loop.add_reader(sys.stdin.fileno(), stop.set)  # readable = EOF: the parent is gone
     store = await Store.open(config, migrate=False)
     try:
-        async with metadata_server(config, store) as server:
-            runner = web.ServerRunner(server, handle_signals=False)
-            await runner.setup()
+        async with metadata_server(config, store) as http:
+            api = config.api
+            sockets = tcp_sockets(api.metadata_listen, api.metadata_listen_port, reuse_port=True)
+            listener = await serve(sockets, http, Limits.timeouts(config))
             try:
-                api = config.api
-                site = web.TCPSite(
-                    runner, api.metadata_listen, api.metadata_listen_port, reuse_port=True
-                )
-                await site.start()
                 freeze_startup_heap()
                 sys.stdout.buffer.write(READY)
                 sys.stdout.flush()
                 await stop.wait()
             finally:
-                await runner.cleanup()
+                await listener.close()
     finally:
         await store.close()
 

@@ -10,7 +10,7 @@ import uvloop
 from cloudmeta.logs import setup_logging
 from cloudmeta.proxy.binds import Bind, parse_bind
 from cloudmeta.proxy.headers import ProxyTarget
-from cloudmeta.proxy.process import run_ns_metadata_proxy
+from cloudmeta.proxy.process import LIMIT_OPTIONS, limits_from, run_ns_metadata_proxy
 
 __all__ = ["COMMANDS"]
 
@@ -47,6 +47,7 @@ def ns_metadata_proxy_command(
     binds: list[Bind],
     socket_path: Path,
     debug: bool,
+    **limits: float | int | None,
 ) -> None:
     """One network's (or router's) metadata proxy, run inside its namespace (process mode)."""
     try:
@@ -54,7 +55,12 @@ def ns_metadata_proxy_command(
     except ValueError as exc:
         raise click.UsageError("give exactly one of --network_id or --router_id") from exc
     setup_logging(debug, "json")
-    uvloop.run(run_ns_metadata_proxy(target, binds, socket_path))
+    uvloop.run(run_ns_metadata_proxy(target, binds, socket_path, limits_from(limits)))
 
+
+for _option, _name, _kind in LIMIT_OPTIONS:  # the limits the manager passes (config's)
+    ns_metadata_proxy_command = click.option(
+        _option, _name, type=_kind, default=None, help=f"Limit {_name} (default: the built-in)."
+    )(ns_metadata_proxy_command)
 
 COMMANDS: list[click.Command] = [ns_metadata_proxy_command]

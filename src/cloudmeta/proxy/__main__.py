@@ -14,7 +14,7 @@ import uvloop
 from cloudmeta.logs import setup_logging
 from cloudmeta.proxy.binds import parse_bind
 from cloudmeta.proxy.headers import ProxyTarget
-from cloudmeta.proxy.process import run_ns_metadata_proxy
+from cloudmeta.proxy.process import LIMIT_OPTIONS, limits_from, run_ns_metadata_proxy
 
 
 def main() -> None:
@@ -25,10 +25,14 @@ def main() -> None:
     parser.add_argument("--bind", action="append", required=True, type=parse_bind)
     parser.add_argument("--metadata_proxy_socket", required=True)
     parser.add_argument("--debug", action="store_true")
+    for option, name, kind in LIMIT_OPTIONS:
+        parser.add_argument(option, dest=name, type=kind, default=None)
     args = parser.parse_args()
+    limits = limits_from({name: getattr(args, name) for _, name, _ in LIMIT_OPTIONS})
     setup_logging(args.debug, "json")
     target = ProxyTarget(network_id=args.network_id, router_id=args.router_id)
-    uvloop.run(run_ns_metadata_proxy(target, args.bind, Path(args.metadata_proxy_socket)))
+    socket_path = Path(args.metadata_proxy_socket)
+    uvloop.run(run_ns_metadata_proxy(target, args.bind, socket_path, limits))
 
 
 if __name__ == "__main__":

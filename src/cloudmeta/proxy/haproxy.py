@@ -34,7 +34,14 @@ class HaproxyTimeouts:
     connect: int = 30
     client: int = 32
     server: int = 32
-    http_keep_alive: int = 30
+    http_keep_alive: float = 30  # metadata_proxy_keepalive_timeout
+
+
+def _duration(seconds: float) -> str:
+    """A haproxy time: whole seconds as ``30s``, anything finer in milliseconds."""
+    if float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000)}ms"
 
 
 def config_dir(state_path: Path) -> Path:
@@ -88,7 +95,7 @@ def render_config(
         f"    timeout connect {t.connect}s",
         f"    timeout client {t.client}s",
         f"    timeout server {t.server}s",
-        f"    timeout http-keep-alive {t.http_keep_alive}s",
+        f"    timeout http-keep-alive {_duration(t.http_keep_alive)}",
         "",
         "listen listener",
         *(_bind_line(b) for b in binds),

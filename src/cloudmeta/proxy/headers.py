@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from multidict import CIMultiDict
 
-from cloudmeta.documents import path_tokens
+from cloudmeta.http.relay import HOP_BY_HOP, is_forbidden_token_put
 
 __all__ = [
     "FORWARDED_FOR",
@@ -30,24 +30,8 @@ __all__ = [
 NETWORK_ID_HEADER = "X-Neutron-Network-ID"
 ROUTER_ID_HEADER = "X-Neutron-Router-ID"
 FORWARDED_FOR = "X-Forwarded-For"
-# The token path as the metadata API routes it (``/latest/api/token``, ``/ec2/latest/...``).
-TOKEN_TOKENS = ["ec2", "latest", "api", "token"]
 # Lower-case prefixes of headers only the proxy and the agent may set.
 SPOOFABLE_PREFIXES = ("x-neutron-", "x-instance-id", "x-tenant-id", "x-forwarded-for")
-# Connection-scoped headers (RFC 9110 7.6.1) that never cross a proxy.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "host",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +83,3 @@ def clean_headers(
     if target is not None:
         out[target.header[0]] = target.header[1]
     return out
-
-
-def is_forbidden_token_put(method: str, path: str, headers: Iterable[tuple[str, str]]) -> bool:
-    """AWS's SSRF rule: a token PUT that already went through a forwarding proxy is refused.
-
-    ``path`` is the decoded path (aiohttp's ``request.path``); it is normalised exactly as the
-    metadata API routes it, so ``/ec2/latest/api/token`` or dot segments cannot slip past.
-    """
-    if method.upper() != "PUT" or path_tokens(path.split("?", 1)[0]) != TOKEN_TOKENS:
-        return False
-    return any(name.lower() == "x-forwarded-for" for name, _ in headers)

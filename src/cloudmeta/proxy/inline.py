@@ -6,24 +6,24 @@ by the caller's event loop through ONE shared aiohttp low-level server. Which ne
 a connection belongs to is read from the accepted socket itself: its network-namespace cookie
 (``SO_NETNS_COOKIE``, Linux >= 5.14) is the same as its listener's, so the record per namespace
 is just ``cookie -> ProxyTarget`` plus the listening servers: no app or handler per network.
-Each namespace's sockets sit behind one :class:`~cloudmeta.proxy.guard.HeadGate` budget (head
-timeout, connection cap per namespace and per peer), so a flood on one network stays there.
+Each namespace's sockets are served by :func:`cloudmeta.http.serve` behind one budget (head and
+keep-alive timeouts, connection cap per namespace and per peer), so a flood on one network
+stays there.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 
+from cloudmeta.http import Budget, Limits, Listener, QuietServer, serve, unavailable
 from cloudmeta.linux import open_socket_in_namespace
 from cloudmeta.logs import get_logger
 from cloudmeta.proxy.binds import Bind
 from cloudmeta.proxy.errors import ProxyError
-from cloudmeta.proxy.guard import Budget, Limits, QuietServer, gated
 from cloudmeta.proxy.headers import ProxyTarget, peer_host
 
 __all__ = ["InlineHandler", "InlineListeners", "netns_cookie"]
@@ -46,8 +46,7 @@ class _Listener:
     target: ProxyTarget
     binds: tuple[Bind, ...]
     cookie: bytes
-    budget: Budget
-    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    served: Listener
 
 
 class InlineListeners:
@@ -56,7 +55,7 @@ class InlineListeners:
     def __init__(self, handler: InlineHandler, limits: Limits | None = None) -> None:
         self._handler = handler
         self._limits = limits or Limits()
-        self._http = QuietServer(self._dispatch, access_log=None)
+        self._http = QuietServer(self._dispatch, keepalive_timeout=self._limits.keepalive_timeout)
         self._by_namespace: dict[str, _Listener] = {}
         self._by_cookie: dict[bytes, ProxyTarget] = {}
 
@@ -66,7 +65,7 @@ class InlineListeners:
     def budget_of(self, namespace: str) -> Budget | None:
         """The namespace's connection budget (open, refused, timed out), for tests and stats."""
         listener = self._by_namespace.get(namespace)
-        return listener.budget if listener else None
+        return listener.served.budget if listener else None
 
     def target_of(self, namespace: str) -> ProxyTarget | None:
         listener = self._by_namespace.get(namespace)
@@ -106,18 +105,9 @@ class InlineListeners:
             raise ProxyError(
                 f"namespace {namespace} already serves {other.uuid} under another name"
             )
-        listener = _Listener(target, wanted, cookie, Budget(self._limits))
-        factory = gated(self._http, listener.budget)
-        loop = asyncio.get_running_loop()
-        try:
-            for sock in sockets:
-                listener.servers.append(await loop.create_server(factory, sock=sock))
-        except BaseException:
-            for server in listener.servers:
-                server.close()
-            for sock in sockets[len(listener.servers) :]:
-                sock.close()
-            raise
+        listener = _Listener(
+            target, wanted, cookie, await serve(sockets, self._http, self._limits, shared=True)
+        )
         self._by_namespace[namespace] = listener
         self._by_cookie[cookie] = target
         log.info(
@@ -132,8 +122,7 @@ class InlineListeners:
         if listener is None:
             return
         self._by_cookie.pop(listener.cookie, None)
-        for server in listener.servers:
-            server.close()
+        await listener.served.close()
         log.info("inline metadata listener down", namespace=namespace)
 
     async def close(self) -> None:
@@ -148,7 +137,5 @@ class InlineListeners:
             return web.Response(status=500, text="connection already closed\n")
         target = self._by_cookie.get(netns_cookie(sock))
         if target is None:  # the namespace was just removed
-            return web.Response(
-                status=503, text="metadata listener removed\n", headers={"Retry-After": "2"}
-            )
+            return unavailable("metadata listener removed")
         return await self._handler(request, target, peer_host(sock.getpeername()))

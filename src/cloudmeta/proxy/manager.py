@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloudmeta.config import Config, ProxyMode
+from cloudmeta.http import Limits
 from cloudmeta.linux.process import ProcessManager, ProcessMonitor
 from cloudmeta.logs import get_logger
 from cloudmeta.proxy.binds import METADATA_V6_IP, Bind
 from cloudmeta.proxy.errors import ProxyError
-from cloudmeta.proxy.haproxy import config_dir, render_config, same_config
+from cloudmeta.proxy.haproxy import HaproxyTimeouts, config_dir, render_config, same_config
 from cloudmeta.proxy.headers import ProxyTarget
 from cloudmeta.proxy.inline import InlineListeners
+from cloudmeta.proxy.process import limit_argv
 
 __all__ = ["MetadataProxyManager"]
 
@@ -147,7 +149,12 @@ class MetadataProxyManager:
         if self.mode is ProxyMode.HAPROXY:
             directory = config_dir(self._config.state_path)
             conf = directory / f"{target.uuid}.conf"
-            text = render_config(target, binds, socket_path, pidfile, debug=self._config.debug)
+            timeouts = HaproxyTimeouts(
+                http_keep_alive=self._config.metadata_proxy_keepalive_timeout
+            )
+            text = render_config(
+                target, binds, socket_path, pidfile, debug=self._config.debug, timeouts=timeouts
+            )
             # -db: stay in the foreground so the supervisor's pid is haproxy's own.
             return ["haproxy", "-db", "-f", str(conf)], conf, text
         which = (
@@ -159,6 +166,7 @@ class MetadataProxyManager:
         for bind in binds:
             argv += ["--bind", str(bind)]
         argv += ["--metadata_proxy_socket", str(socket_path)]
+        argv += limit_argv(Limits.from_config(self._config))
         return argv, None, ""
 
 

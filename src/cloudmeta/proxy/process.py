@@ -11,30 +11,55 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
+from cloudmeta.http import (
+    Limits,
+    Listener,
+    Relay,
+    UpstreamError,
+    refuse_forwarded_token_put,
+    serve,
+    unavailable,
+)
 from cloudmeta.linux.netns import make_listening_socket
 from cloudmeta.logs import get_logger
 from cloudmeta.proxy.binds import Bind
-from cloudmeta.proxy.guard import Budget, Limits, QuietServer, gated
-from cloudmeta.proxy.headers import (
-    HOP_BY_HOP,
-    ProxyTarget,
-    clean_headers,
-    is_forbidden_token_put,
-    peer_host,
-)
+from cloudmeta.proxy.headers import ProxyTarget, clean_headers, peer_host
 
-__all__ = ["NsMetadataProxy", "run_ns_metadata_proxy"]
+__all__ = ["LIMIT_OPTIONS", "NsMetadataProxy", "limit_argv", "limits_from", "run_ns_metadata_proxy"]
 
 AGENT_TIMEOUT = 60.0
 MAX_CONNECTIONS = 1024  # as haproxy mode's maxconn; the process serves one namespace
+POOL_SIZE = 256
 
 log = get_logger("proxy")
+
+# The command-line options a proxy process takes its limits from (the manager passes the
+# config's), with their defaults: the option, the Limits field, its type.
+LIMIT_OPTIONS: tuple[tuple[str, str, type[float] | type[int]], ...] = (
+    ("--header_timeout", "header_timeout", float),
+    ("--keepalive_timeout", "keepalive_timeout", float),
+    ("--max_connections", "max_connections", int),
+    ("--max_connections_per_peer", "max_per_peer", int),
+)
+DEFAULT_LIMITS = Limits(max_connections=MAX_CONNECTIONS)
+
+
+def limit_argv(limits: Limits) -> list[str]:
+    """``limits`` as the proxy process's options."""
+    return [arg for opt, name, _ in LIMIT_OPTIONS for arg in (opt, str(getattr(limits, name)))]
+
+
+def limits_from(values: dict[str, float | int | None]) -> Limits:
+    """Limits from parsed options (keyed by field name; None: the default)."""
+    given: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
+    return replace(DEFAULT_LIMITS, **given)
 
 
 class NsMetadataProxy:
@@ -44,81 +69,59 @@ class NsMetadataProxy:
         self, target: ProxyTarget, agent_socket: Path, limits: Limits | None = None
     ) -> None:
         self._target = target
-        self._budget = Budget(limits or Limits(max_connections=MAX_CONNECTIONS))
+        self._limits = limits or DEFAULT_LIMITS
         self._agent_socket = agent_socket
-        self._session: aiohttp.ClientSession | None = None
-        self._servers: list[asyncio.AbstractServer] = []
-        self._http = QuietServer(self.handle, access_log=None)
+        # The agent's socket closes idle connections after the same keep-alive timeout:
+        # the pool lets go of them first.
+        self._relay = Relay(
+            "http://metadata",
+            lambda **pool: aiohttp.UnixConnector(path=str(agent_socket), **pool),
+            timeout=AGENT_TIMEOUT,
+            pool=POOL_SIZE,
+            keepalive=self._limits.keepalive_timeout / 2,
+        )
+        self._listener: Listener | None = None
 
     async def start(self, binds: Sequence[Bind]) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.UnixConnector(path=str(self._agent_socket), limit=256),
-            timeout=aiohttp.ClientTimeout(total=AGENT_TIMEOUT),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-        )
-        loop = asyncio.get_running_loop()
+        await self._relay.start()
+        sockets = [
+            make_listening_socket(bind.host, bind.port, interface=bind.interface, backlog=1024)
+            for bind in binds
+        ]
+        self._listener = await serve(sockets, self.handle, self._limits)
         for bind in binds:
-            self._servers.append(
-                await loop.create_server(
-                    gated(self._http, self._budget),
-                    sock=make_listening_socket(
-                        bind.host, bind.port, interface=bind.interface, backlog=1024
-                    ),
-                    backlog=1024,
-                )
-            )
             log.info("metadata proxy listening", bind=str(bind), target=self._target.uuid)
 
     async def stop(self) -> None:
-        for server in self._servers:
-            server.close()
-        await self._http.shutdown(1.0)
-        if self._session is not None:
-            await self._session.close()
+        if self._listener is not None:
+            await self._listener.close()
+        await self._relay.close()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        assert self._session is not None
-        if is_forbidden_token_put(request.method, request.path, request.headers.items()):
-            return web.Response(
-                status=403, text="A token request must not carry X-Forwarded-For.\n"
-            )
+        refused = refuse_forwarded_token_put(request)
+        if refused is not None:
+            return refused
         peer = peer_host(
             request.transport.get_extra_info("peername") if request.transport else None
         )
         headers = clean_headers(request.headers.items(), peer, self._target)
         body = await request.read() if request.body_exists else None
         try:
-            async with self._session.request(
-                request.method,
-                "http://metadata" + request.rel_url.raw_path_qs,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-            ) as resp:
-                payload = await resp.read()
-                out = CIMultiDict(
-                    (k, v)
-                    for k, v in resp.headers.items()
-                    if k.lower() not in HOP_BY_HOP and k.lower() not in ("date", "server")
-                )
-                return web.Response(status=resp.status, body=payload, headers=out)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return await self._relay.send(
+                request.method, request.rel_url.raw_path_qs, headers, body
+            )
+        except UpstreamError as exc:
             log.warning(
                 "metadata agent unreachable", socket=str(self._agent_socket), error=str(exc)
             )
-            return web.Response(
-                status=503,
-                text="The metadata agent is unavailable. Please try again later.\n",
-                headers={"Retry-After": "2"},
-            )
+            return unavailable("The metadata agent is unavailable. Please try again later.")
 
 
 async def run_ns_metadata_proxy(
-    target: ProxyTarget, binds: Sequence[Bind], agent_socket: Path
+    target: ProxyTarget, binds: Sequence[Bind], agent_socket: Path, limits: Limits | None = None
 ) -> None:
     """Serve until SIGTERM/SIGINT (the ProcessManager stops us with SIGTERM)."""
-    proxy = NsMetadataProxy(target, agent_socket)
+    proxy = NsMetadataProxy(target, agent_socket, limits)
     await proxy.start(binds)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -28,8 +28,8 @@ from cloudmeta.documents import TEXT, Body, Seeded, Settings, Special, path_toke
 from cloudmeta.documents import root_listing as _root_listing
 from cloudmeta.documents.openstack import dump, vendor_data2
 from cloudmeta.documents.paths import JSON
+from cloudmeta.http import QuietServer  # short 400s, bounded keep-alive
 from cloudmeta.logs import get_logger
-from cloudmeta.proxy.guard import QuietServer  # short 400s, no traceback per bad request
 from cloudmeta.statefiles import shared_secret
 
 from .cache import Entry, SyncedInstanceCache
@@ -40,7 +40,7 @@ from .source import MetadataSource
 from .tokens import TOKEN_HEADER, TTL_HEADER, TokenAuthority, parse_ttl
 from .vendordata import DynamicVendordata, load_static
 
-__all__ = ["SERVICE", "MetadataService", "make_app", "serving"]
+__all__ = ["MetadataService", "serving"]
 
 _log = get_logger("api")
 MAX_PATH = 1024
@@ -260,30 +260,20 @@ class MetadataService:
         return web.Response(body=b"", headers={"Content-Type": TEXT})
 
 
-SERVICE = web.AppKey("metadata_service", MetadataService)
-
-
-def make_app(config: Config, source: MetadataSource) -> web.Application:
-    """The metadata app over any :class:`MetadataSource` (the inventory, or one in memory)."""
-    service = MetadataService(config, source)
-    app = web.Application(handler_args=_HANDLER_ARGS)
-    app[SERVICE] = service
-    app.on_startup.append(service.start)
-    app.on_cleanup.append(service.stop)
-    app.router.add_route("*", "/{tail:.*}", service.handle)
-    return app
-
-
 @contextlib.asynccontextmanager
-async def serving(config: Config, source: MetadataSource) -> AsyncIterator[web.Server]:
-    """The same service as aiohttp's low-level server, started and stopped around the block.
+async def serving(config: Config, source: MetadataSource) -> AsyncIterator[QuietServer]:
+    """The service as aiohttp's low-level server, started and stopped around the block.
 
-    What ``cloudmeta api`` serves: with one route there is nothing for the router, the
-    middlewares and the application signals to do, and skipping them is a fifth of a request.
+    What ``cloudmeta api`` serves (and every test): with one route there is nothing for a
+    router, middlewares or application signals to do, and skipping them is a fifth of a request.
     """
     service = MetadataService(config, source)
     await service.start()
     try:
-        yield QuietServer(service.handle, access_log=None, **_HANDLER_ARGS)
+        yield QuietServer(
+            service.handle,
+            keepalive_timeout=config.metadata_proxy_keepalive_timeout,
+            **_HANDLER_ARGS,
+        )
     finally:
         await service.stop()

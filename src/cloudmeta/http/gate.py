@@ -1,19 +1,20 @@
-"""Slow and abusive clients, for every aiohttp server an instance (or a proxy) can reach.
+"""Slow and abusive clients, for every listening socket of cloudmeta.
 
 aiohttp alone has no request-head timeout and no connection cap, builds a parser, a task and a
 keep-alive timer for every accepted connection, and parses each byte a trickling client sends.
-:class:`HeadGate` sits in front of it (haproxy's ``timeout http-request`` + ``maxconn``):
+:class:`HeadGate` sits in front of it (haproxy's ``timeout http-request``, ``timeout
+http-keep-alive`` and ``maxconn``):
 
-* until the request head is complete a connection costs one small protocol object, one timer
-  and a substring search per packet (no parser, no task); only a complete head (or one past
-  :data:`MAX_HEAD`, which aiohttp then refuses) is handed to aiohttp;
-* a head not complete within ``header_timeout`` gets a 408 and the connection is closed;
+* until the first request head is complete a connection costs one small protocol object, one
+  timer and a substring search per packet (no parser, no task); only a complete head (or one
+  past :data:`MAX_HEAD`, which aiohttp then refuses) is handed to aiohttp;
+* every head, the first and each one after it on a keep-alive connection, must be complete
+  within ``header_timeout`` of its first byte, else 408 and the connection is closed;
+* between requests a connection may idle ``keepalive_timeout`` seconds (aiohttp's own timer,
+  see :class:`~cloudmeta.http.quiet.QuietServer`); heads already pipelined are served;
 * a :class:`Budget` (one per listener, i.e. per network or router namespace) caps open
   connections in total and per peer address: beyond it the connection is answered 503 and
   closed at once, so a flood on one network leaves the other networks' listeners alone.
-
-:class:`QuietServer` answers malformed requests with a short plain 4xx (never echoing what the
-client sent) and logs one info line instead of aiohttp's traceback.
 """
 
 from __future__ import annotations
@@ -21,51 +22,51 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import cast
-
-from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
 from cloudmeta.config import Config
 from cloudmeta.logs import get_logger
 
-__all__ = ["HEADER_TIMEOUT", "Budget", "HeadGate", "Limits", "QuietServer", "gated"]
+from .quiet import KEEPALIVE_TIMEOUT, QuietHandler, QuietServer
+from .replies import busy_bytes, raw_reply
 
-HEADER_TIMEOUT = 10.0  # seconds for the whole request head (haproxy: timeout http-request)
+__all__ = ["HEADER_TIMEOUT", "MAX_HEAD", "Budget", "HeadGate", "Limits", "gated"]
+
+HEADER_TIMEOUT = 10.0  # seconds for a whole request head (haproxy: timeout http-request)
 MAX_HEAD = 65536  # past this, aiohttp's own limits refuse the head (400/431)
 
+_TIMEOUT_REPLY = raw_reply("408 Request Timeout", "The request head did not arrive in time.\n")
+_BUSY_REPLY = busy_bytes()
 
-def _reply(status: str, text: str, *extra: str) -> bytes:
-    """A whole close-delimited plain-text answer, written by the gate itself."""
-    body = text.encode()
-    head = [f"HTTP/1.1 {status}", "Content-Type: text/plain; charset=utf-8", *extra]
-    head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
-    return "\r\n".join(head).encode() + body
-
-
-_TIMEOUT_REPLY = _reply("408 Request Timeout", "The request head did not arrive in time.\n")
-_BUSY_REPLY = _reply(
-    "503 Service Unavailable", "Too many connections. Please retry.\n", "Retry-After: 2"
-)
-
-log = get_logger("proxy")
+log = get_logger("http")
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What one listener tolerates; 0 means no cap."""
+    """What one listener tolerates; 0 connections means no cap."""
 
     header_timeout: float = HEADER_TIMEOUT
     max_connections: int = 0
     max_per_peer: int = 0
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT
 
     @classmethod
     def from_config(cls, config: Config) -> Limits:
+        """An instance-facing listener (inline, process proxy): the timeouts and the caps."""
         return cls(
             header_timeout=config.metadata_proxy_header_timeout,
             max_connections=config.metadata_proxy_max_connections,
             max_per_peer=config.metadata_proxy_max_connections_per_peer,
+            keepalive_timeout=config.metadata_proxy_keepalive_timeout,
+        )
+
+    @classmethod
+    def timeouts(cls, config: Config) -> Limits:
+        """A listener of cloudmeta's own clients (agent socket, metadata and admin API): the
+        same timeouts, no connection caps (a few peers hold many pooled connections)."""
+        return cls(
+            header_timeout=config.metadata_proxy_header_timeout,
+            keepalive_timeout=config.metadata_proxy_keepalive_timeout,
         )
 
 
@@ -98,14 +99,15 @@ class Budget:
 
 
 class HeadGate(asyncio.Protocol):
-    """One connection: buffer the head cheaply, then relay everything to aiohttp's handler."""
+    """One connection: buffer the first head cheaply, then relay everything to aiohttp's
+    handler, timing each later head from its first byte."""
 
     __slots__ = ("_budget", "_buffer", "_factory", "_inner", "_peer", "_timer", "_transport")
 
-    def __init__(self, factory: Callable[[], asyncio.Protocol], budget: Budget) -> None:
+    def __init__(self, factory: Callable[[], QuietHandler], budget: Budget) -> None:
         self._factory = factory
         self._budget = budget
-        self._inner: asyncio.Protocol | None = None
+        self._inner: QuietHandler | None = None
         self._buffer = bytearray()
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
@@ -121,12 +123,18 @@ class HeadGate(asyncio.Protocol):
             return
         self._peer = peer
         self._transport = transport
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._budget.limits.header_timeout, self._too_slow)
+        self._start_timer()
 
     def data_received(self, data: bytes) -> None:
-        if self._inner is not None:
-            self._inner.data_received(data)
+        inner = self._inner
+        if inner is not None:
+            waiting, heads = inner.waiting, inner.heads
+            inner.data_received(data)
+            if inner.heads != heads:
+                self._stop_timer()  # a head is complete (a later partial one is pipelined)
+            elif waiting and self._timer is None and self._transport is not None:
+                inner.hold_keepalive()  # the first bytes of a next head: time it
+                self._start_timer()
             return
         if self._transport is None:
             return
@@ -136,11 +144,18 @@ class HeadGate(asyncio.Protocol):
         if buf.find(b"\n\r\n", start) >= 0 or buf.find(b"\n\n", start) >= 0 or len(buf) > MAX_HEAD:
             self._hand_over()
 
-    def _hand_over(self) -> None:
-        assert self._transport is not None
+    def _start_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._budget.limits.header_timeout, self._too_slow)
+
+    def _stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _hand_over(self) -> None:
+        assert self._transport is not None
+        self._stop_timer()
         inner = self._inner = self._factory()
         inner.connection_made(self._transport)
         head, self._buffer = bytes(self._buffer), bytearray()
@@ -148,7 +163,7 @@ class HeadGate(asyncio.Protocol):
 
     def _too_slow(self) -> None:
         self._timer = None
-        if self._transport is not None and self._inner is None:
+        if self._transport is not None:
             self._budget.timed_out += 1
             log.debug("request head timed out", peer=self._peer)
             self._transport.write(_TIMEOUT_REPLY)
@@ -156,7 +171,7 @@ class HeadGate(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self._inner is not None:
-            return self._inner.eof_received()
+            self._inner.eof_received()
         return None
 
     def pause_writing(self) -> None:
@@ -168,9 +183,7 @@ class HeadGate(asyncio.Protocol):
             self._inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_timer()
         if self._peer is not None:
             self._budget.give(self._peer)
             self._peer = None
@@ -179,45 +192,7 @@ class HeadGate(asyncio.Protocol):
             self._inner.connection_lost(exc)
 
 
-class _QuietHandler(RequestHandler):
-    """aiohttp's handler with a short, non-echoing answer to client errors."""
-
-    __slots__ = ()
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if status >= 500:
-            return super().handle_error(request, status, exc, message)
-        log.info(
-            "malformed request refused",
-            peer=request.remote,
-            status=status,
-            error=type(exc).__name__ if exc is not None else "",
-        )
-        if request.writer.output_size > 0:
-            raise ConnectionError("response already started; cannot send the error")
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Bad Request"
-        response = web.Response(status=status, text=f"{status} {phrase}\n")
-        response.force_close()
-        return response
-
-
-class QuietServer(web.Server):
-    """:class:`aiohttp.web.Server` whose connections answer malformed requests quietly."""
-
-    def __call__(self) -> RequestHandler:
-        return _QuietHandler(self, loop=self._loop, **self._kwargs)
-
-
-def gated(server: web.Server, budget: Budget) -> Callable[[], HeadGate]:
+def gated(server: QuietServer, budget: Budget) -> Callable[[], HeadGate]:
     """The protocol factory for ``loop.create_server``: ``server`` behind a head gate."""
 
     def factory() -> HeadGate:

@@ -1,0 +1,97 @@
+"""aiohttp's low-level server with quiet error pages and a bounded keep-alive.
+
+:class:`QuietServer` answers malformed requests with a short plain 4xx (never echoing what the
+client sent) and logs one info line instead of aiohttp's traceback. Its connections close
+after ``keepalive_timeout`` idle seconds (aiohttp's default is an hour). The few aiohttp
+internals the head gate needs to time every request head (is the connection waiting for its
+next request? how many heads has it parsed?) are read here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from cloudmeta.logs import get_logger
+
+__all__ = ["KEEPALIVE_TIMEOUT", "QuietHandler", "QuietServer"]
+
+KEEPALIVE_TIMEOUT = 30.0  # idle seconds between requests (haproxy: timeout http-keep-alive)
+
+log = get_logger("http")
+
+
+class QuietHandler(RequestHandler):
+    """aiohttp's handler with a short, non-echoing answer to client errors."""
+
+    __slots__ = ()
+
+    @property
+    def waiting(self) -> bool:
+        """Between requests: the previous answer is written and no next head is queued."""
+        waiter = self._waiter
+        return waiter is not None and not waiter.done() and not self._messages
+
+    @property
+    def heads(self) -> int:
+        """How many request heads this connection has parsed so far."""
+        return self._request_count
+
+    def hold_keepalive(self) -> None:
+        """A next head has begun: its own timeout governs now, not the idle one."""
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+            self._keepalive_handle = None
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        log.info(
+            "malformed request refused",
+            peer=request.remote,
+            status=status,
+            error=type(exc).__name__ if exc is not None else "",
+        )
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send the error")
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Bad Request"
+        response = web.Response(status=status, text=f"{status} {phrase}\n")
+        response.force_close()
+        return response
+
+
+class QuietServer(web.Server):
+    """:class:`aiohttp.web.Server` whose connections answer malformed requests quietly and
+    close after ``keepalive_timeout`` idle seconds; no access log (one line per request)."""
+
+    def __init__(
+        self, handler: Any, *, keepalive_timeout: float = KEEPALIVE_TIMEOUT, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("access_log", None)
+        super().__init__(handler, keepalive_timeout=keepalive_timeout, **kwargs)
+
+    @classmethod
+    def of_app(cls, server: web.Server, *, keepalive_timeout: float) -> QuietServer:
+        """The same request path as ``server`` (an :class:`~aiohttp.web.AppRunner`'s)."""
+        return cls(
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            keepalive_timeout=keepalive_timeout,
+            **{k: v for k, v in server._kwargs.items() if k != "keepalive_timeout"},
+        )
+
+    def __call__(self) -> QuietHandler:
+        return QuietHandler(self, loop=self._loop, **self._kwargs)

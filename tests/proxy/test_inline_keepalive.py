@@ -1,0 +1,66 @@
+"""Keep-alive on a real inline listener inside a namespace (the agent's own sockets): after one
+GET, an idle connection is closed, a trickled second head gets 408, a whole second request is
+served, and each time the namespace's connection slot is given back."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from cloudmeta import linux
+from cloudmeta.http import Limits
+from cloudmeta.proxy.binds import Bind
+from cloudmeta.proxy.headers import ProxyTarget
+from cloudmeta.proxy.inline import InlineListeners
+
+pytestmark = pytest.mark.root
+
+CLIENT = Path(__file__).resolve().parents[1] / "support" / "keepalive_client.py"
+LIMITS = Limits(header_timeout=0.3, keepalive_timeout=0.3, max_connections=8, max_per_peer=4)
+
+
+async def _hello(request: web.BaseRequest, target: ProxyTarget, peer: str) -> web.StreamResponse:
+    return web.Response(text=f"hello {request.path}\n")
+
+
+@pytest.fixture
+async def listening() -> AsyncIterator[tuple[InlineListeners, str]]:
+    namespace = f"cmt-{secrets.token_hex(3)}-ka"
+    linux.create_namespace(namespace)
+    listeners = InlineListeners(_hello, LIMITS)
+    try:
+        await linux.set_link(namespace, "lo", up=True)
+        await listeners.ensure(namespace, ProxyTarget(network_id="net-ka"), [Bind("127.0.0.1", 80)])
+        yield listeners, namespace
+    finally:
+        await listeners.close()
+        linux.delete_namespace(namespace)
+
+
+@pytest.mark.parametrize(
+    ("mode", "line", "second"),
+    [
+        ("idle", "EOF", False),
+        ("trickle", "HTTP/1.1 408 Request Timeout", False),
+        ("again", "HTTP/1.1 200 OK", True),
+    ],
+)
+async def test_inline_keepalive(
+    listening: tuple[InlineListeners, str], mode: str, line: str, second: bool
+) -> None:
+    listeners, namespace = listening
+    argv = [sys.executable, str(CLIENT), "127.0.0.1", "80", mode]
+    out = (await linux.run(argv, namespace=namespace, timeout=30)).stdout.strip()
+    got, seconds, served = out.split("|")
+    assert (got, served) == (line, str(second)), out
+    if mode != "again":
+        assert float(seconds) >= 0.25, out
+    budget = listeners.budget_of(namespace)
+    assert budget is not None
+    assert budget.open == 0 and budget.per_peer == {}
+    assert budget.timed_out == (1 if mode == "trickle" else 0)
