@@ -83,6 +83,46 @@ async def test_fifty_concurrent_server_creates_get_fifty_addresses(admin: AdminC
     assert len({p["mac_address"] for p in ports}) == 50
 
 
+async def test_server_addresses_as_nova_names_them(admin: AdminClient) -> None:
+    """``addresses``: network name -> every fixed IP of the server's ports, with MAC and version."""
+    network_id, _ = await _net(admin)
+    await admin.create_subnet(network_id, "2001:db8::/64", ipv6_address_mode="slaac")
+    other = await admin.create_network("cmt-other")
+    await admin.create_subnet(other["id"], "198.51.100.0/24")
+    created = await admin.create_server(
+        "cmt-vm",
+        [{"network_id": network_id}, {"network_id": other["id"], "fixed_ip": "198.51.100.9"}],
+    )
+    first, second = [await admin.get_port(port_id) for port_id in created["ports"]]
+    v6 = next(ip["ip_address"] for ip in first["fixed_ips"] if ":" in ip["ip_address"])
+
+    def entry(addr: str, version: int, mac: str) -> dict[str, Any]:
+        return {
+            "addr": addr,
+            "version": version,
+            "OS-EXT-IPS-MAC:mac_addr": mac,
+            "OS-EXT-IPS:type": "fixed",
+        }
+
+    expected = {
+        "cmt-net": [
+            entry("192.0.2.2", 4, first["mac_address"]),
+            entry(v6, 6, first["mac_address"]),
+        ],
+        "cmt-other": [entry("198.51.100.9", 4, second["mac_address"])],
+    }
+    assert created["addresses"] == expected
+    assert (await admin.get_server(created["id"]))["addresses"] == expected
+    (listed,) = await admin.list_servers()
+    assert listed["addresses"] == expected
+    # The OpenAPI document describes the same object the API answers with.
+    schemas = openapi_document()["components"]["schemas"]
+    assert set(schemas["Server"]["required"]) == set(listed)
+    assert set(schemas["ServerAddress"]["required"]) == set(expected["cmt-other"][0])
+    no_nic = await admin.create_server("cmt-bare", [])
+    assert no_nic["addresses"] == {}
+
+
 async def test_explicit_addresses_and_macs(admin: AdminClient) -> None:
     network_id, subnet_id = await _net(admin)
     server = await admin.create_server(
