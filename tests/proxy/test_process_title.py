@@ -4,6 +4,7 @@ Neutron's does), and the manager still recognises its children by that title."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -97,3 +98,39 @@ async def test_process_mode_proxy_is_titled_and_still_recognised(
     finally:
         await chain.close()
     assert _pids_with(f"--{kind}_id {uuid} ") == []
+
+
+@pytest.mark.root
+async def test_a_pid_file_naming_another_process_of_the_network_is_not_adopted(
+    make_config: object,
+) -> None:
+    """A recycled pid now running, say, the network's dnsmasq (whose command line carries the
+    network id in its paths) is not taken for the proxy: the marker is ``--network_id <id>``."""
+    chain = await start_chain(make_config, ProxyMode.PROCESS)
+    impostor = None
+    try:
+        assert chain.manager is not None
+        network_id, _ = await chain.network()
+        namespace = await chain.gateway_namespace(chain.name("d", 0))
+        title = f"dnsmasq --pid-file=/run/cmt/{network_id}/pid"
+        impostor = await asyncio.create_subprocess_exec("bash", "-c", f'exec -a "{title}" sleep 60')
+        deadline = time.monotonic() + 10
+        while not cmdline(impostor.pid).startswith("dnsmasq"):
+            assert time.monotonic() < deadline, "bash never exec'd"
+            await asyncio.sleep(0.01)
+        pid_file = chain.config.state_path / "external" / "pids" / "metadata-proxy"
+        pid_file.mkdir(parents=True, exist_ok=True)
+        (pid_file / f"{network_id}.pid").write_text(f"{impostor.pid}\n")
+
+        await chain.manager.ensure(namespace, network_id=network_id, bind=(META_IP, 80))
+        pid = chain.manager.pids()[namespace]
+        assert pid != impostor.pid
+        await _wait_listening(namespace)
+        assert cmdline(pid).startswith(f"ns-metadata-proxy --network_id {network_id} ")
+        assert impostor.returncode is None and linux.pid_alive(impostor.pid)  # left alone
+    finally:
+        await chain.close()
+        if impostor is not None:
+            with contextlib.suppress(ProcessLookupError):  # a buggy manager stopped it
+                impostor.kill()
+            await impostor.wait()
