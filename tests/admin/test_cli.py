@@ -44,6 +44,7 @@ async def test_cli_builds_and_shows_a_cloud(
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDMETA_")} | {
             "CLOUDMETA_STATE_PATH": str(state_dir),
             "CLOUDMETA_ADMIN_URL": url,
+            "COLUMNS": "200",  # rich wraps table cells to the terminal width
         }
         network = await _json(env, "network", "create", "cmt-net")
         subnet = await _json(
@@ -93,13 +94,29 @@ async def test_cli_builds_and_shows_a_cloud(
             "cmt-host",
         )
         assert server["hostname"] == "cmt-host" and server["metadata"] == {"role": "web"}
+        (vm_port,) = server["ports"]
+        mac = next(p["mac_address"] for p in await _json(env, "port", "list") if p["id"] == vm_port)
+        assert server["addresses"] == {
+            "cmt-net": [
+                {
+                    "addr": "192.0.2.50",
+                    "version": 4,
+                    "OS-EXT-IPS-MAC:mac_addr": mac,
+                    "OS-EXT-IPS:type": "fixed",
+                }
+            ]
+        }
         shown = await _json(env, "server", "show", "cmt-vm")
-        assert shown["id"] == server["id"]
+        assert shown["id"] == server["id"] and shown["addresses"] == server["addresses"]
+        (listed,) = await _json(env, "server", "list")
+        assert listed["addresses"] == server["addresses"]
+        code, table, _ = await _cli(env, "server", "show", "cmt-vm")
+        assert code == 0 and "cmt-net=192.0.2.50" in table
         ports = await _json(env, "port", "list")
         assert isinstance(ports, list) and len(ports) == 2
         assert {"192.0.2.50", "192.0.2.1"} == {p["fixed_ips"][0]["ip_address"] for p in ports}
         code, table, _ = await _cli(env, "server", "list")
-        assert code == 0 and "cmt-vm" in table
+        assert code == 0 and "cmt-vm" in table and "cmt-net=192.0.2.50" in table
         code, out, _ = await _cli(env, "server", "password", "show", "cmt-vm")
         assert code == 0 and out.strip() == ""
         # Bad input: exit 1 and one line on stderr naming the problem.

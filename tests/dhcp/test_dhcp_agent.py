@@ -151,10 +151,12 @@ async def test_kill_9_dnsmasq_is_respawned(make_cloud: CloudFactory) -> None:
     pid = dnsmasq_pid(cloud, network_id)
     os.kill(pid, signal.SIGKILL)
     start = time.monotonic()
-    while time.monotonic() - start < 2.0:
+    while True:
         new = cloud.agent.dnsmasq(network_id) if cloud.agent else None
         if new is not None and new.pid not in (None, pid) and new.is_active():
             break
+        # A liveness bound (the monitor looks every interval): a busy machine is not a failure.
+        assert time.monotonic() - start < 15.0, "dnsmasq was not respawned"
         await asyncio.sleep(0.05)
     print(f"dnsmasq respawned after {time.monotonic() - start:.2f} s")
     assert dnsmasq_pid(cloud, network_id) != pid
@@ -254,10 +256,12 @@ async def test_exit_action_is_the_monitors_alone(make_cloud: CloudFactory) -> No
     namespace = cloud.namespace(network_id)
     pid = cloud.proxies.pids()[namespace]
     os.kill(pid, signal.SIGKILL)
+    # The monitor calls the exit callback on each pass that finds the proxy dead: three calls
+    # are two more passes of the monitor (and of the agent's retry loop, which runs as often)
+    # in which nothing respawned it.
     start = time.monotonic()
-    while "metadata-proxy" not in exits and time.monotonic() - start < 3.0:  # noqa: ASYNC110
+    while exits.count("metadata-proxy") < 3:
+        assert time.monotonic() - start < 10.0, exits  # a liveness bound (passes: 0.2 s)
         await asyncio.sleep(0.05)
-    await asyncio.sleep(1.0)  # a second respawner would have acted by now
-    assert "metadata-proxy" in exits
     assert cloud.proxies.pids().get(namespace) in (None, pid)
     assert not linux.pid_alive(pid)

@@ -24,7 +24,7 @@ from scene import network_port, plug, wait_ok
 
 from cloudmeta import linux
 from cloudmeta.config import ProxyMode
-from support.report import record
+from support.report import SOAK, record
 
 pytestmark = [pytest.mark.root, pytest.mark.soak]
 
@@ -83,7 +83,7 @@ def judge(
     **figures: Any,
 ) -> None:
     """Record the fault's figures and hold it to the rules: no wrong document, no hang, no
-    answer but 200/503 (or refused), back within the (loose) recovery bound."""
+    answer but 200/503 (or refused), back again (within the loose recovery bound: soak)."""
     wrong = [r for r in rows if r[1] == 200 and r[2] != server_id]
     # Refused: nothing listened (a dead proxy); the client's retry covers it. Lost: any other
     # failure (an error page that is not 503, a reset mid-answer).
@@ -112,8 +112,11 @@ def judge(
     assert not wrong, wrong[:3]
     assert not hung, hung[:3]
     assert not lost, lost[:5]
-    # Loose (never flaky): the figure is in the report; the issue's bound is RECOVERY_BOUND.
-    assert recovery < RECOVERY_BOUND + 3.0, recovery
+    assert after, "no document after the cause ended"  # every run: it recovers at all
+    # How fast is the soak's (the figure is in every report): loose, the issue's bound being
+    # RECOVERY_BOUND; a busy CI machine's seconds are not the service's.
+    if SOAK:
+        assert recovery < RECOVERY_BOUND + 3.0, recovery
 
 
 async def _kill_proxy(chain: Chain) -> float:

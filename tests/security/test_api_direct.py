@@ -15,7 +15,7 @@ from multidict import CIMultiDict
 
 from cloudmeta.api.metadata.errors import MetadataError
 from cloudmeta.api.metadata.identity import SignatureCheck, sign_instance_id, signed_caller
-from support.report import record, scaled
+from support.report import SOAK, record, scaled
 
 pytestmark = pytest.mark.soak
 
@@ -75,13 +75,18 @@ def _median_ns(headers: CIMultiDict[str], rounds: int) -> float:
 def test_signature_check_takes_the_same_time_wherever_it_differs() -> None:
     """Interleaved batches of wrong signatures differing at the first vs the last hex digit.
     ``hmac.compare_digest`` must not show a trend; a short-circuit compare of 64 characters
-    would make the last-digit guesses measurably slower. Loose bound, figures printed."""
+    would make the last-digit guesses measurably slower. Both are refused in every run; the
+    loose bound on their ratio is held under the soak only (a busy machine's scheduler noise is
+    not a trend), the figures are recorded in every run."""
     instance = "cmt-" + secrets.token_hex(16)
     right = sign_instance_id(SECRET.encode(), instance)
     base = CIMultiDict({"X-Instance-ID": instance, "X-Tenant-ID": "cmt-project"})
     first = CIMultiDict(base, **{"X-Instance-ID-Signature": _flip(right, 0)})
     last = CIMultiDict(base, **{"X-Instance-ID-Signature": _flip(right, 63)})
     batches, rounds = scaled(20, 200), 500
+    for wrong in (first, last):
+        with pytest.raises(MetadataError):
+            signed_caller(wrong, SignatureCheck(SECRET.encode()))
     firsts, lasts = [], []
     for _ in range(batches):
         firsts.append(_median_ns(first, rounds))
@@ -96,4 +101,5 @@ def test_signature_check_takes_the_same_time_wherever_it_differs() -> None:
         last_digit_ns=la,
         ratio=ratio,
     )
-    assert 0.5 < ratio < 2.0, (f, la)
+    if SOAK:
+        assert 0.5 < ratio < 2.0, (f, la)

@@ -161,11 +161,13 @@ async def test_slowloris_on_one_network_spares_another(chain: Chain) -> None:
         ratio=ratio,
     )
     assert int(held[-1]) >= connections * 0.9, held  # the attack really held its connections
-    # Loose in make test (figures in the report). The soak holds inline mode to the issue's
-    # 1.5x, plus 5 ms for a loaded 2-core CI machine's noise on a few-ms p99.
-    assert loaded < max(10 * baseline, 0.5), (baseline, loaded)
-    if SOAK and mode == ProxyMode.INLINE:
-        assert loaded <= 1.5 * baseline + 0.005, (baseline, loaded)
+    # Every run: the other network was served during the attack (_p99 saw 200s). The latency
+    # ratio is the soak's (make test only reports it: a busy CI machine's p99 is noise): loose
+    # in every mode, and inline mode to the issue's 1.5x plus 5 ms of noise on a few-ms p99.
+    if SOAK:
+        assert loaded < max(10 * baseline, 0.5), (baseline, loaded)
+        if mode == ProxyMode.INLINE:
+            assert loaded <= 1.5 * baseline + 0.005, (baseline, loaded)
 
 
 @pytest.mark.parametrize(
@@ -184,6 +186,9 @@ async def test_connection_cap_per_network(chain: Chain) -> None:
     held heads are cut by the head timeout (408) and A is served again."""
     members = await build_scene(chain)
     attacker, victim = members[0], members[2]
+    assert chain.agent is not None
+    budget = chain.agent.inline.budget_of(chain.name("da", 0))
+    assert budget is not None
     holder = asyncio.create_task(
         linux.run(
             [sys.executable, str(SUPPORT / "holder.py"), META_IP, "100", "6"],
@@ -191,14 +196,14 @@ async def test_connection_cap_per_network(chain: Chain) -> None:
             timeout=60,
         )
     )
-    await asyncio.sleep(1.5)
+    # Until the listener is full (the holder's heads are then cut 3 s after they opened).
+    async with asyncio.timeout(15.0):  # a liveness bound, far above what it takes
+        while budget.open < 40:  # noqa: ASYNC110 (the budget has no event to wait on)
+            await asyncio.sleep(0.01)
     full, _ = await curl(attacker.instance.namespace, max_time=5)
     other, _ = await curl(victim.instance.namespace, max_time=5)
     held = (await holder).stdout.split()
     after, _ = await curl(attacker.instance.namespace, max_time=5)
-    assert chain.agent is not None
-    budget = chain.agent.inline.budget_of(chain.name("da", 0))
-    assert budget is not None
     record(
         "limit",
         "inline:connection-cap",

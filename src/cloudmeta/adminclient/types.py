@@ -17,6 +17,7 @@ __all__ = [
     "Router",
     "RouterInterface",
     "Server",
+    "ServerAddress",
     "Subnet",
 ]
 
@@ -98,6 +99,18 @@ class Router(TypedDict):
     interfaces: list[RouterInterface]
 
 
+# Nova's key names carry ':' and '-', hence the functional form.
+ServerAddress = TypedDict(
+    "ServerAddress",
+    {
+        "addr": str,
+        "version": int,
+        "OS-EXT-IPS-MAC:mac_addr": str,
+        "OS-EXT-IPS:type": str,  # always "fixed": cloudmeta has no floating IPs
+    },
+)
+
+
 class Server(TypedDict):
     id: str
     name: str
@@ -113,6 +126,7 @@ class Server(TypedDict):
     created_at: str
     tags: list[str]
     ports: list[str]
+    addresses: dict[str, list[ServerAddress]]  # network name -> its addresses, as Nova's
 
 
 class Change(TypedDict):

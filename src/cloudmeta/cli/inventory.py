@@ -104,7 +104,7 @@ port = _resource_group(
     "port", "ports", ["id", "name", "mac_address", "fixed_ips", "device_owner"], "Ports."
 )
 server = _resource_group(
-    "server", "servers", ["id", "name", "hostname", "key_name", "ports"], "Servers (instances)."
+    "server", "servers", ["id", "name", "hostname", "key_name", "addresses"], "Servers (instances)."
 )
 
 

@@ -19,7 +19,7 @@ from rich.table import Table
 from cloudmeta.adminclient import AdminClient, AdminError
 from cloudmeta.config import Config
 
-__all__ = ["format_option", "print_list", "print_one", "resolve", "run_client"]
+__all__ = ["addresses_cell", "format_option", "print_list", "print_one", "resolve", "run_client"]
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,6 +66,21 @@ async def resolve(client: AdminClient, plural: str, ref: str) -> str:
     return str(named[0])
 
 
+def addresses_cell(addresses: dict[str, list[dict[str, Any]]]) -> str:
+    """A server's ``addresses`` as the openstack CLI's Networks column: ``net=ip, ip; net2=ip``."""
+    return "; ".join(
+        f"{network}={', '.join(entry['addr'] for entry in entries)}"
+        for network, entries in addresses.items()
+    )
+
+
+def _field(key: str, value: Any) -> str:
+    """One table cell; a few fields have a compact form of their own."""
+    if key == "addresses" and isinstance(value, dict):
+        return addresses_cell(value)
+    return _cell(value)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -85,7 +100,7 @@ def print_one(obj: Any, fmt: str) -> None:
     table = Table("Field", "Value", show_lines=False)
     for key, value in obj.items():
         if key != "private_key":
-            table.add_row(key, _cell(value))
+            table.add_row(key, _field(key, value))
     Console(soft_wrap=False).print(table)
     if obj.get("private_key"):
         click.echo(obj["private_key"])
@@ -97,5 +112,5 @@ def print_list(objects: Sequence[Any], columns: Sequence[str], fmt: str) -> None
         return
     table = Table(*columns)
     for obj in objects:
-        table.add_row(*(_cell(obj.get(c)) for c in columns))
+        table.add_row(*(_field(c, obj.get(c)) for c in columns))
     Console(soft_wrap=False).print(table)

@@ -11,6 +11,7 @@ from cloudmeta.logs import setup_logging
 from cloudmeta.proxy.binds import Bind, parse_bind
 from cloudmeta.proxy.headers import ProxyTarget
 from cloudmeta.proxy.process import LIMIT_OPTIONS, limits_from, run_ns_metadata_proxy
+from cloudmeta.proxy.title import proxy_args, set_process_title
 
 __all__ = ["COMMANDS"]
 
@@ -54,6 +55,7 @@ def ns_metadata_proxy_command(
         target = ProxyTarget(network_id=network_id, router_id=router_id)
     except ValueError as exc:
         raise click.UsageError("give exactly one of --network_id or --router_id") from exc
+    set_process_title(proxy_args(target, binds, socket_path, debug=debug))
     setup_logging(debug, "json")
     uvloop.run(run_ns_metadata_proxy(target, binds, socket_path, limits_from(limits)))
 

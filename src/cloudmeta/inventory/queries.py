@@ -59,7 +59,9 @@ def server_options() -> list[Any]:
     return [
         selectinload(Server.metadata_items),
         selectinload(Server.tag_items),
-        selectinload(Server.ports),
+        # The view's ``addresses``: each port's fixed IPs and its network's name.
+        selectinload(Server.ports).selectinload(Port.fixed_ips),
+        selectinload(Server.ports).selectinload(Port.network),
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +12,7 @@ from sqlalchemy import Row
 from cloudmeta.inventory.models import Keypair, Network, Port, Project, Router, Server, Subnet
 
 __all__ = [
+    "addresses_view",
     "keypair_view",
     "network_view",
     "port_view",
@@ -118,7 +120,30 @@ def router_view(router: Router) -> dict[str, Any]:
     }
 
 
+def addresses_view(ports: Iterable[Port]) -> dict[str, list[dict[str, Any]]]:
+    """Nova's ``addresses``: each network's name -> its fixed IPs, in port then address order.
+
+    Clients written for Nova (and people used to ``openstack server show``) find a server's
+    addresses here rather than by following port ids. Two networks of the same name share
+    one key, as in Nova.
+    """
+    addresses: dict[str, list[dict[str, Any]]] = {}
+    for port in ports:
+        entries = addresses.setdefault(port.network.name, [])
+        for ip in port.fixed_ips:
+            entries.append(
+                {
+                    "addr": ip.ip_address,
+                    "version": ipaddress.ip_address(ip.ip_address).version,
+                    "OS-EXT-IPS-MAC:mac_addr": port.mac_address,
+                    "OS-EXT-IPS:type": "fixed",
+                }
+            )
+    return addresses
+
+
 def server_view(server: Server) -> dict[str, Any]:
+    """The server JSON; its ports must be loaded with their fixed IPs and network."""
     return {
         "id": server.id,
         "name": server.name,
@@ -134,4 +159,5 @@ def server_view(server: Server) -> dict[str, Any]:
         "created_at": _utc(server.created_at).isoformat(),
         "tags": server.tags,
         "ports": [port.id for port in server.ports],
+        "addresses": addresses_view(server.ports),
     }

@@ -15,6 +15,7 @@ from cloudmeta.logs import setup_logging
 from cloudmeta.proxy.binds import parse_bind
 from cloudmeta.proxy.headers import ProxyTarget
 from cloudmeta.proxy.process import LIMIT_OPTIONS, limits_from, run_ns_metadata_proxy
+from cloudmeta.proxy.title import proxy_args, set_process_title
 
 
 def main() -> None:
@@ -32,6 +33,7 @@ def main() -> None:
     setup_logging(args.debug, "json")
     target = ProxyTarget(network_id=args.network_id, router_id=args.router_id)
     socket_path = Path(args.metadata_proxy_socket)
+    set_process_title(proxy_args(target, args.bind, socket_path, debug=args.debug))
     uvloop.run(run_ns_metadata_proxy(target, args.bind, socket_path, limits))
 
 

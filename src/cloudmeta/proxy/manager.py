@@ -27,6 +27,7 @@ from cloudmeta.proxy.haproxy import HaproxyTimeouts, config_dir, render_config, 
 from cloudmeta.proxy.headers import ProxyTarget
 from cloudmeta.proxy.inline import InlineListeners
 from cloudmeta.proxy.process import limit_argv
+from cloudmeta.proxy.title import target_marker
 
 __all__ = ["MetadataProxyManager"]
 
@@ -127,8 +128,10 @@ class MetadataProxyManager:
         if conf is not None:
             conf.parent.mkdir(parents=True, exist_ok=True)
             conf.write_text(text)
+        # A process-mode child retitles itself ns-metadata-proxy, keeping its options.
+        marker = target.uuid if conf is not None else target_marker(target)
         process = ProcessManager(
-            target.uuid, argv, pid_dir=pid_dir, namespace=namespace, service=SERVICE
+            target.uuid, argv, pid_dir=pid_dir, namespace=namespace, service=SERVICE, marker=marker
         )
         pid = process.enable()
         if self._monitor is not None:

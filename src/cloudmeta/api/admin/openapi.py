@@ -23,6 +23,57 @@ _ERROR = {
 }
 
 
+_STRING = {"type": "string"}
+_NULLABLE = {"type": ["string", "null"]}
+# One address in a server's ``addresses`` (Nova's names, OS-EXT-IPS and OS-EXT-IPS-MAC).
+_SERVER_ADDRESS = {
+    "type": "object",
+    "required": ["addr", "version", "OS-EXT-IPS-MAC:mac_addr", "OS-EXT-IPS:type"],
+    "properties": {
+        "addr": _STRING,
+        "version": {"enum": [4, 6]},
+        "OS-EXT-IPS-MAC:mac_addr": _STRING,
+        "OS-EXT-IPS:type": {"enum": ["fixed"]},
+    },
+}
+_SERVER_FIELDS: dict[str, Any] = {
+    "id": _STRING,
+    "name": _STRING,
+    "hostname": _STRING,
+    "project_id": _STRING,
+    "availability_zone": _NULLABLE,
+    "flavor": _STRING,
+    "image_id": _NULLABLE,
+    "key_name": _NULLABLE,
+    "user_data": _NULLABLE,
+    "metadata": {"type": "object", "additionalProperties": _STRING},
+    "launch_index": {"type": "integer"},
+    "created_at": {"type": "string", "format": "date-time"},
+    "tags": {"type": "array", "items": _STRING},
+    "ports": {"type": "array", "items": _STRING},
+    "addresses": {
+        "type": "object",
+        "description": "Network name -> the server's addresses on it, as Nova's",
+        "additionalProperties": {
+            "type": "array",
+            "items": {"$ref": "#/components/schemas/ServerAddress"},
+        },
+    },
+}
+_SERVER = {"type": "object", "required": list(_SERVER_FIELDS), "properties": _SERVER_FIELDS}
+# Answer key -> (schema of its value, a list of them?); other answers are described as objects.
+_ANSWERS = {"server": ("Server", False), "servers": ("Server", True)}
+
+
+def _answer(key: str) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "required": [key]}
+    if key in _ANSWERS:
+        name, many = _ANSWERS[key]
+        ref: dict[str, Any] = {"$ref": f"#/components/schemas/{name}"}
+        schema["properties"] = {key: {"type": "array", "items": ref} if many else ref}
+    return schema
+
+
 def _error(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -35,7 +86,11 @@ def openapi_document() -> dict[str, Any]:
     from cloudmeta.api.admin.handlers import ROUTES
 
     paths: dict[str, dict[str, Any]] = {}
-    schemas: dict[str, Any] = {"Error": _ERROR}
+    schemas: dict[str, Any] = {
+        "Error": _ERROR,
+        "Server": _SERVER,
+        "ServerAddress": _SERVER_ADDRESS,
+    }
     for route in ROUTES:
         operation: dict[str, Any] = {
             "summary": route.summary,
@@ -81,9 +136,7 @@ def openapi_document() -> dict[str, Any]:
             status = "201" if route.method == "POST" else "200"
             operation["responses"][status] = {
                 "description": "OK",
-                "content": {
-                    "application/json": {"schema": {"type": "object", "required": [route.answer]}}
-                },
+                "content": {"application/json": {"schema": _answer(route.answer)}},
             }
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
