@@ -19,7 +19,9 @@ from typing import Any
 from bench.common import META_IP, META_PATH, Row, Settings, need_tools, pss_bytes, wrk, wrk_row
 from bench.services import config_of, start_api
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "proxy"))
+# The chain is the tests' harness (tests/proxy/harness.py), which imports tests/support.
+_TESTS = Path(__file__).resolve().parent.parent / "tests"
+sys.path[:0] = [str(_TESTS / "proxy"), str(_TESTS)]
 
 MODES = ("inline", "haproxy", "process")
 BUILD_PARALLEL = 8
