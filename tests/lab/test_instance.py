@@ -13,6 +13,7 @@ import secrets
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,3 +137,29 @@ async def test_instance_boots_with_real_cloud_init_and_host_is_unchanged(
     await instance.kill(paths)
     assert not paths.dir.exists()
     assert namespace_pids(namespace) == []
+
+
+async def test_a_host_dpkg_transaction_does_not_stop_the_instances_apt(
+    static_cloud: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overlay's lower layer is the live host: while the host installs packages, dpkg's
+    journal sits in ``/var/lib/dpkg/updates`` and an instance that sees it stops at "dpkg was
+    interrupted" (``apt-get install cmt-hello`` exit 100). The journal is put where the
+    instance's view would show it (its upper dir), never into the host's own dpkg."""
+    namespace, base = static_cloud
+    real_spawn = instance.spawn
+
+    def spawn_mid_transaction(cmd: list[str], **kwargs: Any) -> Any:
+        updates = kwargs["log_path"].parent / "upper" / "var" / "lib" / "dpkg" / "updates"
+        updates.mkdir(parents=True, exist_ok=True)
+        (updates / "0001").write_text("Package: cmt-host-installing\nStatus: install ok unpacked\n")
+        return real_spawn(cmd, **kwargs)
+
+    monkeypatch.setattr(instance, "spawn", spawn_mid_transaction)
+    paths = instance.InstancePaths(base / "cmt-static")
+    instance.start(paths, namespace, "eth0", Datasource.OPENSTACK)
+    status = await instance.wait_booted(paths, timeout=120)
+    facts = await instance.facts(paths)
+    output = paths.upper / "var/log/cloud-init-output.log"
+    assert facts.package == "cmt-hello 1.0", output.read_text()[-2000:]
+    assert status == "ok", facts
