@@ -133,19 +133,20 @@ def _wait_mount_change(timeout: float) -> None:
         os.close(fd)
 
 
-def _await_creator(path: Path, timeout: float = 5.0) -> bool:
-    """Wait for a concurrent creator's mount on ``path``: True once it is a namespace, False
-    if the placeholder went away or stayed a plain file for ``timeout`` (a creator that died
-    half-way: the placeholder is then removed)."""
+def _await_creator(path: Path, timeout: float = 1.0) -> bool:
+    """Wait for a concurrent creator's mount on ``path`` (it lands within milliseconds): True
+    once it is a namespace, False if the placeholder went away; a plain file that stays one
+    (a creator that died half-way, debris) is an error, not a namespace to enter."""
     deadline = time.monotonic() + timeout
     while not _mounted(path):
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return False
         left = deadline - time.monotonic()
-        if not path.exists():
-            return False
-        if left <= 0:
-            path.unlink(missing_ok=True)
-            return False
-        _wait_mount_change(min(left, 0.5))
+        if left <= 0 or age > timeout:
+            raise LinuxError(f"{path} is a plain file, not a namespace: remove it")
+        _wait_mount_change(min(left, 0.2))
     return True
 
 
