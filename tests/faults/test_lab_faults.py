@@ -66,7 +66,10 @@ async def lab(make_config: Callable[..., Config]) -> AsyncIterator[tuple[Config,
         await cloud.build_cloud(config, client, state, print)
         net = next(n.id for n in state.networks.values() if n.name == "isolated")
         await cloud.boot_instance(config, client, state, "aio-1", net)
-        await instance.wait_booted(cloud.instance_paths(config, "aio-1"), timeout=90)
+        paths = cloud.instance_paths(config, "aio-1")
+        booted = await instance.wait_booted(paths, timeout=90)
+        # A fault test on an instance that never booted would judge the wrong thing.
+        assert booted == "ok", paths.console.read_text()[-3000:] if paths.console.exists() else ""
         yield config, state
     finally:
         if watch is not None:

@@ -13,39 +13,61 @@ import secrets
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cloudmeta import linux
 from cloudmeta.lab import instance, repo
-from cloudmeta.lab.cloudcfg import MARKER_FILE, Datasource, lab_user_data
+from cloudmeta.lab.cloudcfg import DEFAULT_USER, MARKER_FILE, Datasource, lab_user_data
 from cloudmeta.linux.cleanup import cleanup, namespace_pids
 
 pytestmark = pytest.mark.root
 
 _MAC = "fa:16:3e:00:00:10"
-_HOST_FILES = ("/etc/hostname", "/etc/shadow", "/etc/passwd", "/etc/resolv.conf", "/etc/hosts")
-_HOST_DIRS = ("/home", "/root/.ssh", "/var/lib/cloud", "/etc/apt")
+_INSTANCE_ID = "6c3a9f0e-0000-4000-8000-00000000cafe"
+
+
+def _user_line(path: str, user: str) -> str | None:
+    for line in Path(path).read_text().splitlines():
+        if line.split(":", 1)[0] == user:
+            return line
+    return None
 
 
 def _host_snapshot() -> dict[str, str]:
-    """Hashes of the host files and listings of the host dirs cloud-init would write."""
-    snap: dict[str, str] = {}
-    for name in _HOST_FILES:
-        path = Path(name)
-        snap[name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "-"
-    for name in _HOST_DIRS:
-        path = Path(name)
-        snap[name] = repr(sorted(str(p) for p in path.rglob("*"))) if path.exists() else "-"
+    """What the instance's cloud-init would change if it wrote to the host.
+
+    Only its own traces: whole-file hashes of /etc/passwd or the apt dirs would also change
+    when somebody installs a package on the host meanwhile (a ``make install`` that adds a
+    system user), which says nothing about the instance.
+    """
     import socket
 
-    snap["hostname"] = socket.gethostname()
+    snap: dict[str, str] = {"hostname": socket.gethostname()}
+    for name in ("/etc/hostname", "/etc/resolv.conf", "/etc/hosts"):
+        path = Path(name)
+        snap[name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "-"
+    for name in ("/etc/passwd", "/etc/shadow"):
+        snap[f"{name}:{DEFAULT_USER}"] = repr(_user_line(name, DEFAULT_USER))
+    for name in (f"/home/{DEFAULT_USER}", "/root/.ssh", MARKER_FILE):
+        path = Path(name)
+        snap[name] = (
+            repr(sorted(str(p) for p in path.rglob("*")))
+            if path.is_dir()
+            else ("file" if path.exists() else "-")
+        )
+    cloud = Path("/var/lib/cloud")
+    snap["cloud"] = repr(sorted(str(p) for p in cloud.rglob(f"*{_INSTANCE_ID}*")))
+    sources = [p for p in Path("/etc/apt").rglob("*") if p.is_file()]
+    snap["apt"] = repr(sorted(str(p) for p in sources if b"192.0.2.2" in p.read_bytes()))
+    snap["dpkg"] = repr(b"Package: cmt-hello\n" in Path("/var/lib/dpkg/status").read_bytes())
     return snap
 
 
 def _metadata_tree(root: Path, user_data: str) -> None:
     meta = {
-        "uuid": "6c3a9f0e-0000-4000-8000-00000000cafe",
+        "uuid": _INSTANCE_ID,
         "name": "cmt-static",
         "hostname": "cmt-static",
         "launch_index": 0,
@@ -136,3 +158,29 @@ async def test_instance_boots_with_real_cloud_init_and_host_is_unchanged(
     await instance.kill(paths)
     assert not paths.dir.exists()
     assert namespace_pids(namespace) == []
+
+
+async def test_a_host_dpkg_transaction_does_not_stop_the_instances_apt(
+    static_cloud: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overlay's lower layer is the live host: while the host installs packages, dpkg's
+    journal sits in ``/var/lib/dpkg/updates`` and an instance that sees it stops at "dpkg was
+    interrupted" (``apt-get install cmt-hello`` exit 100). The journal is put where the
+    instance's view would show it (its upper dir), never into the host's own dpkg."""
+    namespace, base = static_cloud
+    real_spawn = instance.spawn
+
+    def spawn_mid_transaction(cmd: list[str], **kwargs: Any) -> Any:
+        updates = kwargs["log_path"].parent / "upper" / "var" / "lib" / "dpkg" / "updates"
+        updates.mkdir(parents=True, exist_ok=True)
+        (updates / "0001").write_text("Package: cmt-host-installing\nStatus: install ok unpacked\n")
+        return real_spawn(cmd, **kwargs)
+
+    monkeypatch.setattr(instance, "spawn", spawn_mid_transaction)
+    paths = instance.InstancePaths(base / "cmt-static")
+    instance.start(paths, namespace, "eth0", Datasource.OPENSTACK)
+    status = await instance.wait_booted(paths, timeout=120)
+    facts = await instance.facts(paths)
+    output = paths.upper / "var/log/cloud-init-output.log"
+    assert facts.package == "cmt-hello 1.0", output.read_text()[-2000:]
+    assert status == "ok", facts

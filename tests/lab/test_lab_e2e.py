@@ -8,29 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
-import socket
-import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from labkit import assert_nothing_left
+from labkit import cli as _cli
 
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.config import Config
 from cloudmeta.documents import ec2_id
 from cloudmeta.lab import cloud, instance
-from cloudmeta.lab.childenv import config_env
 from cloudmeta.lab.cloudcfg import Datasource
 from cloudmeta.lab.state import LabState, load_state, save_state
-from cloudmeta.linux import list_namespaces, run
+from cloudmeta.linux import run
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
-_CLI = [sys.executable, "-c", "from cloudmeta.cli.main import main; main()"]
 _BOTO = """
 import json, sys
 from botocore.utils import InstanceMetadataFetcher
@@ -39,50 +34,6 @@ token = f._fetch_metadata_token()
 doc = f._get_request("latest/dynamic/instance-identity/document", None, token)
 print(json.dumps({"token": bool(token), "document": json.loads(doc.text)}))
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def lab_config(make_config: Callable[..., Config]) -> Config:
-    admin, metadata = _free_port(), _free_port()
-    return make_config(
-        namespace_prefix=f"cmt-{secrets.token_hex(3)}-",
-        # Link names must fit in 15 characters: "cmt-NN" + "brq" + 6 chars of an id.
-        device_prefix=f"cmt-{secrets.randbelow(90) + 10}",
-        admin={"listen": "127.0.0.1", "port": admin},
-        admin_url=f"http://127.0.0.1:{admin}",
-        api={"metadata_listen": "127.0.0.1", "metadata_listen_port": metadata},
-        nova_metadata_port=metadata,
-        enable_isolated_metadata=True,
-    )
-
-
-def _cli(config: Config, *args: str, timeout: float = 200) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **config_env(config)}
-    return subprocess.run(
-        [*_CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def _assert_nothing_left(config: Config) -> None:
-    assert list_namespaces(config.namespace_prefix) == []
-    assert [n for n in os.listdir("/sys/class/net") if n.startswith(config.device_prefix)] == []
-    assert not (config.state_path / "lab").exists()
-    assert list((config.state_path / "dhcp").glob("*")) == []  # the agents' files of the lab
-    mounts = Path("/proc/self/mountinfo").read_text()
-    assert str(config.state_path) not in mounts
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            assert str(config.state_path / "lab") not in cmd, cmd
 
 
 @pytest.mark.parametrize("force_metadata", [False, True], ids=["both-paths", "force-metadata"])
@@ -108,7 +59,7 @@ def test_lab_up_once_boots_every_instance(lab_config: Config, force_metadata: bo
             assert row["ip"].startswith(prefix) and row["metadata_next_hop"].startswith(prefix)
     finally:
         _cli(lab_config, "lab", "down", timeout=60)
-    _assert_nothing_left(lab_config)
+    assert_nothing_left(lab_config)
 
 
 @pytest.fixture
@@ -123,7 +74,7 @@ async def lab(lab_config: Config) -> AsyncIterator[tuple[Config, AdminClient, La
     finally:
         await cloud.down(lab_config, load_state(lab_config) or state, client)
         await client.close()
-    _assert_nothing_left(lab_config)
+    assert_nothing_left(lab_config)
 
 
 async def _boot(

@@ -107,3 +107,54 @@ def test_a_lab_runs_only_while_its_lab_up_process_does() -> None:
             proc.kill()
             proc.wait()
     assert not lab_running(LabState(owner_pid=other.pid))
+
+
+def test_two_writers_of_the_lab_record_keep_both_changes(
+    make_config: Callable[..., Config],
+) -> None:
+    """``lab up`` and a ``lab boot`` (or two boots) change the record at the same time: the one
+    that comes second waits and changes what the first one wrote, instead of writing its own
+    old copy over it (a lost instance, then a lost teardown)."""
+    import fcntl
+    import threading
+
+    from cloudmeta.lab.state import LabInstance, LabState, edit_state, load_state, save_state
+
+    config = make_config()
+    save_state(config, LabState(owner_pid=1))
+    old_copy = load_state(config)  # what `lab up` holds in memory
+    assert old_copy is not None
+    first_in = threading.Event()
+    release = threading.Event()
+    seen: dict[str, set[str]] = {}
+
+    def record(name: str, hold: bool) -> None:
+        with edit_state(config) as current:
+            seen[name] = set(current.instances)
+            current.instances[name] = LabInstance(
+                name=name, server_id=name, network_id="n", network="n", namespace=name, link=name
+            )
+            if hold:
+                first_in.set()
+                assert release.wait(10)
+
+    boot = threading.Thread(target=record, args=("cmt-boot", True))
+    boot.start()
+    assert first_in.wait(10)
+    probe = os.open(config.state_path / "lab" / "lab.lock", os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):  # held: a second writer waits for it
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(probe)
+    up = threading.Thread(target=record, args=("cmt-up", False))
+    up.start()
+    release.set()
+    boot.join(10)
+    up.join(10)
+    assert seen == {"cmt-boot": set(), "cmt-up": {"cmt-boot"}}
+    final = load_state(config)
+    assert final is not None and set(final.instances) == {"cmt-boot", "cmt-up"}
+    with edit_state(config, old_copy):
+        pass
+    assert set(old_copy.instances) == {"cmt-boot", "cmt-up"}  # the caller's copy follows

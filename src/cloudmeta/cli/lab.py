@@ -224,6 +224,9 @@ def up_command(
             for row in rows:
                 for error in row["errors"]:
                     say(f"[red]{row['name']}[/]: {error}")
+                if row["result"] != "ok":
+                    kept = cloud.keep_logs(config, row["name"])
+                    say(f"[red]{row['name']}[/]: its logs are kept in {kept}")
             if not once:
                 say("up; Ctrl-C tears it down")
                 await asyncio.Event().wait()
@@ -354,8 +357,10 @@ def down_command(config: Config) -> None:
     _preflight()
     state = load_state(config)
     if state is None:
-        click.echo("no lab to remove")
-        return
+        if not cloud.lab_exists(config):
+            click.echo("no lab to remove")
+            return
+        state = LabState()  # no record, but debris: its pid files and names lead the sweep
     _run(config, lambda client: cloud.down(config, state, client))
     click.echo("lab removed")
 

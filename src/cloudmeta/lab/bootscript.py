@@ -91,7 +91,8 @@ mount -t overlay cmt-lab -o "lowerdir=/,upperdir=$D/upper,workdir=$D/work" "$R" 
   && mount_sys \\
   && mount -t tmpfs -o mode=0755 tmpfs "$R/run" \\
   && mount -t tmpfs -o mode=1777 tmpfs "$R/tmp" \\
-  && mkdir -p "$R/run/lock" "$R/var/lib/dhcp"
+  && mkdir -p "$R/run/lock" "$R/var/lib/dhcp" \\
+  && mount --bind "$D/dpkg-updates" "$R/var/lib/dpkg/updates"
 rc=$?; step mount $rc
 [ $rc -eq 0 ] || finish failed
 hostname localhost

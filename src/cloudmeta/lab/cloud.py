@@ -15,24 +15,36 @@ import ipaddress
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from cloudmeta import linux
 from cloudmeta.adminclient import AdminClient, AdminError
 from cloudmeta.config import Config
+from cloudmeta.dhcp.driver import pid_dir
 from cloudmeta.dhcp.render import DnsmasqFiles
 from cloudmeta.l3.model import bridge_port_name, router_namespace
 from cloudmeta.lab import instance, repo
 from cloudmeta.lab.cloudcfg import Datasource, lab_user_data
 from cloudmeta.lab.errors import LabError
-from cloudmeta.lab.state import LabInstance, LabNetwork, LabState, lab_dir, save_state
-from cloudmeta.lab.supervise import all_in_one_log, spawn_all_in_one
+from cloudmeta.lab.state import (
+    LabInstance,
+    LabNetwork,
+    LabState,
+    edit_state,
+    lab_dir,
+    load_state,
+    network_lock,
+    refresh,
+)
+from cloudmeta.lab.supervise import all_in_one_log, all_in_one_pid_file, spawn_all_in_one
 from cloudmeta.linux.cleanup import cleanup
 from cloudmeta.linux.names import bridge_name
-from cloudmeta.linux.process import cmdline, pid_alive, stop_pid
+from cloudmeta.linux.process import cmdline, pid_alive, read_pid, stop_pid
 
 __all__ = [
     "DEMO_NETWORKS",
@@ -44,7 +56,9 @@ __all__ = [
     "ensure_all_in_one",
     "instance_paths",
     "instance_row",
+    "keep_logs",
     "kill_instance",
+    "lab_exists",
     "lab_running",
     "wait_all_in_one",
 ]
@@ -123,21 +137,23 @@ async def build_cloud(
 ) -> None:
     """Demo project, key pair, the two networks, the router, the apt repository on each."""
     project = await client.create_project("lab-demo")
-    state.project_id = project["id"]
-    save_state(config, state)
+    with edit_state(config, state) as record:
+        record.project_id = project["id"]
     keypair = await client.create_keypair("lab-key", project_id=project["id"])
-    state.keypair_id = keypair["id"]
+    with edit_state(config, state) as record:
+        record.keypair_id = keypair["id"]
     progress(f"project lab-demo {project['id']}, key pair lab-key")
     for name, (cidr, routed) in DEMO_NETWORKS.items():
         network = await client.create_network(name, project_id=project["id"])
-        state.networks[network["id"]] = LabNetwork(id=network["id"], name=name, cidr=cidr)
-        save_state(config, state)
+        with edit_state(config, state) as record:
+            record.networks[network["id"]] = LabNetwork(id=network["id"], name=name, cidr=cidr)
         subnet = await client.create_subnet(network["id"], cidr, name=f"{name}-subnet")
-        state.networks[network["id"]].subnet_id = subnet["id"]
+        with edit_state(config, state) as record:
+            record.networks[network["id"]].subnet_id = subnet["id"]
         if routed:
             router = await client.create_router("lab-router", project_id=project["id"])
-            state.router_id = router["id"]
-            save_state(config, state)
+            with edit_state(config, state) as record:
+                record.router_id = router["id"]
             await client.add_router_interface(router["id"], subnet["id"])
         progress(f"network {name} {cidr} ({'behind lab-router' if routed else 'no router'})")
     # One package tree for every network: build it before serving it on each in parallel
@@ -148,44 +164,87 @@ async def build_cloud(
 
 
 async def ensure_repo(config: Config, client: AdminClient, state: LabState, network_id: str) -> str:
-    """The lab repository's URL on ``network_id``, serving it there first if needed."""
-    net = state.networks.get(network_id)
-    if net is None:
-        found = await client.get_network(network_id)
-        net = LabNetwork(id=network_id, name=found["name"], cidr="", owned=False)
-        state.networks[network_id] = net
-    if net.repo_ip and net.repo_pid and pid_alive(net.repo_pid):
-        return f"http://{net.repo_ip}/"
-    repo_dir = await repo.build_repository(lab_dir(config) / "repo")
-    port = await client.create_port(
-        network_id, name="lab-repo", device_owner="lab:repo", device_id="lab-repo"
+    """The lab repository's URL on ``network_id``, serving it there first if needed.
+
+    One process at a time per network (``lab up`` and any ``lab boot`` may ask at once): the
+    second one finds the first one's server instead of plugging a second port into the same
+    namespace. A server that died is replaced, with what it left removed first.
+    """
+    async with network_lock(config, network_id):
+        with edit_state(config, state):
+            pass  # what the others recorded meanwhile
+        net = state.networks.get(network_id)
+        if net is not None and net.repo_ip and _repo_alive(net):
+            return f"http://{net.repo_ip}/"
+        name = net.name if net is not None else (await client.get_network(network_id))["name"]
+        if net is not None and (net.repo_port_id or net.repo_namespace):
+            await _remove_repo(config, client, state, net)
+        repo_dir = await repo.build_repository(lab_dir(config) / "repo")
+        port = await client.create_port(
+            network_id, name="lab-repo", device_owner="lab:repo", device_id="lab-repo"
+        )
+        ip = port["fixed_ips"][0]["ip_address"]
+        namespace = f"{config.namespace_prefix}lab-repo-{network_id[:8]}"
+        link = bridge_port_name(config.device_prefix, port["id"])
+        with edit_state(config, state) as record:
+            found = record.networks.setdefault(
+                network_id, LabNetwork(id=network_id, name=name, cidr="", owned=False)
+            )
+            found.repo_port_id, found.repo_ip = port["id"], ip
+            found.repo_namespace, found.repo_link, found.repo_pid = namespace, link, None
+        subnet = await client.get_subnet(port["fixed_ips"][0]["subnet_id"])
+        prefixlen = ipaddress.ip_network(subnet["cidr"]).prefixlen
+        await _plug(config, state, namespace, link, network_id, port["mac_address"])
+        await linux.add_address(namespace, _INSTANCE_IFACE, f"{ip}/{prefixlen}")
+        pid = repo.start_server(
+            namespace, ip, repo_dir, lab_dir(config) / f"repo-{network_id[:8]}.log"
+        )
+        with edit_state(config, state) as record:
+            record.networks[network_id].repo_pid = pid
+        await repo.wait_serving(namespace, ip)
+        return f"http://{ip}/"
+
+
+def _repo_alive(net: LabNetwork) -> bool:
+    return bool(net.repo_pid) and "http.server" in cmdline(net.repo_pid or 0)
+
+
+async def _remove_repo(
+    config: Config, client: AdminClient | None, state: LabState, net: LabNetwork
+) -> None:
+    """What a dead repository server left on ``net``: namespace, link, port, record."""
+    await cleanup(
+        namespaces=[net.repo_namespace] if net.repo_namespace else [],
+        links=[net.repo_link] if net.repo_link else [],
+        links_namespace=bridge_namespace(config),
     )
-    net.repo_port_id = port["id"]
-    net.repo_ip = port["fixed_ips"][0]["ip_address"]
-    net.repo_namespace = f"{config.namespace_prefix}lab-repo-{network_id[:8]}"
-    net.repo_link = bridge_port_name(config.device_prefix, port["id"])
-    save_state(config, state)
-    subnet = await client.get_subnet(port["fixed_ips"][0]["subnet_id"])
-    prefixlen = ipaddress.ip_network(subnet["cidr"]).prefixlen
-    await _plug(config, state, net.repo_namespace, net.repo_link, network_id, port["mac_address"])
-    await linux.add_address(net.repo_namespace, _INSTANCE_IFACE, f"{net.repo_ip}/{prefixlen}")
-    net.repo_pid = repo.start_server(
-        net.repo_namespace, net.repo_ip, repo_dir, lab_dir(config) / f"repo-{network_id[:8]}.log"
-    )
-    save_state(config, state)
-    await repo.wait_serving(net.repo_namespace, net.repo_ip)
-    return f"http://{net.repo_ip}/"
+    if client is not None and net.repo_port_id:
+        with contextlib.suppress(AdminError):
+            await client.delete_port(net.repo_port_id)
+    with edit_state(config, state) as record:
+        found = record.networks.get(net.id)
+        if found is not None:
+            found.repo_port_id = found.repo_ip = found.repo_namespace = found.repo_link = None
+            found.repo_pid = None
 
 
 async def _plug(
     config: Config, state: LabState, namespace: str, link: str, network_id: str, mac: str
 ) -> None:
+    """A fresh ``namespace`` whose ``eth0`` (``mac``) is a port on the network's bridge.
+
+    A namespace of that name that exists already belongs to nothing the record lists (a lab
+    that lost it, a half-made boot): it is removed first, with whatever still runs inside, so
+    its stale ``eth0`` is not taken for the new port.
+    """
     bridge = bridge_name(config.device_prefix, network_id)
-    for name, names in ((namespace, state.namespaces), (bridge, state.bridges)):
-        if name not in names:
-            names.append(name)
-    save_state(config, state)
+    with edit_state(config, state) as record:
+        for name, names in ((namespace, record.namespaces), (bridge, record.bridges)):
+            if name not in names:
+                names.append(name)
     fabric = bridge_namespace(config)
+    if linux.namespace_exists(namespace):
+        await cleanup(namespaces=[namespace], links=[link], links_namespace=fabric)
     await linux.create_bridge(fabric, bridge)
     linux.create_namespace(namespace)
     await linux.set_link(namespace, "lo", up=True)
@@ -212,13 +271,14 @@ async def boot_instance(
     datasource: Datasource = Datasource.OPENSTACK,
 ) -> LabInstance:
     """Create the server through the API, plug its port, start its boot (do not wait)."""
+    with edit_state(config, state):
+        pass  # what the others recorded meanwhile
     if name in state.instances:
         raise LabError(f"lab instance {name} exists: `cloudmeta lab kill {name}` first")
-    net = state.networks.get(network_id)
     if user_data is None:
         repo_url = await ensure_repo(config, client, state, network_id)
         user_data = lab_user_data(f"{name}-lab", secrets.token_urlsafe(12), repo_url)
-        net = state.networks[network_id]
+    net = state.networks.get(network_id)
     nic: dict[str, str] = {"network_id": network_id}
     if fixed_ip:
         nic["fixed_ip"] = fixed_ip
@@ -246,8 +306,14 @@ async def boot_instance(
         mac=port["mac_address"],
         datasource=datasource.value,
     )
-    state.instances[name] = inst
-    save_state(config, state)
+    with edit_state(config, state) as record:
+        taken = name in record.instances
+        if not taken:
+            record.instances[name] = inst
+    if taken:  # another `lab boot` of the same name won the race
+        with contextlib.suppress(AdminError):
+            await client.delete_server(server["id"])
+        raise LabError(f"lab instance {name} exists: `cloudmeta lab kill {name}` first")
     await _plug(config, state, inst.namespace, inst.link, network_id, port["mac_address"])
     await _wait_port_served(config, network_id, port["mac_address"])
     paths = instance_paths(config, name)
@@ -284,25 +350,29 @@ async def _wait_port_served(
         await asyncio.sleep(0.1)
 
 
-async def metadata_next_hop(client: AdminClient, inst: LabInstance) -> tuple[str | None, str]:
-    """Where the instance's packets to 169.254.169.254 go, and which path that is."""
+async def metadata_next_hop(
+    client: AdminClient, inst: LabInstance
+) -> tuple[str | None, str, str | None]:
+    """Where the instance's packets to 169.254.169.254 go, which path that is, and why there
+    is none when there is none."""
     try:
         routes = await linux.list_routes(inst.namespace)
-    except linux.LinuxError:
-        return None, "-"
+    except linux.LinuxError as exc:
+        return None, "-", f"cannot read its routes: {exc}"
     by_dest = {r.destination: r.via for r in routes}
     hop = by_dest.get("169.254.169.254/32") or by_dest.get("default")
     if hop is None:
-        return None, "-"
+        shown = ", ".join(f"{r.destination} via {r.via}" for r in routes) or "none"
+        return None, "-", f"no route to 169.254.169.254 (its routes: {shown})"
     ports = await client.list_ports(network_id=inst.network_id, ip_address=hop)
     owners = {p["device_owner"] for p in ports}
-    return hop, "dhcp" if "network:dhcp" in owners else "router"
+    return hop, "dhcp" if "network:dhcp" in owners else "router", None
 
 
 async def instance_row(client: AdminClient, config: Config, inst: LabInstance) -> dict[str, Any]:
     """One line of ``lab status`` (the JSON fields of the issue)."""
     facts = await instance.facts(instance_paths(config, inst.name), repo.PACKAGE)
-    hop, path = await metadata_next_hop(client, inst)
+    hop, path, why = await metadata_next_hop(client, inst)
     return {
         "name": inst.name,
         "server_id": inst.server_id,
@@ -315,8 +385,40 @@ async def instance_row(client: AdminClient, config: Config, inst: LabInstance) -
         "package": facts.package,
         "result": facts.result,
         "boot_seconds": facts.boot_seconds,
-        "errors": facts.errors,
+        "errors": [*facts.errors, *([why] if why else [])],
     }
+
+
+def keep_logs(config: Config, name: str) -> Path:
+    """Copy what tells why instance ``name`` failed (its console, cloud-init's and apt's logs)
+    to ``<state_path>/lab-logs/<time>-<name>/``, which ``lab down`` leaves; that dir."""
+    paths = instance_paths(config, name)
+    dest = config.state_path / "lab-logs" / f"{time.strftime('%Y%m%dT%H%M%S')}-{name}"
+    dest.mkdir(parents=True, exist_ok=True)
+    sources = [paths.console, paths.steps, paths.dir / "boot.log", paths.user_data]
+    logs = paths.upper / "var" / "log"
+    sources += [logs / "cloud-init.log", logs / "cloud-init-output.log"]
+    sources += sorted((logs / "apt").glob("*.log")) if (logs / "apt").is_dir() else []
+    sources.append(paths.upper / "var/lib/cloud/data/result.json")
+    for source in sources:
+        if source.is_file():
+            shutil.copy2(source, dest / source.name)
+    # The instance's addresses and routes as its own processes see them (its pid 1's network).
+    pid = instance.read_pid(paths)
+    if pid is not None:
+        views = [["ip", "address"], ["ip", "route"], ["ip", "neigh"]]
+        with (dest / "network.txt").open("w") as out:
+            for argv in views:
+                out.write(f"$ {' '.join(argv)}\n")
+                out.flush()
+                subprocess.run(
+                    ["nsenter", "-t", str(pid), "--net", *argv],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=10,
+                    check=False,
+                )
+    return dest
 
 
 async def kill_instance(
@@ -325,60 +427,140 @@ async def kill_instance(
     """Stop one instance, unplug it, delete its server; idempotent."""
     inst = state.instances.get(name)
     await instance.kill(instance_paths(config, name))
-    if inst is None:
-        return
+    namespace = inst.namespace if inst else f"{config.namespace_prefix}vm-{name}"
     await cleanup(
-        namespaces=[inst.namespace], links=[inst.link], links_namespace=bridge_namespace(config)
+        namespaces=[namespace],
+        links=[inst.link] if inst else [],
+        links_namespace=bridge_namespace(config),
     )
-    if inst.namespace in state.namespaces:
-        state.namespaces.remove(inst.namespace)
-    if client is not None:
+    if inst is not None and client is not None:
         with contextlib.suppress(AdminError):
             await client.delete_server(inst.server_id)
-    del state.instances[name]
-    save_state(config, state)
+    with edit_state(config, state) as record:
+        if namespace in record.namespaces:
+            record.namespaces.remove(namespace)
+        record.instances.pop(name, None)
 
 
 async def down(config: Config, state: LabState, client: AdminClient | None) -> None:
     """Remove everything the lab made (idempotent; works from a half-written state).
 
-    A network made with the CLI keeps its agents' namespace and bridge, unless the lab stops
-    the all-in-one it started (then nothing of the lab's services may outlive it).
+    A ``lab up`` that still runs is asked to tear its lab down first (SIGTERM), then what the
+    record lists goes, and the lab dir (with the record) goes last: until everything is gone
+    there is a lab to remove. When the lab started the all-in-one, everything that all-in-one
+    made goes with it, whoever created the network (``cloudmeta network create`` included):
+    every ``qdhcp-``/``qrouter-`` namespace of the lab's prefix and every process it watched
+    (dnsmasq, proxies). A network made with the CLI is kept in the inventory. With a shared
+    all-in-one, only the lab's own networks and router are undone (by its agents).
     """
-    for name in list(state.instances):
+    await _stop_owner(config, state)
+    current = load_state(config)
+    if current is not None:
+        refresh(state, current)
+    instance_dirs = lab_dir(config) / "instances"
+    names = set(state.instances) | (
+        {p.name for p in instance_dirs.iterdir()} if instance_dirs.is_dir() else set()
+    )
+    for name in sorted(names):
         await kill_instance(config, client, state, name)
-    ours = [n.id for n in state.networks.values() if n.owned or state.all_in_one_pid]
+    aio_ours = _all_in_one_was_ours(config, state)
+    ours = [n.id for n in state.networks.values() if n.owned or aio_ours]
     agent_namespaces = [f"{config.namespace_prefix}qdhcp-{n}" for n in ours]
     if state.router_id:
         agent_namespaces.append(router_namespace(config.namespace_prefix, state.router_id))
     if client is not None and await _api_up(client):
         await _delete_resources(client, state)
-        # The agents undo their part (dnsmasq, proxies, namespaces, files) on the deletions;
-        # what they have not undone in time is removed below.
-        await _wait_gone(agent_namespaces, timeout=5.0)
-    if state.all_in_one_pid:
-        await stop_pid(state.all_in_one_pid, timeout=10)
+        if not aio_ours:
+            # The shared agents undo their part (dnsmasq, proxies, namespaces, files) on the
+            # deletions; what they have not undone in time is removed below.
+            await _wait_gone(agent_namespaces, timeout=5.0)
+    pid_dirs: list[Path] = []
+    if aio_ours:
+        aio = _running_all_in_one(config, state)
+        if aio is not None:
+            await stop_pid(aio, timeout=10)
+        # What the stopped all-in-one's agents served, on any network: their namespaces (the
+        # DHCP agent takes every `<prefix>qdhcp-*` for its own, too) and watched processes.
+        stems = (f"{config.namespace_prefix}qdhcp-", f"{config.namespace_prefix}qrouter-")
+        agent_namespaces += [ns for stem in stems for ns in linux.list_namespaces(stem)]
+        pid_dirs.append(pid_dir(config))
     repo_namespaces = [n.repo_namespace for n in state.networks.values() if n.repo_namespace]
     links = [n.repo_link for n in state.networks.values() if n.repo_link]
     # A network's bridge exists once its DHCP port is plugged, before the lab plugs anything.
     bridges = {bridge_name(config.device_prefix, n) for n in ours}
     foreign = {bridge_name(config.device_prefix, n) for n in state.networks} - bridges
     fabric = bridge_namespace(config)
+    for found in pid_dirs:
+        await cleanup(pid_dir=found)
     await cleanup(
-        namespaces=[*state.namespaces, *repo_namespaces, *agent_namespaces],
+        namespaces=sorted({*state.namespaces, *repo_namespaces, *agent_namespaces}),
         links=[*links, *sorted((bridges | set(state.bridges)) - foreign)],
         links_namespace=fabric,
     )
-    if state.all_in_one_pid:
+    if aio_ours:
         await cleanup(namespaces=[fabric])  # the lab's own fabric, with anything left in it
-    await asyncio.to_thread(_remove_agent_files, config, [*ours, state.router_id])
+        await asyncio.to_thread(_remove_all_agent_files, config)
+    else:
+        await asyncio.to_thread(_remove_agent_files, config, [*ours, state.router_id])
     await asyncio.to_thread(shutil.rmtree, lab_dir(config), True)
+
+
+def lab_exists(config: Config) -> bool:
+    """Whether there is anything of a lab here: its dir (record, pid files) or its fabric."""
+    return lab_dir(config).exists() or linux.namespace_exists(bridge_namespace(config))
+
+
+async def _stop_owner(config: Config, state: LabState) -> None:
+    """A ``lab up`` that still runs (another process) tears its own lab down on SIGTERM."""
+    if not lab_running(state) or state.owner_pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(state.owner_pid, signal.SIGTERM)
+    await _wait_pid_gone(state.owner_pid, timeout=120)
+
+
+async def _wait_pid_gone(pid: int, timeout: float) -> None:  # noqa: ASYNC109
+    """Until ``pid`` (not our child) has exited: its pidfd turns readable then, no polling."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    gone = asyncio.Event()
+    loop.add_reader(fd, gone.set)
+    try:
+        async with asyncio.timeout(timeout):
+            await gone.wait()
+    except TimeoutError:
+        raise LabError(f"`lab up` (pid {pid}) did not end within {timeout:g} s") from None
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+def _all_in_one_was_ours(config: Config, state: LabState) -> bool:
+    """Whether the lab started the all-in-one (running or not): then the agents' debris is ours."""
+    return bool(state.all_in_one_pid) or all_in_one_pid_file(config).exists()
+
+
+def _running_all_in_one(config: Config, state: LabState) -> int | None:
+    """The pid of the all-in-one this lab started, if it still runs (not a recycled pid)."""
+    for pid in (state.all_in_one_pid, read_pid(all_in_one_pid_file(config))):
+        if pid and pid_alive(pid) and "all-in-one" in cmdline(pid):
+            return pid
+    return None
 
 
 async def _wait_gone(namespaces: list[str], timeout: float) -> None:  # noqa: ASYNC109
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and set(namespaces) & set(linux.list_namespaces()):  # noqa: ASYNC110
         await asyncio.sleep(0.1)
+
+
+def _remove_all_agent_files(config: Config) -> None:
+    """Every file the lab's own (stopped) agents kept: dnsmasq's and the pid files."""
+    shutil.rmtree(config.state_path / "dhcp", ignore_errors=True)
+    shutil.rmtree(pid_dir(config), ignore_errors=True)
 
 
 def _remove_agent_files(config: Config, ids: list[str | None]) -> None:

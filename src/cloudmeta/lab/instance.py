@@ -111,6 +111,7 @@ def start(
     (cloud_dir / "cloud.cfg").write_text(lab_cloud_cfg(datasource))
     (paths.upper / "etc" / "dhcp").mkdir(parents=True)
     (paths.upper / "etc" / "dhcp" / "dhclient.conf").write_text(lab_dhclient_conf())
+    _private_dpkg_state(paths)
     script = paths.dir / "boot.sh"
     platform = None
     if datasource is Datasource.EC2 and server_id is not None:
@@ -125,6 +126,27 @@ def start(
     pid = _child_of(proc.pid)
     paths.pid_file.write_text(f"{pid}\n")
     return pid
+
+
+HOST_DPKG = Path("/var/lib/dpkg")
+
+
+def _private_dpkg_state(paths: InstancePaths, host: Path = HOST_DPKG) -> None:
+    """The instance's own copy of the package database, as of its start.
+
+    The overlay's lower layer is the live host: while the host installs packages (a
+    ``make install`` beside the lab), ``/var/lib/dpkg/updates`` holds dpkg's journal and the
+    instance's ``apt-get install`` stops at "dpkg was interrupted" (exit 100). The host
+    replaces ``status`` by rename, so a copy of the top-level files is a consistent
+    checkpoint; the boot script mounts an empty ``updates`` of the instance's own over the
+    host's journal (``info/`` stays shared: dpkg only reads the lists of installed packages).
+    """
+    dpkg = paths.upper / "var" / "lib" / "dpkg"
+    dpkg.mkdir(parents=True, exist_ok=True)
+    for entry in host.iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            shutil.copy2(entry, dpkg / entry.name)
+    (paths.dir / "dpkg-updates").mkdir()
 
 
 def _env_args(datasource: Datasource) -> list[str]:

@@ -1,20 +1,37 @@
 """What the lab made, on disk, so that ``lab down`` can undo it even after a crash.
 
 Every record is written *before* the thing it names is created, so a lab that dies half-way
-leaves a file that lists at least everything it made.
+leaves a file that lists at least everything it made. Several processes write it (``lab up``,
+each ``lab boot``, ``lab kill``), so every change is a read-modify-write of the file under an
+exclusive ``flock`` (:func:`edit_state`): a process never writes back its own old copy over
+what another one recorded meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from cloudmeta.config import Config
 
-__all__ = ["LabInstance", "LabNetwork", "LabState", "lab_dir", "load_state", "save_state"]
+__all__ = [
+    "LabInstance",
+    "LabNetwork",
+    "LabState",
+    "edit_state",
+    "lab_dir",
+    "load_state",
+    "network_lock",
+    "refresh",
+    "save_state",
+]
 
 
 class LabNetwork(BaseModel):
@@ -63,18 +80,80 @@ def _file(config: Config) -> Path:
     return lab_dir(config) / "lab.json"
 
 
-def load_state(config: Config) -> LabState | None:
+@contextlib.contextmanager
+def _locked(config: Config) -> Iterator[None]:
+    """An exclusive lock on the lab's record, across processes (released if we die)."""
+    lock = lab_dir(config) / "lab.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read(config: Config) -> LabState | None:
     try:
         return LabState.model_validate(json.loads(_file(config).read_text()))
     except FileNotFoundError:
         return None
     except ValueError:
-        return LabState()
+        return LabState()  # unreadable: still a lab, whose debris `lab down` sweeps
+
+
+def _write(config: Config, state: LabState) -> None:
+    path = _file(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(state.model_dump_json(indent=2))
+    os.replace(tmp, path)
+
+
+def load_state(config: Config) -> LabState | None:
+    """The lab's record, or None when there is no lab here."""
+    if not _file(config).exists():
+        return None
+    with _locked(config):
+        return _read(config)
 
 
 def save_state(config: Config, state: LabState) -> None:
-    path = _file(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(state.model_dump_json(indent=2))
-    os.replace(tmp, path)
+    """Replace the whole record (a new lab); changes go through :func:`edit_state`."""
+    with _locked(config):
+        _write(config, state)
+
+
+@contextlib.asynccontextmanager
+async def network_lock(config: Config, network_id: str) -> AsyncIterator[None]:
+    """One process at a time on one network's lab plumbing (its repository), across processes;
+    waiting for it does not block the caller's event loop."""
+    lock = lab_dir(config) / "locks" / network_id
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def edit_state(config: Config, state: LabState | None = None) -> Iterator[LabState]:
+    """The current record, locked, to change in place; written back on exit.
+
+    ``state``, the caller's copy, then becomes that record, so it also sees what other
+    processes recorded (a ``lab boot`` beside ``lab up``).
+    """
+    with _locked(config):
+        current = _read(config) or LabState()
+        yield current
+        _write(config, current)
+    if state is not None:
+        refresh(state, current)
+
+
+def refresh(state: LabState, current: LabState) -> None:
+    """Make ``state`` (in place) equal to ``current``."""
+    for field in LabState.model_fields:
+        setattr(state, field, getattr(current, field))

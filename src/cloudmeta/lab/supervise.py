@@ -21,9 +21,15 @@ from pathlib import Path
 from cloudmeta import linux
 from cloudmeta.config import Config
 from cloudmeta.lab.childenv import config_env
-from cloudmeta.lab.state import LabState, lab_dir, save_state
+from cloudmeta.lab.state import LabState, edit_state, lab_dir
 
-__all__ = ["RESTART_DELAY", "spawn_all_in_one", "supervise_all_in_one"]
+__all__ = [
+    "RESTART_DELAY",
+    "all_in_one_log",
+    "all_in_one_pid_file",
+    "spawn_all_in_one",
+    "supervise_all_in_one",
+]
 
 RESTART_DELAY = 0.5
 BURST = 5
@@ -37,14 +43,19 @@ def spawn_all_in_one(config: Config, state: LabState) -> subprocess.Popen[bytes]
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "cloudmeta.cli.main"]
     env = {**os.environ, **config_env(config)}
     proc = linux.spawn([*argv, "all-in-one"], log_path=all_in_one_log(config), env=env)
-    state.all_in_one_pid = proc.pid
-    save_state(config, state)
-    (lab_dir(config) / "all-in-one.pid").write_text(f"{proc.pid}\n")
+    with edit_state(config, state) as record:
+        record.all_in_one_pid = proc.pid
+    all_in_one_pid_file(config).write_text(f"{proc.pid}\n")
     return proc
 
 
 def all_in_one_log(config: Config) -> Path:
     return lab_dir(config) / "all-in-one.log"
+
+
+def all_in_one_pid_file(config: Config) -> Path:
+    """Written when the lab starts its all-in-one; it stays until ``lab down`` is done."""
+    return lab_dir(config) / "all-in-one.pid"
 
 
 async def _exit_status(proc: subprocess.Popen[bytes]) -> int:

@@ -12,8 +12,10 @@ import ctypes
 import errno
 import ipaddress
 import os
+import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -112,16 +114,60 @@ def _make_netns_dir_shared() -> None:
         _shared_done = True
 
 
+def _mounted(path: Path) -> bool:
+    """Whether ``path`` is a namespace already (an nsfs mount), not a creator's placeholder."""
+    try:
+        return os.stat(path).st_dev != os.stat(path.parent).st_dev
+    except FileNotFoundError:
+        return False
+
+
+def _wait_mount_change(timeout: float) -> None:
+    """Until the mount table changes (``/proc/self/mountinfo`` turns POLLPRI) or ``timeout``."""
+    fd = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLPRI | select.POLLERR)
+        poller.poll(max(0, int(timeout * 1000)))
+    finally:
+        os.close(fd)
+
+
+def _await_creator(path: Path, timeout: float = 1.0) -> bool:
+    """Wait for a concurrent creator's mount on ``path`` (it lands within milliseconds): True
+    once it is a namespace, False if the placeholder went away; a plain file that stays one
+    (a creator that died half-way, debris) is an error, not a namespace to enter."""
+    deadline = time.monotonic() + timeout
+    while not _mounted(path):
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0 or age > timeout:
+            raise LinuxError(f"{path} is a plain file, not a namespace: remove it")
+        _wait_mount_change(min(left, 0.2))
+    return True
+
+
 def create_namespace(name: str) -> None:
-    """Create ``/run/netns/<name>`` with loopback up (idempotent)."""
+    """Create ``/run/netns/<name>`` with loopback up (idempotent).
+
+    Several processes may create the same one at once (the lab and its all-in-one both make
+    ``<prefix>fabric``): the one whose placeholder file wins mounts it, the others wait for
+    that mount, so nobody enters a namespace that is still a plain file (setns: EINVAL).
+    """
     path = _path(name)
-    if namespace_exists(name):
+    if namespace_exists(name) and _await_creator(path):
         return
     _make_netns_dir_shared()
     try:
         os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
     except FileExistsError:
-        return  # a concurrent creator won; its mount follows
+        if _await_creator(path):
+            return  # a concurrent creator won and has mounted it
+        create_namespace(name)  # it gave up: make it ourselves
+        return
 
     def unshare_and_bind() -> None:
         _check(_libc.unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)")
