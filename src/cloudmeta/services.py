@@ -25,9 +25,13 @@ from cloudmeta.linux.process import ProcessMonitor
 from cloudmeta.logs import get_logger
 from cloudmeta.proxy.manager import MetadataProxyManager
 
-__all__ = ["Running", "ServiceSet", "run_until_signal", "running_services"]
+__all__ = ["Running", "ServiceFailed", "ServiceSet", "run_until_signal", "running_services"]
 
 _log = get_logger("services")
+
+
+class ServiceFailed(RuntimeError):
+    """A service's task ended while the process was meant to keep serving."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,16 @@ async def run_until_signal(
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait([waiter, *running.tasks], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-        for task in running.tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                _log.error("service failed", service=task.get_name(), error=str(task.exception()))
+        failed = [task for task in running.tasks if task.done()]
+        for task in failed:
+            error = None if task.cancelled() else task.exception()
+            _log.error(
+                "service failed",
+                service=task.get_name(),
+                error=str(error) if error is not None else "ended by itself",
+            )
+    if failed:
+        # A non-zero exit, so that systemd's Restart=on-failure and the lab's supervisor
+        # restart the process (a clean exit would read as a deliberate stop).
+        names = ", ".join(task.get_name() for task in failed)
+        raise ServiceFailed(f"service ended unexpectedly: {names}")

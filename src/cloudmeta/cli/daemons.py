@@ -16,7 +16,7 @@ from cloudmeta.config import Config
 from cloudmeta.inventory import InventoryError
 from cloudmeta.linux.errors import LinuxError
 from cloudmeta.proxy.errors import ProxyError
-from cloudmeta.services import Running, ServiceSet, run_until_signal
+from cloudmeta.services import Running, ServiceFailed, ServiceSet, run_until_signal
 
 __all__ = ["COMMANDS"]
 
@@ -54,7 +54,7 @@ def _service_command(
             if services.dhcp or services.l3:
                 _check_names(config)
             uvloop.run(run_until_signal(config, services, _announce(config) if announce else None))
-        except (InventoryError, ProxyError, LinuxError) as exc:
+        except (InventoryError, ProxyError, LinuxError, ServiceFailed) as exc:
             raise click.ClickException(str(exc)) from exc
         except OSError as exc:
             raise click.ClickException(f"cannot start: {exc}") from exc
