@@ -7,13 +7,24 @@ is built once at start-up and passed down; nothing reads configuration from a gl
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,6 +41,7 @@ __all__ = [
     "ConfigError",
     "DatabaseSection",
     "IdentityMode",
+    "MetadataRateLimitingSection",
     "ProxyMode",
     "TokenPolicy",
     "load_config",
@@ -103,6 +115,58 @@ class ApiSection(_Section):
     vendordata_dynamic_read_timeout: float = Field(5.0, gt=0)
 
 
+IpVersion = Literal[4, 6]
+
+
+def _ipv4_only() -> list[IpVersion]:
+    return [4]
+
+
+class MetadataRateLimitingSection(_Section):
+    """Neutron's ``[metadata_rate_limiting]``, its names and defaults: two sliding windows per
+    source address (one haproxy stick-table each in Neutron), a request refused with 429 when
+    either window holds more than its limit. ``ip_versions`` are the families of the callers
+    limited (Neutron allows one only, a limit of its haproxy tables; cloudmeta takes both)."""
+
+    rate_limit_enabled: bool = False
+    ip_versions: list[IpVersion] = Field(default_factory=_ipv4_only, min_length=1)
+    base_window_duration: int = Field(10, ge=1)
+    base_query_rate_limit: int = Field(10, ge=1)
+    burst_window_duration: int = Field(10, ge=1)
+    burst_query_rate_limit: int = Field(10, ge=1)
+
+    @field_validator("ip_versions", mode="before")
+    @classmethod
+    def _versions(cls, value: Any) -> Any:
+        """Neutron writes them ``4,6`` (a ListOpt of strings): take that, ``"4"`` and 4."""
+        if isinstance(value, str):
+            value = [part for part in value.replace(" ", "").split(",") if part]
+        if isinstance(value, list):
+            value = [int(v) if isinstance(v, str) and v.isdigit() else v for v in value]
+            return sorted(set(value), key=str)
+        return value
+
+
+# The old token-bucket options: 0 req/s was "no limit"; the burst default was 50.
+_OLD_RATE, _OLD_BURST, _OLD_BURST_DEFAULT = "metadata_rate_limit", "metadata_rate_burst", 50
+
+
+def _from_old_bucket(rate: float, burst: int) -> MetadataRateLimitingSection:
+    """The windows that let through what the old bucket (``rate`` req/s, ``burst``) let
+    through at most in the same time: ``burst + rate x window``, Neutron's 10 s base window and a
+    1 s burst window; the old limit held for every caller, so both IP versions."""
+    if rate <= 0:
+        return MetadataRateLimitingSection()
+    return MetadataRateLimitingSection(
+        rate_limit_enabled=True,
+        ip_versions=[4, 6],
+        base_window_duration=10,
+        base_query_rate_limit=burst + math.ceil(rate * 10),
+        burst_window_duration=1,
+        burst_query_rate_limit=burst + math.ceil(rate),
+    )
+
+
 class Config(BaseSettings):
     """Everything cloudmeta can be told; see ``cloudmeta config show``."""
 
@@ -129,8 +193,10 @@ class Config(BaseSettings):
     metadata_proxy_socket: Path | None = None
     metadata_proxy_mode: ProxyMode = ProxyMode.INLINE
     metadata_port: int = Field(9697, ge=1, le=65535)
-    metadata_rate_limit: float = Field(0.0, ge=0)
-    metadata_rate_burst: int = Field(50, ge=1)
+    # Deprecated (the token bucket before Neutron's options): mapped onto
+    # [metadata_rate_limiting] when that section is not given; see `deprecations`.
+    metadata_rate_limit: float | None = Field(None, ge=0)
+    metadata_rate_burst: int | None = Field(None, ge=1)
     # Slow and abusive clients (haproxy: maxconn, timeout http-request, timeout
     # http-keep-alive). The caps bind the instance-facing listeners (0 = no cap); the two
     # timeouts bind every port cloudmeta listens on.
@@ -156,6 +222,44 @@ class Config(BaseSettings):
     database: DatabaseSection = Field(default_factory=DatabaseSection)
     admin: AdminSection = Field(default_factory=AdminSection)
     api: ApiSection = Field(default_factory=ApiSection)
+    metadata_rate_limiting: MetadataRateLimitingSection = Field(
+        default_factory=MetadataRateLimitingSection
+    )
+
+    _deprecations: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _map_old_rate_options(self) -> Config:
+        """The old names keep working: mapped onto the new section unless it is given."""
+        if self.metadata_rate_limit is None and self.metadata_rate_burst is None:
+            return self
+        old = ", ".join(
+            f"{name}={value}"
+            for name, value in (
+                (_OLD_RATE, self.metadata_rate_limit),
+                (_OLD_BURST, self.metadata_rate_burst),
+            )
+            if value is not None
+        )
+        if "metadata_rate_limiting" in self.model_fields_set:
+            self._deprecations.append(
+                f"{old} is deprecated and ignored: [metadata_rate_limiting] is set"
+            )
+            return self
+        new = _from_old_bucket(
+            self.metadata_rate_limit or 0.0, self.metadata_rate_burst or _OLD_BURST_DEFAULT
+        )
+        self.metadata_rate_limiting = new
+        mapped = ", ".join(f"{k}={json.dumps(v)}" for k, v in new.model_dump(mode="json").items())
+        self._deprecations.append(
+            f"{old} is deprecated: use [metadata_rate_limiting]; mapped to {mapped}"
+        )
+        return self
+
+    @property
+    def deprecations(self) -> list[str]:
+        """One line per deprecated option in use (logged at start, printed by config show)."""
+        return list(self._deprecations)
 
     @classmethod
     def settings_customise_sources(
@@ -192,6 +296,9 @@ class Config(BaseSettings):
         """The effective configuration as plain data, secrets replaced by ``***`` (the
         password of ``[database] connection`` too)."""
         data = self.model_dump(mode="json")
+        for name in (_OLD_RATE, _OLD_BURST):
+            if data[name] is None:
+                del data[name]  # deprecated and unset: not part of the configuration
         data["database"]["connection"] = _mask_url(self.database.connection)
         return data
 

@@ -8,7 +8,6 @@ import hmac
 import pytest
 
 from cloudmeta.agent import AgentError, Caller, caller_from_forwarded, sign_instance_id
-from cloudmeta.agent.ratelimit import RateLimiter
 
 
 def test_ipv4_caller() -> None:
@@ -44,21 +43,3 @@ def test_signature_is_hmac_sha256_hex() -> None:
     expected = hmac.new(b"s3cret", b"inst-1", hashlib.sha256).hexdigest()
     assert sign_instance_id("s3cret", "inst-1") == expected
     assert len(sign_instance_id("", "inst-1")) == 64  # Neutron signs even with no secret
-
-
-def test_rate_limiter_burst_then_refill() -> None:
-    limiter = RateLimiter(rate=2.0, burst=3)
-    assert [limiter.allow("a", 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    wait = limiter.allow("a", 0.0)
-    assert wait == pytest.approx(0.5)
-    assert limiter.retry_after(wait) == "1"
-    assert limiter.allow("b", 0.0) == 0.0  # another instance is not affected
-    assert limiter.allow("a", 0.5) == 0.0  # one token back after 1/rate s
-
-
-def test_rate_limiter_forgets_full_buckets() -> None:
-    limiter = RateLimiter(rate=100.0, burst=1)
-    for i in range(1023):
-        limiter.allow(f"i{i}", 0.0)
-    limiter.allow("last", 100.0)  # the 1024th call prunes the refilled buckets
-    assert len(limiter) <= 1

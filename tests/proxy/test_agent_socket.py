@@ -14,6 +14,14 @@ from structlog.testing import capture_logs
 
 from cloudmeta.config import ProxyMode
 
+# Two requests per 10 s base window, and a burst window of 3 in 1 s that never binds first.
+RATE_LIMIT = {
+    "rate_limit_enabled": True,
+    "base_query_rate_limit": 2,
+    "burst_window_duration": 1,
+    "burst_query_rate_limit": 3,
+}
+
 
 @pytest.fixture
 async def chain(make_config: Any) -> AsyncIterator[Chain]:
@@ -22,9 +30,7 @@ async def chain(make_config: Any) -> AsyncIterator[Chain]:
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     with socket.socket(socket.AF_UNIX) as stale:
         stale.bind(str(socket_path))
-    made = await start_chain(
-        make_config, ProxyMode.PROCESS, metadata_rate_limit=1.0, metadata_rate_burst=2
-    )
+    made = await start_chain(make_config, ProxyMode.PROCESS, metadata_rate_limiting=RATE_LIMIT)
     try:
         yield made
     finally:
@@ -76,7 +82,15 @@ async def test_rate_limit_is_429_with_retry_after(chain: Chain) -> None:
         project_id=chain.project_id,
     )
     headers = {"X-Forwarded-For": "192.0.2.10", "X-Neutron-Network-ID": network_id}
-    statuses = [(await _get(chain, headers))[0] for _ in range(3)]
-    assert statuses[:2] == [200, 200]
+    statuses = [(await _get(chain, headers))[0] for _ in range(2)]
+    assert statuses == [200, 200]
     status, _, response_headers = await _get(chain, headers)
-    assert status == 429 and int(response_headers["Retry-After"]) >= 1
+    # The base window's first request leaves it 10 s after it came.
+    assert status == 429 and 9 <= int(response_headers["Retry-After"]) <= 10
+    # Per source address and network, refused before the port lookup: another address (no
+    # port: 404) and the same address on another network are not limited.
+    other = {"X-Forwarded-For": "192.0.2.11", "X-Neutron-Network-ID": network_id}
+    assert (await _get(chain, other))[0] == 404
+    elsewhere, _ = await chain.network()
+    moved = {"X-Forwarded-For": "192.0.2.10", "X-Neutron-Network-ID": elsewhere}
+    assert (await _get(chain, moved))[0] == 404

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from cloudmeta.cli.main import cli
 from cloudmeta.config import ConfigError, ProxyMode, load_config
 
 
@@ -88,3 +91,90 @@ def test_vendordata_connect_timeout_has_novas_minimum(monkeypatch: pytest.Monkey
         load_config(Path("/dev/null"))
     monkeypatch.setenv("CLOUDMETA_API__VENDORDATA_DYNAMIC_CONNECT_TIMEOUT", "3")
     assert load_config(Path("/dev/null")).api.vendordata_dynamic_connect_timeout == 3
+
+
+def test_rate_limiting_has_neutrons_names_and_defaults() -> None:
+    shown = load_config(Path("/dev/null")).masked()
+    assert shown["metadata_rate_limiting"] == {
+        "rate_limit_enabled": False,
+        "ip_versions": [4],
+        "base_window_duration": 10,
+        "base_query_rate_limit": 10,
+        "burst_window_duration": 10,
+        "burst_query_rate_limit": 10,
+    }
+    assert "metadata_rate_limit" not in shown and "metadata_rate_burst" not in shown
+
+
+def test_rate_limiting_from_file_and_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text(
+        '[metadata_rate_limiting]\nip_versions = ["4", "6"]\nbase_window_duration = 60\n'
+        "burst_query_rate_limit = 3\n"
+    )
+    monkeypatch.setenv("CLOUDMETA_METADATA_RATE_LIMITING__RATE_LIMIT_ENABLED", "true")
+    monkeypatch.setenv("CLOUDMETA_METADATA_RATE_LIMITING__BURST_WINDOW_DURATION", "2")
+    config = load_config(file)
+    options = config.metadata_rate_limiting
+    assert options.rate_limit_enabled is True
+    assert options.ip_versions == [4, 6]  # Neutron's strings taken
+    assert (options.base_window_duration, options.base_query_rate_limit) == (60, 10)
+    assert (options.burst_window_duration, options.burst_query_rate_limit) == (2, 3)
+    assert config.deprecations == []
+    monkeypatch.setenv("CLOUDMETA_METADATA_RATE_LIMITING__IP_VERSIONS", "[6]")
+    assert load_config(file).metadata_rate_limiting.ip_versions == [6]
+    monkeypatch.setenv("CLOUDMETA_METADATA_RATE_LIMITING__IP_VERSIONS", "[5]")
+    with pytest.raises(ConfigError, match="CLOUDMETA_METADATA_RATE_LIMITING__IP_VERSIONS"):
+        load_config(file)
+    monkeypatch.delenv("CLOUDMETA_METADATA_RATE_LIMITING__IP_VERSIONS")
+    file.write_text("[metadata_rate_limiting]\nbase_query_rate_limit = 0\n")
+    with pytest.raises(ConfigError, match=r"metadata_rate_limiting\.base_query_rate_limit"):
+        load_config(file)
+
+
+def test_old_rate_options_map_onto_neutrons_with_a_deprecation(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text("metadata_rate_limit = 2.0\nmetadata_rate_burst = 5\n")
+    config = load_config(file)
+    # What the old bucket let through at most: 5 + 2/s x the window.
+    assert config.metadata_rate_limiting.model_dump() == {
+        "rate_limit_enabled": True,
+        "ip_versions": [4, 6],
+        "base_window_duration": 10,
+        "base_query_rate_limit": 25,
+        "burst_window_duration": 1,
+        "burst_query_rate_limit": 7,
+    }
+    (line,) = config.deprecations
+    assert "metadata_rate_limit=2.0" in line and "deprecated" in line
+    assert "[metadata_rate_limiting]" in line and "base_query_rate_limit=25" in line
+    # From the environment, the burst defaulting to the old 50; 0 req/s was "no limit".
+    monkeypatch.setenv("CLOUDMETA_METADATA_RATE_LIMIT", "1")
+    options = load_config(Path("/dev/null")).metadata_rate_limiting
+    assert (options.base_query_rate_limit, options.burst_query_rate_limit) == (60, 51)
+    monkeypatch.setenv("CLOUDMETA_METADATA_RATE_LIMIT", "0")
+    config = load_config(Path("/dev/null"))
+    assert config.metadata_rate_limiting.rate_limit_enabled is False
+    assert len(config.deprecations) == 1
+    # The new section given: it wins, the old options are named as ignored.
+    monkeypatch.setenv("CLOUDMETA_METADATA_RATE_LIMITING__RATE_LIMIT_ENABLED", "true")
+    config = load_config(file)
+    assert config.metadata_rate_limiting.base_query_rate_limit == 10
+    (line,) = config.deprecations
+    assert "ignored" in line
+
+
+def test_config_show_logs_the_deprecation_once(tmp_path: Path) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text('metadata_rate_limit = 2.0\nlog_format = "json"\n')
+    result = CliRunner().invoke(cli, ["--config", str(file), "config", "show"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["metadata_rate_limit"] == 2.0
+    assert shown["metadata_rate_limiting"]["rate_limit_enabled"] is True
+    warnings = [line for line in result.stderr.splitlines() if "deprecated" in line]
+    assert len(warnings) == 1 and "metadata_rate_limit=2.0" in warnings[0], result.stderr

@@ -23,7 +23,7 @@ from cloudmeta.agent.forward import Forwarder
 from cloudmeta.agent.identity import caller_from_forwarded
 from cloudmeta.agent.lookup import PortCache
 from cloudmeta.agent.ratelimit import RateLimiter
-from cloudmeta.config import Config
+from cloudmeta.config import Config, ProxyMode
 from cloudmeta.http import (
     Limits,
     Listener,
@@ -53,11 +53,7 @@ class MetadataAgent:
         self._config = config
         self.cache = PortCache(client)
         self.forwarder = Forwarder(config)
-        self.limiter = (
-            RateLimiter(config.metadata_rate_limit, config.metadata_rate_burst)
-            if config.metadata_rate_limit > 0
-            else None
-        )
+        self.limiter = _limiter(config)
         self._feed: asyncio.Task[None] | None = None
         self._unix: Listener | None = None
         self._inline: InlineListeners | None = None
@@ -135,6 +131,15 @@ class MetadataAgent:
             caller = caller_from_forwarded(peer)
         except AgentError as exc:
             return plain(400, str(exc))
+        if self.limiter is not None:
+            # Before the lookup, as haproxy's deny is before the agent: per source address.
+            wait = self.limiter.allow(target.uuid, caller.ip, time.monotonic())
+            if wait > 0:
+                return plain(
+                    429,
+                    "Too many metadata requests from this address.",
+                    **{"Retry-After": self.limiter.retry_after(wait)},
+                )
         try:
             if target.network_id is not None:
                 networks: tuple[str, ...] = (target.network_id,)
@@ -162,14 +167,6 @@ class MetadataAgent:
                 matches=found.matches,
             )
             return plain(404, f"Instance was not found on {where}.")
-        if self.limiter is not None:
-            wait = self.limiter.allow(found.owner.instance_id, time.monotonic())
-            if wait > 0:
-                return plain(
-                    429,
-                    "Too many metadata requests from this instance.",
-                    **{"Retry-After": self.limiter.retry_after(wait)},
-                )
         body = b""
         if request.body_exists:
             try:
@@ -187,6 +184,21 @@ class MetadataAgent:
             caller.ip,
             found.owner,
         )
+
+
+def _limiter(config: Config) -> RateLimiter | None:
+    """``[metadata_rate_limiting]`` for the inline and process modes; in haproxy mode the
+    generated config's stick-tables enforce it before a request reaches the agent."""
+    options = config.metadata_rate_limiting
+    if not options.rate_limit_enabled or config.metadata_proxy_mode is ProxyMode.HAPROXY:
+        return None
+    return RateLimiter(
+        options.base_window_duration,
+        options.base_query_rate_limit,
+        options.burst_window_duration,
+        options.burst_query_rate_limit,
+        options.ip_versions,
+    )
 
 
 def _prepare_socket_path(path: Path) -> None:

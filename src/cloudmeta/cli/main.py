@@ -17,7 +17,7 @@ import click
 
 from cloudmeta import __version__
 from cloudmeta.config import Config, ConfigError, load_config
-from cloudmeta.logs import setup_logging
+from cloudmeta.logs import get_logger, setup_logging
 
 __all__ = ["cli", "main", "pass_config"]
 
@@ -35,6 +35,8 @@ class _Context:
             except ConfigError as exc:
                 raise click.ClickException(str(exc)) from exc
             setup_logging(self._config.debug, self._config.log_format)
+            for line in self._config.deprecations:  # once per process, at start
+                get_logger("config").warning("deprecated option", detail=line)
         return self._config
 
 
