@@ -6,6 +6,11 @@ Differences from Neutron, each closing a hole: ``X-Forwarded-For`` is deleted be
 id header), and any PUT already carrying ``X-Forwarded-For`` is denied with 403: the metadata
 API accepts PUT only on its token path, and matching that path here would have to repeat the
 API's normalisation (``/ec2/latest/api/token``, dot segments, ``%2e``) in regex.
+
+``[metadata_rate_limiting]`` renders as Neutron's two stick-tables (``http_req_rate`` over the
+base and burst windows, per source address) and its ``deny_status 429`` rules, plus a
+``Retry-After`` (the violated window) and ``ip_versions`` as an ACL on the source's family:
+Neutron takes one version only and limits every source its table type can hold.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloudmeta.config import MetadataRateLimitingSection
 from cloudmeta.proxy.binds import Bind
 from cloudmeta.proxy.headers import ProxyTarget
 
@@ -65,8 +71,14 @@ def render_config(
     user: str | None = None,
     group: str | None = None,
     timeouts: HaproxyTimeouts | None = None,
+    rate_limit: MetadataRateLimitingSection | None = None,
 ) -> str:
     """The whole haproxy.cfg for one network or router namespace."""
+    tables, rules = (
+        _rate_limit_lines(rate_limit)
+        if rate_limit is not None and rate_limit.rate_limit_enabled
+        else ([], [])
+    )
     t = timeouts or HaproxyTimeouts()
     header, value = target.header
     log_tag = f"haproxy-metadata-proxy-{target.uuid}"
@@ -97,8 +109,10 @@ def render_config(
         f"    timeout server {t.server}s",
         f"    timeout http-keep-alive {_duration(t.http_keep_alive)}",
         "",
+        *tables,
         "listen listener",
         *(_bind_line(b) for b in binds),
+        *rules,
         # The token PUT rule must see the caller's own X-Forwarded-For, so it comes first.
         "    acl token_put method PUT",
         "    acl has_xff req.hdr_cnt(X-Forwarded-For) gt 0",
@@ -112,6 +126,49 @@ def render_config(
         "",
     ]
     return "\n".join(lines)
+
+
+_BASE_TABLE, _BURST_TABLE = "base_rate_limiter", "burst_rate_limiter"
+
+
+def _rate_limit_lines(options: MetadataRateLimitingSection) -> tuple[list[str], list[str]]:
+    """Neutron's stick-table backends and the listener's track/deny rules.
+
+    A ``type ipv6`` table holds IPv4 sources too (as ``::ffff:a.b.c.d``), so both versions
+    share it; one version only tracks the sources of that family (``src 0.0.0.0/0`` matches
+    IPv4 and v4-mapped sources, as the agent's limiter counts them).
+    """
+    versions = set(options.ip_versions)
+    kind = "ip" if versions == {4} else "ipv6"
+    expire = max(options.base_window_duration, options.burst_window_duration)
+    tables: list[str] = []
+    for table, window in (
+        (_BASE_TABLE, options.base_window_duration),
+        (_BURST_TABLE, options.burst_window_duration),
+    ):
+        tables += [
+            f"backend {table}",
+            f"    stick-table type {kind} size 10k expire {expire}s store http_req_rate({window}s)",
+            "",
+        ]
+    rules: list[str] = []
+    when = ""
+    if versions != {4, 6}:
+        rules.append("    acl src_ipv4 src 0.0.0.0/0")
+        when = " if src_ipv4" if versions == {4} else " if !src_ipv4"
+    rules += [
+        f"    http-request track-sc0 src table {_BASE_TABLE}{when}",
+        f"    http-request track-sc1 src table {_BURST_TABLE}{when}",
+    ]
+    for table, window, limit in (
+        (_BASE_TABLE, options.base_window_duration, options.base_query_rate_limit),
+        (_BURST_TABLE, options.burst_window_duration, options.burst_query_rate_limit),
+    ):
+        rules.append(
+            f"    http-request deny deny_status 429 hdr Retry-After {window}"
+            f" if {{ src_http_req_rate({table}) gt {limit} }}"
+        )
+    return tables, rules
 
 
 _PIDFILE = re.compile(r"^\s*pidfile .*$", re.M)

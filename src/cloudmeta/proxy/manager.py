@@ -156,7 +156,13 @@ class MetadataProxyManager:
                 http_keep_alive=self._config.metadata_proxy_keepalive_timeout
             )
             text = render_config(
-                target, binds, socket_path, pidfile, debug=self._config.debug, timeouts=timeouts
+                target,
+                binds,
+                socket_path,
+                pidfile,
+                debug=self._config.debug,
+                timeouts=timeouts,
+                rate_limit=self._config.metadata_rate_limiting,
             )
             # -db: stay in the foreground so the supervisor's pid is haproxy's own.
             return ["haproxy", "-db", "-f", str(conf)], conf, text
