@@ -135,8 +135,10 @@ def _rate_limit_lines(options: MetadataRateLimitingSection) -> tuple[list[str], 
     """Neutron's stick-table backends and the listener's track/deny rules.
 
     A ``type ipv6`` table holds IPv4 sources too (as ``::ffff:a.b.c.d``), so both versions
-    share it; one version only tracks the sources of that family (``src 0.0.0.0/0`` matches
-    IPv4 and v4-mapped sources, as the agent's limiter counts them).
+    share it; one version only tracks the sources of that family. The ACL is an IPv6 pattern:
+    haproxy matches an IPv4 source against it as ``::ffff:a.b.c.d``, so it holds IPv4 and
+    v4-mapped sources (the agent's limiter counts those as IPv4 too) and nothing else, where
+    ``src 0.0.0.0/0`` would also take ``::1``, ``::a.b.c.d`` and 6to4 ``2002:...`` sources.
     """
     versions = set(options.ip_versions)
     kind = "ip" if versions == {4} else "ipv6"
@@ -154,7 +156,7 @@ def _rate_limit_lines(options: MetadataRateLimitingSection) -> tuple[list[str], 
     rules: list[str] = []
     when = ""
     if versions != {4, 6}:
-        rules.append("    acl src_ipv4 src 0.0.0.0/0")
+        rules.append("    acl src_ipv4 src ::ffff:0.0.0.0/96")
         when = " if src_ipv4" if versions == {4} else " if !src_ipv4"
     rules += [
         f"    http-request track-sc0 src table {_BASE_TABLE}{when}",
