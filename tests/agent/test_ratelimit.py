@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from cloudmeta.agent.ratelimit import RateLimiter
+from cloudmeta.agent.service import _limiter
+from cloudmeta.config import Config, ProxyMode
 
 NET = "net-a"
 
@@ -85,3 +89,14 @@ def test_quiet_callers_are_forgotten() -> None:
 def test_bad_options_are_refused(args: tuple[object, ...]) -> None:
     with pytest.raises(ValueError):
         RateLimiter(*args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", list(ProxyMode), ids=str)
+def test_the_agent_enforces_it_unless_haproxy_does(
+    mode: ProxyMode, make_config: Callable[..., Config]
+) -> None:
+    enabled = make_config(
+        metadata_proxy_mode=mode, metadata_rate_limiting={"rate_limit_enabled": 1}
+    )
+    assert (_limiter(enabled) is None) is (mode is ProxyMode.HAPROXY)
+    assert _limiter(make_config(metadata_proxy_mode=mode)) is None  # Neutron's default: off
