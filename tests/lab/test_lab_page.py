@@ -16,13 +16,13 @@ import re
 import secrets
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from labkit import CLI, assert_nothing_left, cli, free_port
+from pagekit import CHROMIUM, FLAGS, artefact_dir
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
 from cloudmeta.adminclient import AdminClient
@@ -32,16 +32,6 @@ from cloudmeta.lab.state import load_state
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(400)]
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",  # we are root
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 _URL = re.compile(r"page: (http://127\.0\.0\.1:\d+/)")
 HOSTILE = '<img src=x onerror="window.cmtPwned=1">cmt-<b>net</b>'
 ALL_OK = """() => document.querySelectorAll(
@@ -103,13 +93,7 @@ def lab_up(lab_config: Config) -> Iterator[_LabUp]:
 
 @pytest.fixture
 def artefacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the screenshots are kept: beside pytest's numbered tmp dirs, which other runs
-    rotate away, in a dir of its own that they leave (``$CMT_ARTEFACTS`` to choose)."""
-    root = os.environ.get("CMT_ARTEFACTS")
-    base = Path(root) if root else tmp_path_factory.getbasetemp().parent / "cmt-artefacts"
-    found = base / f"lab-page-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(2)}"
-    found.mkdir(parents=True)
-    return found
+    return artefact_dir(tmp_path_factory.getbasetemp().parent, "lab-page")
 
 
 @pytest.fixture

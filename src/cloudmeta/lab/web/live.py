@@ -109,8 +109,17 @@ class MetricsScraper:
 class LabView:
     """The snapshot of one running lab and the tasks that keep it current."""
 
-    def __init__(self, config: Config, client: AdminClient, state: LabState) -> None:
+    def __init__(
+        self,
+        config: Config,
+        client: AdminClient,
+        state: LabState,
+        *,
+        metrics_url: str | None = None,
+    ) -> None:
+        """``metrics_url``: where to scrape (by default the admin API's ``/metrics``)."""
         self._config = config
+        self._metrics_url = metrics_url or f"{client.url}/metrics"
         self._client = client
         self._state = state
         self._stale = asyncio.Event()
@@ -133,8 +142,8 @@ class LabView:
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession()
-        url = f"{self._client.url}/metrics"
-        self._metrics = MetricsScraper(self._http, url, _admin_token(self._config))
+        token = _admin_token(self._config)
+        self._metrics = MetricsScraper(self._http, self._metrics_url, token)
         await self._rebuild()
         for body in (self._follow, self._watch, self._scrape, self._refresh):
             self._tasks.append(asyncio.create_task(body()))

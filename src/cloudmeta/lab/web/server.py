@@ -38,11 +38,16 @@ class LabPage:
 
 
 async def start_page(
-    config: Config, client: AdminClient, state: LabState, port: int = DEFAULT_PORT
+    config: Config,
+    client: AdminClient,
+    state: LabState,
+    port: int = DEFAULT_PORT,
+    *,
+    metrics_url: str | None = None,
 ) -> LabPage:
     """Serve the page of the lab ``state`` on ``127.0.0.1:port`` (OSError if it is taken)."""
     sockets = tcp_sockets(HOST, port)
-    view = LabView(config, client, state)
+    view = LabView(config, client, state, metrics_url=metrics_url)
     try:
         await view.start()
     except BaseException:

@@ -63,7 +63,7 @@ function line(svg, points, color, top) {
   const step = 300 / (points.length - 1);
   const path = document.createElementNS(SVG, "polyline");
   path.setAttribute("points", points.map((v, i) =>
-    `${(i * step).toFixed(1)},${(78 - (76 * (v || 0)) / top).toFixed(1)}`).join(" "));
+    `${(i * step).toFixed(1)},${(78 - (64 * (v || 0)) / top).toFixed(1)}`).join(" "));
   path.setAttribute("fill", "none");
   path.setAttribute("stroke", color);
   path.setAttribute("stroke-width", "1.5");
@@ -72,7 +72,7 @@ function line(svg, points, color, top) {
 
 function renderChart(svg, series, key) {
   svg.replaceChildren();
-  const hops = Object.keys(HOPS);
+  const hops = Object.keys(HOPS).filter((h) => series.some((p) => h in p.hops));
   const values = series.flatMap((p) => hops.map((h) => (p.hops[h] || {})[key] || 0));
   const top = Math.max(1e-9, ...values);
   for (const hop of hops) line(svg, series.map((p) => (p.hops[hop] || {})[key]), HOPS[hop], top);
@@ -99,7 +99,8 @@ function renderMetrics(metrics) {
     : "collecting (two scrapes make a rate)";
   renderChart(document.getElementById("chart-rps"), metrics.series, "rps");
   renderChart(document.getElementById("chart-p99"), metrics.series, "p99_ms");
-  document.getElementById("metrics-legend").replaceChildren(...Object.entries(HOPS).map(([hop, color]) => {
+  const seen = Object.entries(HOPS).filter(([hop]) => metrics.series.some((p) => hop in p.hops));
+  document.getElementById("metrics-legend").replaceChildren(...seen.map(([hop, color]) => {
     const key = el("span", { class: "key" }, hop);
     key.style.borderColor = color;
     return key;
