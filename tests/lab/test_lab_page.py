@@ -3,8 +3,9 @@
 
 The page is opened as soon as ``lab up`` prints its URL, before any instance exists; it must
 then show both instances ``ok`` by itself (the event stream, no reload), show each instance's
-own ``meta_data.json`` as fetched from inside that instance, and render a hostile network
-name as text. The screenshots are kept (their paths are printed; see ``artefacts``).
+own ``meta_data.json`` as fetched from inside that instance, render a hostile network name as
+text, and show an EC2 instance booted meanwhile by ``lab boot`` with its own EC2 documents.
+The screenshots are kept (their paths are printed; see ``artefacts``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from playwright.sync_api import BrowserContext, Page, sync_playwright
 
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.config import Config
+from cloudmeta.documents import ec2_id
 from cloudmeta.lab.childenv import config_env
 from cloudmeta.lab.state import load_state
 
@@ -196,4 +198,27 @@ def test_page_shows_the_lab_live_and_each_instance_its_own_documents(
         )
         assert page.locator("#facts td", has_text=server_id).count() == 1
         _shot(page, artefacts / f"lab-page-{name}.png")
+
+    # An EC2 instance booted by another process (`lab boot`) appears live on the lab page, and
+    # its own page reads the EC2 tree with an IMDSv2 token, as cloud-init did.
+    page.goto(url)
+    page.wait_for_selector("#live.on")
+    booted = cli(lab_config, "lab", "boot", "cmt-ec2", "--network", "isolated",
+                 "--datasource", "Ec2")  # fmt: skip
+    assert booted.returncode == 0, booted.stdout[-3000:] + booted.stderr[-3000:]
+    page.wait_for_function(ALL_OK.replace("=== 2", "=== 3"), timeout=60_000)
+    state = load_state(lab_config)
+    assert state is not None
+    ec2 = state.instances["cmt-ec2"]
+    page.goto(f"{url}instances/cmt-ec2")
+    token = page.locator('article[data-path="/latest/api/token"]')
+    token.wait_for(timeout=60_000)
+    assert token.get_attribute("data-status") == "200"
+    assert "not shown" in (token.locator("pre").text_content() or "")
+    ident = page.locator('article[data-path="/latest/dynamic/instance-identity/document"]')
+    assert ident.get_attribute("data-status") == "200", ident.text_content()
+    document = json.loads(ident.locator("pre").text_content() or "")
+    assert document["instanceId"] == ec2_id("i", ec2.server_id)
+    assert document["privateIp"] == ec2.ip
+    _shot(page, artefacts / "lab-page-cmt-ec2.png")
     assert errors == []
