@@ -1,8 +1,10 @@
 """The lab page's parts without a lab: rates from Prometheus text, curl's answers, the
-scraper against a real HTTP server, the page's address check and headers."""
+scraper against a real HTTP server, the page's address check and headers, its event stream
+over a real admin API."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 
@@ -11,6 +13,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from admin.helpers import running_admin
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.config import Config
 from cloudmeta.http import tcp_sockets
@@ -18,7 +21,7 @@ from cloudmeta.lab.state import LabState
 from cloudmeta.lab.web.documents import Fetch, RecentRequests, parse_curl
 from cloudmeta.lab.web.live import LabView, MetricsScraper
 from cloudmeta.lab.web.rates import parse, quantile, rates
-from cloudmeta.lab.web.server import serve_view
+from cloudmeta.lab.web.server import serve_view, start_page
 
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1)
 
@@ -202,3 +205,49 @@ async def test_page_answers_only_on_its_own_address_with_strict_headers(
     finally:
         await served.close()
         await client.close()
+
+
+async def test_event_stream_sends_snapshots_and_ends_with_the_page(
+    make_config: Callable[..., Config],
+) -> None:
+    """Each change of the inventory is a new ``event: lab``; closing the page ends a stream
+    that is still open (as ``lab up``'s teardown does with a browser attached)."""
+    config = make_config()
+    async with running_admin(config) as (_, client):
+        page = await start_page(config, client, LabState(), 0)
+        closed = False
+        try:
+            async with aiohttp.ClientSession() as session:
+                stream = await session.get(f"{page.url}api/events")
+                assert stream.headers["Content-Type"].startswith("text/event-stream")
+                first = await _event(stream.content)
+                assert first["networks"] == []
+                await client.create_network("cmt-seen-live")
+                while not (found := await _event(stream.content))["networks"]:
+                    pass  # a scrape or a rebuild without the network yet
+                assert [n["name"] for n in found["networks"]] == ["cmt-seen-live"]
+                async with asyncio.timeout(5):
+                    await page.close()
+                    closed = True
+                    await stream.content.read()  # the end of a complete response, no hang
+                stream.release()
+        finally:
+            if not closed:
+                await page.close()
+
+
+async def _event(content: aiohttp.StreamReader) -> dict[str, object]:
+    """The data of the next ``event: lab`` of a server-sent event stream."""
+    event, data = "", []
+    async with asyncio.timeout(10):
+        while True:
+            line = (await content.readline()).decode().rstrip("\r\n")
+            if line.startswith("event:"):
+                event = line.partition(":")[2].strip()
+            elif line.startswith("data:"):
+                data.append(line.partition(":")[2].strip())
+            elif not line and data:
+                if event == "lab":
+                    found: dict[str, object] = json.loads("\n".join(data))
+                    return found
+                event, data = "", []

@@ -70,7 +70,8 @@ async def _lab(request: web.Request) -> web.Response:
 
 async def _events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the snapshot at once, then each newer one (``event: lab``), until
-    the browser goes (the stream's pings find out) or the page stops."""
+    the browser goes (the stream's pings find out) or the page stops (the stream then ends
+    as a complete response)."""
     view = request.app[VIEW]
     version = 0
     async with sse_response(request) as stream:
@@ -82,7 +83,10 @@ async def _events(request: web.Request) -> web.StreamResponse:
                 if not newer.done():
                     newer.cancel()
                     break
-                version, snapshot = newer.result()
+                found = newer.result()
+                if found is None:  # the page stops
+                    break
+                version, snapshot = found
                 await stream.send(json.dumps(snapshot, sort_keys=True), event="lab")
         finally:
             gone.cancel()

@@ -125,6 +125,7 @@ class LabView:
         self._stale = asyncio.Event()
         self._changed = asyncio.Condition()
         self._version = 0
+        self._ending = False
         self._snapshot: dict[str, Any] = {}
         self._rows: dict[str, dict[str, Any]] = {}
         self._seen: dict[str, tuple[str, str | None]] = {}  # name -> (status, last step)
@@ -157,11 +158,18 @@ class LabView:
         if self._http is not None:
             await self._http.close()
 
-    async def wait_newer(self, version: int) -> tuple[int, dict[str, Any]]:
-        """The next snapshot after ``version`` (at once if there is one already)."""
+    async def wait_newer(self, version: int) -> tuple[int, dict[str, Any]] | None:
+        """The next snapshot after ``version`` (at once if there is one already); None once
+        :meth:`end_streams` was called."""
         async with self._changed:
-            await self._changed.wait_for(lambda: self._version > version)
-            return self._version, self._snapshot
+            await self._changed.wait_for(lambda: self._ending or self._version > version)
+            return None if self._ending else (self._version, self._snapshot)
+
+    async def end_streams(self) -> None:
+        """Every event stream ends (a complete response), before the listener closes."""
+        async with self._changed:
+            self._ending = True
+            self._changed.notify_all()
 
     def instance(self, name: str) -> LabInstance | None:
         return self._state.instances.get(name)

@@ -32,6 +32,7 @@ class LabPage:
     listener: Listener
 
     async def close(self) -> None:
+        await self.view.end_streams()
         await self.listener.close(_SHUTDOWN_TIMEOUT)
         await self.runner.cleanup()
         await self.view.close()
