@@ -14,12 +14,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from admin.helpers import running_admin
-from cloudmeta.adminclient import AdminClient
+from cloudmeta.adminclient import AdminClient, ChangeBatch
+from cloudmeta.adminclient.types import Change
 from cloudmeta.config import Config
 from cloudmeta.http import tcp_sockets
-from cloudmeta.lab.state import LabState
+from cloudmeta.lab.state import LabInstance, LabState
 from cloudmeta.lab.web.documents import Fetch, RecentRequests, parse_curl
-from cloudmeta.lab.web.live import LabView, MetricsScraper
+from cloudmeta.lab.web.live import LabView, MetricsScraper, stale_rows
 from cloudmeta.lab.web.rates import parse, quantile, rates
 from cloudmeta.lab.web.server import serve_view, start_page
 
@@ -251,3 +252,34 @@ async def _event(content: aiohttp.StreamReader) -> dict[str, object]:
                     found: dict[str, object] = json.loads("\n".join(data))
                     return found
                 event, data = "", []
+
+
+def _inst(name: str, network: str) -> LabInstance:
+    return LabInstance(
+        name=name,
+        server_id=f"srv-{name}",
+        network_id=network,
+        network=network,
+        namespace=f"cmt-vm-{name}",
+        link=f"cmt-l-{name}",
+        port_id=f"port-{name}",
+    )
+
+
+def _change(kind: str, id_: str, **touches: list[str]) -> Change:
+    return {"revision": 1, "kind": kind, "id": id_, "op": "update", "touches": touches}
+
+
+def test_stale_rows_are_those_a_change_can_alter() -> None:
+    lab = [_inst("a", "net-1"), _inst("b", "net-1"), _inst("c", "net-2")]
+    assert stale_rows(ChangeBatch(1, resync=True), lab) is None
+    assert stale_rows(ChangeBatch(1, [_change("router", "r")]), lab) is None
+    assert stale_rows(ChangeBatch(1, [_change("subnet", "s", network_ids=["net-2"])]), lab) is None
+    old: Change = {"revision": 1, "kind": "port", "id": "p", "op": "update"}  # no touches
+    assert stale_rows(ChangeBatch(1, [old]), lab) is None
+    own = _change("server", "srv-c", port_ids=["port-c"], network_ids=[])
+    assert stale_rows(ChangeBatch(1, [own]), lab) == {"c"}
+    dhcp = _change("port", "dhcp-port", network_ids=["net-1"], device_owners=["network:dhcp"])
+    assert stale_rows(ChangeBatch(1, [dhcp, own]), lab) == {"a", "b", "c"}
+    elsewhere = _change("network", "net-9", network_ids=["net-9"])
+    assert stale_rows(ChangeBatch(1, [elsewhere]), lab) == set()

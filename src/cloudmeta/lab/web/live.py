@@ -15,11 +15,12 @@ import os
 import socket
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
 
-from cloudmeta.adminclient import AdminClient, AdminError, follow_changes
+from cloudmeta.adminclient import AdminClient, AdminError, ChangeBatch, follow_changes
 from cloudmeta.config import Config
 from cloudmeta.lab import cloud, instance
 from cloudmeta.lab.state import LabInstance, LabState, load_state
@@ -28,12 +29,32 @@ from cloudmeta.lab.web.rates import Scrape, parse, rates
 from cloudmeta.linux.process import pid_alive
 from cloudmeta.logs import get_logger
 
-__all__ = ["SCRAPE_INTERVAL", "WATCH_INTERVAL", "LabView", "MetricsScraper"]
+__all__ = ["SCRAPE_INTERVAL", "WATCH_INTERVAL", "LabView", "MetricsScraper", "stale_rows"]
 
 WATCH_INTERVAL = 0.5
 SCRAPE_INTERVAL = 2.0
 SERIES = 90  # chart points kept (3 minutes)
+ROWS_AT_ONCE = 4  # instance rows computed at once (each runs commands inside an instance)
 _log = get_logger("lab-page")
+
+
+def stale_rows(batch: ChangeBatch, instances: Iterable[LabInstance]) -> set[str] | None:
+    """The instances whose row (path, next hop) a batch of changes can alter; None: all.
+
+    A router or subnet change can move every path; a port or server change only those of the
+    instances it names (its own server or port, or a port on its network: the DHCP port).
+    """
+    if batch.resync:
+        return None
+    names: set[str] = set()
+    listed = list(instances)
+    for change in batch.changes:
+        touches = change.get("touches")
+        if change["kind"] in ("router", "subnet") or touches is None:
+            return None
+        ids = {change["id"], *(i for found in touches.values() for i in found)}
+        names |= {i.name for i in listed if ids & {i.server_id, i.port_id, i.network_id}}
+    return names
 
 
 def _admin_token(config: Config) -> str | None:
@@ -190,9 +211,11 @@ class LabView:
     # -- the sources --------------------------------------------------------------------------
 
     async def _follow(self) -> None:
-        async for _ in follow_changes(self._client):
+        async for batch in follow_changes(self._client):
             self._api_stale = True
-            self._rows.clear()  # a router or port changed: paths may have too
+            names = stale_rows(batch, self._state.instances.values())
+            for name in set(self._rows) if names is None else names:
+                self._rows.pop(name, None)
             self._stale.set()
 
     async def _watch(self) -> None:
@@ -244,9 +267,13 @@ class LabView:
             self._api = {"networks": networks, "subnets": subnets, "routers": routers}
         instances = list(self._state.instances.values())
         missing = [i for i in instances if i.name not in self._rows]
-        rows = await asyncio.gather(
-            *(cloud.instance_row(self._client, self._config, i) for i in missing)
-        )
+        gate = asyncio.Semaphore(ROWS_AT_ONCE)
+
+        async def one(inst: LabInstance) -> dict[str, Any]:
+            async with gate:
+                return await cloud.instance_row(self._client, self._config, inst)
+
+        rows = await asyncio.gather(*(one(i) for i in missing))
         for inst, row in zip(missing, rows, strict=True):
             self._rows[inst.name] = row
         self._snapshot = {
