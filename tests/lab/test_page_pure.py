@@ -19,6 +19,7 @@ from cloudmeta.adminclient.types import Change
 from cloudmeta.config import Config
 from cloudmeta.http import tcp_sockets
 from cloudmeta.lab.state import LabInstance, LabState
+from cloudmeta.lab.web import live
 from cloudmeta.lab.web.documents import Fetch, RecentRequests, parse_curl
 from cloudmeta.lab.web.live import LabView, MetricsScraper, stale_rows
 from cloudmeta.lab.web.rates import parse, quantile, rates
@@ -283,3 +284,22 @@ def test_stale_rows_are_those_a_change_can_alter() -> None:
     assert stale_rows(ChangeBatch(1, [dhcp, own]), lab) == {"a", "b", "c"}
     elsewhere = _change("network", "net-9", network_ids=["net-9"])
     assert stale_rows(ChangeBatch(1, [elsewhere]), lab) == set()
+
+
+async def test_a_failed_view_task_runs_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live, "RESTART_DELAY", 0.0)
+    runs: list[int] = []
+    done = asyncio.Event()
+
+    async def body() -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            raise RuntimeError("a bug in the view")
+        done.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(live._kept(body))
+    async with asyncio.timeout(5):
+        await done.wait()
+    task.cancel()
+    assert runs == [0, 1]

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -34,8 +34,19 @@ __all__ = ["SCRAPE_INTERVAL", "WATCH_INTERVAL", "LabView", "MetricsScraper", "st
 WATCH_INTERVAL = 0.5
 SCRAPE_INTERVAL = 2.0
 SERIES = 90  # chart points kept (3 minutes)
+RESTART_DELAY = 1.0  # seconds before a failed view task runs again
 ROWS_AT_ONCE = 4  # instance rows computed at once (each runs commands inside an instance)
 _log = get_logger("lab-page")
+
+
+async def _kept(body: Callable[[], Awaitable[None]]) -> None:
+    """Run ``body`` again when it fails: the page goes stale for a moment, the lab goes on."""
+    while True:
+        try:
+            await body()
+        except Exception:
+            _log.exception("lab page: a view task failed; restarting it", task=body.__name__)
+        await asyncio.sleep(RESTART_DELAY)
 
 
 def stale_rows(batch: ChangeBatch, instances: Iterable[LabInstance]) -> set[str] | None:
@@ -166,9 +177,9 @@ class LabView:
         self._http = aiohttp.ClientSession()
         token = _admin_token(self._config)
         self._metrics = MetricsScraper(self._http, self._metrics_url, token)
-        await self._rebuild()
+        self._stale.set()  # the first snapshot
         for body in (self._follow, self._watch, self._scrape, self._refresh):
-            self._tasks.append(asyncio.create_task(body()))
+            self._tasks.append(asyncio.create_task(_kept(body)))
 
     async def close(self) -> None:
         for task in self._tasks:
