@@ -27,6 +27,7 @@ from cloudmeta.lab.cloudcfg import Datasource
 from cloudmeta.lab.errors import LabError
 from cloudmeta.lab.state import LabState, load_state, save_state
 from cloudmeta.lab.supervise import supervise_all_in_one
+from cloudmeta.lab.web import DEFAULT_PORT, LabPage, start_page
 from cloudmeta.linux import LinuxError
 
 __all__ = ["COMMANDS"]
@@ -151,6 +152,19 @@ def _lab_config(config: Config, force_metadata: bool, proxy_mode: str | None) ->
     return config.model_copy(update=update)
 
 
+async def _start_page(
+    config: Config, client: AdminClient, state: LabState, port: int, say: Callable[[str], None]
+) -> LabPage | None:
+    """The live page, or a line saying why not (a taken port does not stop the lab)."""
+    try:
+        page = await start_page(config, client, state, port)
+    except OSError as exc:
+        say(f"[yellow]page: not served on 127.0.0.1:{port}[/] ({exc.strerror}); try --web-port")
+        return None
+    say(f"page: {page.url} (live while `lab up` runs)")
+    return page
+
+
 @click.group("lab")
 def lab_group() -> None:
     """A whole cloud on one host: instances are namespaces booting real DHCP and cloud-init."""
@@ -162,6 +176,8 @@ def lab_group() -> None:
 @click.option("--proxy-mode", type=click.Choice([m.value for m in ProxyMode]), default=None)
 @click.option("--once", is_flag=True, help="Tear down after the table; exit 0 only if all ok.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), hidden=True)
+@click.option("--web/--no-web", default=True, show_default=True, help="Serve the live lab page.")
+@click.option("--web-port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
 @pass_config
 def up_command(
     config: Config,
@@ -170,6 +186,8 @@ def up_command(
     proxy_mode: str | None,
     once: bool,
     report: Path | None,
+    web: bool,
+    web_port: int,
 ) -> None:
     """Start the services, build the demo cloud, boot COUNT instances, print the table."""
     _preflight(ProxyMode(proxy_mode) if proxy_mode else None)
@@ -196,6 +214,7 @@ def up_command(
         state = LabState(owner_pid=os.getpid())
         save_state(config, state)
         watch: asyncio.Task[None] | None = None
+        page: LabPage | None = None
         try:
             aio = await cloud.ensure_all_in_one(config, client, state, say)
             if aio is not None:  # ours: restarted when it crashes, as systemd would
@@ -208,6 +227,8 @@ def up_command(
                         say,
                     )
                 )
+            if web:
+                page = await _start_page(config, client, state, web_port, say)
             await cloud.build_cloud(config, client, state, say)
             by_name = {n.name: n.id for n in state.networks.values()}
             order = list(DEMO_NETWORKS)
@@ -234,6 +255,8 @@ def up_command(
         finally:
             if watch is not None:
                 watch.cancel()
+            if page is not None:
+                await page.close()
             say("tearing down")
             await asyncio.shield(cloud.down(config, state, client))
 
