@@ -128,7 +128,7 @@ def openapi_document() -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": ref}},
             }
-        if route.method in ("POST", "PUT", "DELETE"):
+        if route.method in ("POST", "PUT", "PATCH", "DELETE"):
             operation["responses"]["409"] = _error("Conflicts with the inventory's state")
         if route.answer is None:
             operation["responses"]["204"] = {"description": "Done"}
