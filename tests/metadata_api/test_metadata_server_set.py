@@ -1,8 +1,10 @@
 """``server set`` seen by the instance: properties in meta_data.json's ``meta`` on the very next
-request after the PATCH is acknowledged, and tags in the EC2 tree once opted in."""
+request after the PATCH is acknowledged, and tags in the EC2 tree once opted in; change
+long-polls of the served API at its shutdown."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,6 +14,7 @@ from metadata_cloud import build_cloud, signed
 
 from cloudmeta.api.admin import build_admin_app
 from cloudmeta.api.metadata import metadata_server
+from cloudmeta.api.metadata.app import MAX_WAITS_PER_INSTANCE
 from cloudmeta.api.server import ServedApp, serve
 from cloudmeta.config import Config
 from cloudmeta.inventory import Store
@@ -66,5 +69,42 @@ async def test_server_set_is_read_by_the_next_request(
             other = signed(cloud.servers["b0"], cloud.project)
             async with http.get(meta + doc, headers=other) as r:
                 assert json.loads(await r.read())["meta"] == {"role": "b"}
+    finally:
+        await store.close()
+
+
+async def test_long_polls_answer_at_shutdown(make_config: Callable[..., Config]) -> None:
+    """Stopping ``cloudmeta api`` answers every parked long-poll with the current document
+    (within the stop's grace, instead of cutting the connections after it)."""
+    config = make_config()
+    store = await Store.open(config)
+    try:
+        cloud = await build_cloud(store, servers=1)
+        headers = signed(cloud.servers["a0"], cloud.project)
+        doc = "/openstack/latest/meta_data.json"
+        async with aiohttp.ClientSession() as http:
+            serving = both_apps(config, store)
+            _, meta = await serving.__aenter__()
+            try:
+                async with http.get(meta + doc, headers=headers) as r:
+                    etag = r.headers["ETag"]
+
+                async def poll() -> tuple[int, str]:
+                    url = f"{meta}{doc}?wait_for_change=true&last_etag={etag}"
+                    async with http.get(url, headers=headers) as r:
+                        await r.read()
+                        return r.status, r.headers["ETag"]
+
+                polls = [asyncio.create_task(poll()) for _ in range(MAX_WAITS_PER_INSTANCE)]
+                probe = f"{meta}{doc}?wait_for_change=true&timeout_sec=0"
+                for _ in range(500):  # until every slot waits: the probe is refused then
+                    async with http.get(probe, headers=headers) as r:
+                        if r.status == 429:
+                            break
+                else:
+                    raise AssertionError("the long-polls never all waited")
+            finally:
+                await serving.__aexit__(None, None, None)
+            assert await asyncio.gather(*polls) == [(200, etag)] * MAX_WAITS_PER_INSTANCE
     finally:
         await store.close()

@@ -43,7 +43,7 @@ from cloudmeta.documents import root_listing as _root_listing
 from cloudmeta.documents.openstack import dump, vendor_data2
 from cloudmeta.documents.paths import JSON
 from cloudmeta.http import QuietServer  # short 400s, bounded keep-alive
-from cloudmeta.http.longpoll import LongPollError, Wait, requested_wait
+from cloudmeta.http.longpoll import LongPollError, requested_wait
 from cloudmeta.logs import get_logger
 from cloudmeta.statefiles import shared_secret
 
@@ -230,10 +230,11 @@ class MetadataService:
             wait = requested_wait(request.query)
         except LongPollError as exc:
             raise MetadataError(400, str(exc)) from None
-        if wait is None:
-            doc, headers = await self._document(entry, resolved, key, path, address)
-        else:
-            doc, headers = await self._long_poll(instance_id, path, address, wait)
+        doc, headers = await self._document(entry, resolved, key, path, address)
+        if wait is not None:
+            # Without last_etag, the baseline is the document as the request found it.
+            last = wait.last_etag or headers["ETag"]
+            doc, headers = await self._long_poll(instance_id, path, address, last, wait.timeout)
         if none_match(request.headers.get("If-None-Match"), headers["ETag"]):
             return web.Response(status=304, headers={"ETag": headers["ETag"]})
         if isinstance(doc, Seeded):
@@ -272,7 +273,12 @@ class MetadataService:
         return doc, headers
 
     async def _long_poll(
-        self, instance_id: str, path: str, address: str | None, wait: Wait
+        self,
+        instance_id: str,
+        path: str,
+        address: str | None,
+        last_etag: str,
+        timeout: float,  # noqa: ASYNC109 - the wait the request asked for
     ) -> tuple[Body | Seeded, CIMultiDict[str]]:
         """GCE's wait_for_change: the document once its ETag differs from the last one."""
         count = self._waits.get(instance_id, 0)
@@ -285,8 +291,8 @@ class MetadataService:
             )
         self._waits[instance_id] = count + 1
         try:
-            deadline = time.monotonic() + wait.timeout
-            last = None if wait.last_etag is None else _opaque(wait.last_etag)
+            deadline = time.monotonic() + timeout
+            last = _opaque(last_etag)
             while True:
                 if not self.cache.current():
                     await self.cache.sync()
@@ -297,10 +303,7 @@ class MetadataService:
                     raise MetadataError(404, "The resource could not be found.")
                 resolved, key = self._resolve(entry, path, address)
                 doc, headers = await self._document(entry, resolved, key, path, address)
-                etag = _opaque(headers["ETag"])
-                if last is None:
-                    last = etag  # no last_etag: wait for a change from now
-                elif etag != last:
+                if _opaque(headers["ETag"]) != last:
                     return doc, headers
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.cache.stopping:
