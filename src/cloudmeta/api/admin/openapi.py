@@ -50,6 +50,7 @@ _SERVER_FIELDS: dict[str, Any] = {
     "launch_index": {"type": "integer"},
     "created_at": {"type": "string", "format": "date-time"},
     "tags": {"type": "array", "items": _STRING},
+    "instance_metadata_tags": {"enum": ["enabled", "disabled"]},
     "ports": {"type": "array", "items": _STRING},
     "addresses": {
         "type": "object",
