@@ -226,11 +226,17 @@ class MetadataService:
             return await self._password(request, entry)
         if method not in _READ:
             raise _not_allowed("GET, HEAD")
-        try:
-            wait = requested_wait(request.query)
-        except LongPollError as exc:
-            raise MetadataError(400, str(exc)) from None
-        doc, headers = await self._document(entry, resolved, key, path, address)
+        wait = None
+        if "wait_for_change" in request.query_string:  # parse the query only then
+            try:
+                wait = requested_wait(request.query)
+            except LongPollError as exc:
+                raise MetadataError(400, str(exc)) from None
+        headers = entry.etags.get(key)
+        if headers is not None and isinstance(resolved, Body | Seeded):
+            doc: Body | Seeded = resolved  # the hot path: rendered, headers built
+        else:
+            doc, headers = await self._document(entry, resolved, key, path, address)
         if wait is not None:
             # Without last_etag, the baseline is the document as the request found it.
             last = wait.last_etag or headers["ETag"]
