@@ -282,6 +282,29 @@ BAD_INPUTS: list[tuple[str, str, Any, int, str]] = [
     ("GET", "/v1/changes?since=-1", None, 400, "since"),
     ("GET", "/v1/changes", None, 400, "since"),
     ("GET", "/v1/changes?since=0&timeout=9999", None, 400, "timeout"),
+    # server set|unset: the same bounds as create, on the result of the patch.
+    ("PATCH", "/v1/servers/SERVER", {"server": {"metadata": {"k": "v" * 256}}}, 400, "metadata"),
+    ("PATCH", "/v1/servers/SERVER", {"server": {"metadata": {"k\x00": "v"}}}, 400, "metadata"),
+    ("PATCH", "/v1/servers/SERVER", {"server": {"metadata": {"": "v"}}}, 400, "metadata"),
+    ("PATCH", "/v1/servers/SERVER", {"server": {"add_tags": ["a/b"]}}, 400, "tags"),
+    ("PATCH", "/v1/servers/SERVER", {"server": {"add_tags": ["a\x00"]}}, 400, "tags"),
+    (
+        "PATCH",
+        "/v1/servers/SERVER",
+        {"server": {"add_tags": [f"t{i}" for i in range(50)]}},  # 1 existing + 50
+        400,
+        "tags",
+    ),
+    ("PATCH", "/v1/servers/SERVER", {"server": {"bogus": 1}}, 400, "server.bogus"),
+    (
+        "PATCH",
+        "/v1/servers/SERVER",
+        {"server": {"instance_metadata_tags": "on"}},
+        400,
+        "server.instance_metadata_tags",
+    ),
+    ("PATCH", "/v1/servers/SERVER", {"metadata": {}}, 400, "body"),
+    ("PATCH", "/v1/servers/nope", {"server": {"add_tags": ["x"]}}, 404, "server_id"),
 ]
 
 
@@ -294,7 +317,8 @@ async def test_every_bad_input_is_a_4xx_naming_the_field(admin: AdminClient) -> 
     other = await admin.create_network("cmt-other")
     nogw = await admin.create_subnet(other["id"], "198.51.100.0/24", no_gateway=True)
     assert nogw["gateway_ip"] is None
-    names = {"NET": network_id, "ROUTER": router["id"], "NOGW": nogw["id"]}
+    tagged = await admin.create_server("cmt-tagged", [], tags=["t-old"])
+    names = {"NET": network_id, "ROUTER": router["id"], "NOGW": nogw["id"], "SERVER": tagged["id"]}
     before = await admin.revision()
     for method, path, body, status, needle in BAD_INPUTS:
         for name, value in names.items():
@@ -306,6 +330,41 @@ async def test_every_bad_input_is_a_4xx_naming_the_field(admin: AdminClient) -> 
         assert info.value.status == status, (method, path, info.value)
         assert needle in info.value.message, (method, path, info.value.message)
     assert await admin.revision() == before  # nothing changed
+
+
+async def test_server_set_and_unset_metadata_and_tags(admin: AdminClient) -> None:
+    """PATCH merges metadata (null removes), adds and removes tags, records one server update
+    touching only the project, and a patch that changes nothing records nothing."""
+    server = await admin.create_server("cmt-s", [], metadata={"a": "1", "b": "2"}, tags=["x"])
+    assert server["instance_metadata_tags"] == "disabled"
+    before = await admin.revision()
+    updated = await admin.update_server(
+        server["id"],
+        metadata={"a": "10", "b": None, "c": "3"},
+        add_tags=["y", "x"],
+        instance_metadata_tags="enabled",
+    )
+    assert updated["metadata"] == {"a": "10", "c": "3"}
+    assert updated["tags"] == ["x", "y"]
+    assert updated["instance_metadata_tags"] == "enabled"
+    assert await admin.get_server(server["id"]) == updated
+    found = (await admin.changes(before, timeout=0)).changes
+    assert found is not None
+    assert [(c["kind"], c["id"], c["op"]) for c in found] == [("server", server["id"], "update")]
+    assert found[0].get("touches") == {"project_ids": [server["project_id"]]}
+    updated = await admin.update_server(server["id"], metadata={"a": None}, remove_tags=["x"])
+    assert updated["metadata"] == {"c": "3"} and updated["tags"] == ["y"]
+    revision = await admin.revision()
+    same = await admin.update_server(
+        server["id"], metadata={"c": "3", "gone": None}, add_tags=["y"], remove_tags=["nope"]
+    )
+    assert same == updated
+    assert await admin.revision() == revision  # nothing changed, nothing recorded
+    full = await admin.create_server("cmt-full", [], metadata={str(i): "v" for i in range(128)})
+    with pytest.raises(AdminError) as info:
+        await admin.update_server(full["id"], metadata={"one-more": "v"})
+    assert info.value.status == 400 and "more than 128" in info.value.message
+    await admin.update_server(full["id"], metadata={"0": None, "one-more": "v"})  # a swap fits
 
 
 def _replace(value: Any, names: dict[str, str]) -> Any:

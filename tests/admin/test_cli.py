@@ -119,6 +119,33 @@ async def test_cli_builds_and_shows_a_cloud(
         assert code == 0 and "cmt-vm" in table and "cmt-net=192.0.2.50" in table
         code, out, _ = await _cli(env, "server", "password", "show", "cmt-vm")
         assert code == 0 and out.strip() == ""
+        # server set / unset, as openstack's: properties merge, tags add, unset removes.
+        code, out, err = await _cli(
+            env,
+            "server",
+            "set",
+            "cmt-vm",
+            "--property",
+            "tier=1",
+            "--property",
+            "role=db",
+            "--tag",
+            "blue",
+            "--tag",
+            "green",
+            "--instance-metadata-tags",
+            "enabled",
+        )
+        assert code == 0 and out == "", err
+        shown = await _json(env, "server", "show", "cmt-vm")
+        assert shown["metadata"] == {"role": "db", "tier": "1"}
+        assert shown["tags"] == ["blue", "green"] and shown["instance_metadata_tags"] == "enabled"
+        code, _, err = await _cli(
+            env, "server", "unset", "cmt-vm", "--property", "tier", "--tag", "blue"
+        )
+        assert code == 0, err
+        shown = await _json(env, "server", "show", "cmt-vm")
+        assert shown["metadata"] == {"role": "db"} and shown["tags"] == ["green"]
         # Bad input: exit 1 and one line on stderr naming the problem.
         for args, needle in [
             (["subnet", "create", "--network", "cmt-net", "--cidr", "198.51.100.0/33"], "cidr"),
@@ -127,6 +154,8 @@ async def test_cli_builds_and_shows_a_cloud(
                 ["server", "create", "cmt-2", "--network", "cmt-net", "--fixed-ip", "192.0.2.50"],
                 "already used",
             ),
+            (["server", "set", "cmt-vm", "--tag", "a/b"], "tags"),
+            (["server", "set", "cmt-vm", "--property", "k=" + "v" * 256], "metadata"),
         ]:
             code, out, err = await _cli(env, *args)
             assert code == 1 and out == "", (args, out, err)

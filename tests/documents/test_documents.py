@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from cloudmeta.documents import (
@@ -328,6 +329,29 @@ def test_aws_dated_versions_serve_the_latest_tree_unlisted() -> None:
         assert doc["instanceId"] == ec2_id("i", VM.id)
     assert b"2021-03-23" not in get("/").data
     missing("/2019-10-01/meta-data/instance-id")
+
+
+def test_instance_tags_in_the_ec2_tree_only_when_opted_in() -> None:
+    """AWS's meta-data/tags/instance: keys listed sorted, each a Nova tag with an empty value;
+    absent unless instance_metadata_tags is on, absent from Nova's dated tree, and never in
+    meta_data.json (Nova's has no server tags in any version)."""
+    tagged = replace(VM, tags=("web", "blue", ".."))
+    assert "tags/" not in get("/latest/meta-data/", tagged).data.decode().split("\n")
+    missing_in = resolve(tagged, "/latest/meta-data/tags/instance", SETTINGS, None, TODAY)
+    assert missing_in is None
+    shown = replace(tagged, metadata_tags=True)
+    assert "tags/" in get("/latest/meta-data/", shown).data.decode().split("\n")
+    missing("/latest/meta-data/tags")
+    assert get("/latest/meta-data/tags/", shown).data == b"instance/"
+    assert get("/latest/meta-data/tags/instance", shown).data == b"blue\nweb"
+    assert get("/2021-03-23/meta-data/tags/instance/web", shown).data == b""
+    assert resolve(shown, "/2009-04-04/meta-data/tags/instance", SETTINGS, None, TODAY) is None
+    assert resolve(shown, "/latest/meta-data/tags/instance/red", SETTINGS, None, TODAY) is None
+    empty = replace(VM, metadata_tags=True)
+    assert get("/latest/meta-data/tags/instance", empty).data == b""
+    for version in ("2025-04-04", "latest"):
+        data = json.loads(_meta(f"/openstack/{version}/meta_data.json", shown))
+        assert "tags" not in data
 
 
 def test_local_ipv4_falls_back_to_the_caller_address() -> None:

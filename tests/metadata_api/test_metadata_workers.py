@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -23,8 +24,10 @@ import aiohttp
 import pytest
 from metadata_cloud import Cloud, build_cloud, signed
 
+from cloudmeta.api.metadata.app import MAX_WAITS_PER_INSTANCE
 from cloudmeta.config import Config
 from cloudmeta.inventory import Store
+from support.report import SOAK, record
 
 CLOUDMETA = str(Path(sys.executable).with_name("cloudmeta"))
 TOKEN = "cmt-admin-token"
@@ -198,3 +201,53 @@ async def test_two_workers_share_the_port_and_the_cache_invalidation(
     proc.kill()
     proc.wait()
     await _wait(lambda: not _alive(respawned), "the worker to exit after its parent")
+
+
+async def test_a_long_poll_in_a_worker_wakes_on_an_admin_write(
+    cloud_api: tuple[subprocess.Popen[bytes], Cloud, int, int],
+) -> None:
+    """The admin API commits in the parent; a poll parked in the worker learns of it from
+    the host's change token (not the store's 0.5 s poll): within 200 ms under soak."""
+    proc, cloud, admin_port, meta_port = cloud_api
+    server_id = cloud.servers["a0"]
+    [worker] = _children(proc.pid)
+    url = f"http://127.0.0.1:{meta_port}"
+    headers = signed(server_id, cloud.project)
+    doc = "/openstack/latest/meta_data.json"
+    # One connection to the worker per wait slot, and one more to see them all taken.
+    clients = [Clients(url, meta_port, headers) for _ in range(MAX_WAITS_PER_INSTANCE + 1)]
+    admin = aiohttp.ClientSession(
+        f"http://127.0.0.1:{admin_port}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    try:
+        for client in clients:
+            await client.connect({worker})
+        probe, waiters = clients[-1], clients[:-1]
+        status, _ = await probe.request(worker, "GET", doc)
+        assert status == 200
+        async with probe.by_pid[worker].get(url + doc, headers=headers) as resp:
+            etag = resp.headers["ETag"]
+        wait = f"{doc}?wait_for_change=true&last_etag={etag}&timeout_sec=30"
+        polls = [asyncio.create_task(c.request(worker, "GET", wait)) for c in waiters]
+        zero = f"{doc}?wait_for_change=true&timeout_sec=0"
+        deadline = time.monotonic() + 15.0  # a liveness bound
+        while (await probe.request(worker, "GET", zero))[0] != 429:  # all slots taken: parked
+            assert time.monotonic() < deadline, "the long-polls never all waited"
+        async with admin.patch(
+            f"/v1/servers/{server_id}", json={"server": {"metadata": {"cmt-role": "db"}}}
+        ) as resp:
+            assert resp.status == 200
+        acked = time.monotonic()
+        latencies = []
+        for poll in asyncio.as_completed(polls):
+            status, body = await poll
+            latencies.append(time.monotonic() - acked)
+            assert status == 200 and json.loads(body)["meta"] == {"role": "a", "cmt-role": "db"}
+        assert max(latencies) < 10  # woken by the change, not by the 30 s timeout
+        record("long-poll", "wake in a worker after an admin write", max_s=max(latencies))
+        if SOAK:
+            assert max(latencies) < 0.2, latencies
+    finally:
+        for client in clients:
+            await client.close()
+        await admin.close()

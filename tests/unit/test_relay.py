@@ -70,3 +70,18 @@ def test_forwarded_token_put_is_403(
         return
     assert answer is not None and answer.status == 403
     assert answer.text == "A token request must not carry X-Forwarded-For.\n"
+
+
+def test_a_long_poll_extends_the_relay_timeout_by_its_capped_wait() -> None:
+    from cloudmeta.http.longpoll import MAX_TIMEOUT_SEC, Wait, relay_extension, requested_wait
+
+    assert relay_extension("/openstack/latest/meta_data.json") == 0
+    assert relay_extension("/latest/meta-data/?wait_for_change=false&timeout_sec=9") == 0
+    assert relay_extension("/x?wait_for_change=true&timeout_sec=7") == 7
+    assert relay_extension("/x?wait_for_change=TRUE") == MAX_TIMEOUT_SEC  # GCE: no timeout
+    assert relay_extension("/x?wait_for_change=true&timeout_sec=9999") == MAX_TIMEOUT_SEC
+    assert relay_extension("/x?wait_for_change=true&timeout_sec=soon") == 0  # the API: 400
+    assert requested_wait({"wait_for_change": "true", "last_etag": "abc"}) == Wait(
+        MAX_TIMEOUT_SEC, "abc"
+    )
+    assert requested_wait({"last_etag": "abc"}) is None

@@ -272,6 +272,13 @@ class AdminClient:
         body = {"name": name, "networks": networks, **fields}
         return cast(Server, await self._create("servers", "server", body))
 
+    async def update_server(self, server_id: str, **fields: Any) -> Server:
+        """``PATCH``: ``metadata`` (null removes a key), ``add_tags``, ``remove_tags``,
+        ``instance_metadata_tags`` ("enabled" or "disabled")."""
+        body = {k: v for k, v in fields.items() if v is not None}
+        answer = await self.request("PATCH", f"/v1/servers/{server_id}", json={"server": body})
+        return cast(Server, answer["server"])
+
     async def delete_server(self, server_id: str) -> None:
         await self._delete("servers", server_id)
 

@@ -125,6 +125,7 @@ class Server(TypedDict):
     launch_index: int
     created_at: str
     tags: list[str]
+    instance_metadata_tags: str  # "enabled" | "disabled"
     ports: list[str]
     addresses: dict[str, list[ServerAddress]]  # network name -> its addresses, as Nova's
 

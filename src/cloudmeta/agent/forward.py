@@ -2,7 +2,8 @@
 
 What the instance sees is decided here: the API's status passes through, except 403 (the
 shared secrets differ: logged loudly, since the instance cannot tell) and an unreachable,
-failing or slow API, which becomes 503 with ``Retry-After`` within ``nova_metadata_timeout``.
+failing or slow API, which becomes 503 with ``Retry-After`` within ``nova_metadata_timeout``
+(plus, for a change long-poll, the wait it asks for: :mod:`cloudmeta.http.longpoll`).
 """
 
 from __future__ import annotations

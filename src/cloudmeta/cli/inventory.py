@@ -307,6 +307,13 @@ def port_create(
 @click.option("--flavor", default="m1.small", show_default=True)
 @click.option("--image", "image_id")
 @click.option("--tag", "tags", multiple=True)
+@click.option(
+    "--instance-metadata-tags",
+    type=click.Choice(["enabled", "disabled"]),
+    default="disabled",
+    show_default=True,
+    help="show the tags in the EC2 tree (meta-data/tags/instance), as AWS's option",
+)
 @format_option
 @pass_config
 def server_create(
@@ -323,6 +330,7 @@ def server_create(
     flavor: str,
     image_id: str | None,
     tags: tuple[str, ...],
+    instance_metadata_tags: str,
     fmt: str,
 ) -> None:
     """Create a server with one port on each --network."""
@@ -350,9 +358,61 @@ def server_create(
             flavor=flavor,
             image_id=image_id,
             tags=list(tags),
+            instance_metadata_tags=instance_metadata_tags,
         )
 
     _create(config, fmt, work)
+
+
+@server.command("set")
+@click.argument("ref")
+@click.option("--property", "properties", multiple=True, help="metadata KEY=VALUE (repeatable)")
+@click.option("--tag", "tags", multiple=True, help="tag to add (repeatable)")
+@click.option(
+    "--instance-metadata-tags",
+    type=click.Choice(["enabled", "disabled"]),
+    help="show the tags in the EC2 tree (meta-data/tags/instance)",
+)
+@pass_config
+def server_set(
+    config: Config,
+    ref: str,
+    properties: tuple[str, ...],
+    tags: tuple[str, ...],
+    instance_metadata_tags: str | None,
+) -> None:
+    """Set metadata properties and add tags (``openstack server set``); the instance sees
+    them in its next request."""
+    metadata: dict[str, str | None] = dict(_pairs(properties, "--property"))
+
+    async def work(client: AdminClient) -> Any:
+        return await client.update_server(
+            await resolve(client, "servers", ref),
+            metadata=metadata,
+            add_tags=list(tags),
+            instance_metadata_tags=instance_metadata_tags,
+        )
+
+    run_client(config, work)
+
+
+@server.command("unset")
+@click.argument("ref")
+@click.option("--property", "properties", multiple=True, help="metadata KEY to remove (repeatable)")
+@click.option("--tag", "tags", multiple=True, help="tag to remove (repeatable)")
+@pass_config
+def server_unset(
+    config: Config, ref: str, properties: tuple[str, ...], tags: tuple[str, ...]
+) -> None:
+    """Remove metadata properties and tags (``openstack server unset``)."""
+    metadata: dict[str, str | None] = dict.fromkeys(properties)
+
+    async def work(client: AdminClient) -> Any:
+        return await client.update_server(
+            await resolve(client, "servers", ref), metadata=metadata, remove_tags=list(tags)
+        )
+
+    run_client(config, work)
 
 
 @server.group("password")

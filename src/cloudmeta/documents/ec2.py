@@ -1,7 +1,8 @@
 """The EC2 tree (``/<version>/meta-data/...``) and Nova's ``ec2_md_print`` listing rules.
 
 Dated versions are exactly Nova's. ``latest`` adds what AWS serves beyond Nova's last date
-(``mac``, ``network/interfaces/macs/<mac>/``, ``dynamic/instance-identity/``), so clients that
+(``mac``, ``network/interfaces/macs/<mac>/``, ``dynamic/instance-identity/``, and
+``tags/instance/<key>`` for a server with ``instance_metadata_tags`` enabled), so clients that
 read those find them while a client that pins ``2009-04-04`` sees Nova's tree byte for byte. The
 AWS dates clients pin past 2009-04-04 (``AWS_EXTENDED_VERSIONS``) serve the ``latest`` tree.
 """
@@ -24,6 +25,7 @@ __all__ = [
     "ec2_tree",
     "find_path_in_tree",
     "identity_document",
+    "instance_tags",
 ]
 
 # Leaves under dynamic/instance-identity/ the API fills with signed bytes.
@@ -105,10 +107,19 @@ def _extend(instance: Instance, md: dict[str, Any], data: dict[str, Any]) -> Non
             entry["ipv6s"] = [ip.ip_address for ip in v6]
             entry["subnet-ipv6-cidr-blocks"] = v6[0].subnet.cidr
         macs[port.mac_address] = entry
+    if instance.metadata_tags:
+        md["tags"] = {"instance": instance_tags(instance)}
     if instance.ports:
         md["mac"] = instance.ports[0].mac_address
         md["network"] = {"interfaces": {"macs": macs}}
     data["dynamic"] = {"instance-identity": {name: name for name in IDENTITY_PATHS}}
+
+
+def instance_tags(instance: Instance) -> dict[str, str]:
+    """AWS's ``meta-data/tags/instance``: tag key -> value. A Nova tag is a bare string, so
+    each is a key with an empty value. "." and ".." name no path and are left out, as AWS
+    refuses them as keys when metadata tags are on (tags never hold "/": rules.check_tags)."""
+    return {tag: "" for tag in instance.tags if tag not in (".", "..")}
 
 
 def identity_document(instance: Instance, settings: Settings, address: str | None) -> bytes:

@@ -123,6 +123,10 @@ class Instance:
     floating_ips: tuple[str, ...] = ()
     root_device_name: str = "/dev/vda"
     password: str | None = None
+    # Server tags (Nova's are plain strings; its meta_data.json has none of them), shown in
+    # the EC2 tree as AWS's meta-data/tags/instance only when metadata_tags is on.
+    tags: tuple[str, ...] = ()
+    metadata_tags: bool = False
 
     def fixed_ips(self, version: int) -> list[str]:
         return [

@@ -4,11 +4,14 @@
 client sent) and logs one info line instead of aiohttp's traceback. Its connections close
 after ``keepalive_timeout`` idle seconds (aiohttp's default is an hour). The few aiohttp
 internals the head gate needs to time every request head (is the connection waiting for its
-next request? how many heads has it parsed?) are read here and nowhere else.
+next request? how many heads has it parsed?) are read here and nowhere else. The keep-alive
+timer runs only between requests: a request in progress (a change long-poll that waits
+minutes) is never cut by it, nor by the head gate, which times heads only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -77,10 +80,22 @@ class QuietServer(web.Server):
     close after ``keepalive_timeout`` idle seconds; no access log (one line per request)."""
 
     def __init__(
-        self, handler: Any, *, keepalive_timeout: float = KEEPALIVE_TIMEOUT, **kwargs: Any
+        self,
+        handler: Any,
+        *,
+        keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+        on_shutdown: Callable[[], None] | None = None,
+        **kwargs: Any,
     ) -> None:
         kwargs.setdefault("access_log", None)
         super().__init__(handler, keepalive_timeout=keepalive_timeout, **kwargs)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Tell the handler first (long-polls answer now, within the grace), then stop."""
+        if self._on_shutdown is not None:
+            self._on_shutdown()
+        await super().shutdown(timeout)
 
     @classmethod
     def of_app(cls, server: web.Server, *, keepalive_timeout: float) -> QuietServer:

@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 
 from cloudmeta.documents.paths import path_tokens
 
+from .longpoll import relay_extension
 from .replies import plain
 
 __all__ = [
@@ -85,6 +86,7 @@ class Relay:
     ) -> None:
         self._base = base
         self._connector = connector
+        self._total = timeout
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._pool = pool
         self._keepalive = keepalive
@@ -106,11 +108,21 @@ class Relay:
     async def send(
         self, method: str, path_qs: str, headers: CIMultiDict[str], body: bytes | None
     ) -> web.Response:
-        """The upstream's whole answer, end-to-end headers only; raises :data:`UpstreamError`."""
+        """The upstream's whole answer, end-to-end headers only; raises :data:`UpstreamError`.
+
+        A change long-poll (``wait_for_change``) gets the wait it asks for on top of the timeout.
+        """
         if self._session is None:
             raise RuntimeError("Relay.start() was not called")
+        extension = relay_extension(path_qs)
+        timeout = aiohttp.ClientTimeout(total=self._total + extension) if extension else None
         async with self._session.request(
-            method, self._base + path_qs, headers=headers, data=body, allow_redirects=False
+            method,
+            self._base + path_qs,
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            timeout=timeout or self._timeout,
         ) as resp:
             payload = await resp.read()
             kept = CIMultiDict(

@@ -17,7 +17,7 @@ from cloudmeta.inventory.models import (
     ServerTag,
 )
 from cloudmeta.inventory.projects import resolve_project
-from cloudmeta.inventory.specs import KeypairCreate, PortCreate, ServerCreate
+from cloudmeta.inventory.specs import KeypairCreate, PortCreate, ServerCreate, ServerUpdate
 from cloudmeta.inventory.store import Tx
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "delete_keypair",
     "delete_server",
     "load_server",
+    "update_server",
 ]
 
 
@@ -111,6 +112,7 @@ async def create_server(tx: Tx, spec: ServerCreate) -> Server:
         launch_index=spec.launch_index,
         metadata_items=[ServerMetadata(key=k, value=v) for k, v in spec.metadata.items()],
         tag_items=[ServerTag(tag=t) for t in dict.fromkeys(spec.tags)],
+        metadata_tags=spec.instance_metadata_tags == "enabled",
     )
     tx.session.add(server)
     await tx.session.flush()
@@ -131,6 +133,48 @@ async def create_server(tx: Tx, spec: ServerCreate) -> Server:
         )
         ports.append(await network_ops.create_port(tx, port_spec, field=f"networks[{index}]"))
     tx.record("server", server.id, "create", _server_touches(server, ports))
+    return await load_server(tx, server.id)
+
+
+async def update_server(tx: Tx, server_id: str, spec: ServerUpdate) -> Server:
+    """Set or remove metadata items and tags (``server set|unset``), under create's rules.
+
+    Recorded as a server update touching only its project: no address or port changes, so
+    caches drop that server's documents and nothing else.
+    """
+    server = await load_server(tx, server_id)
+    meta = server.meta
+    for key, value in spec.metadata.items():
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+    rules.check_metadata(meta)
+    rules.check_tags(spec.add_tags)
+    removed = set(spec.remove_tags)
+    tags = [t for t in dict.fromkeys([*server.tags, *spec.add_tags]) if t not in removed]
+    rules.check_tags(tags)
+    changed = meta != server.meta or tags != server.tags
+    # In place: an item keeps its row (same primary key), so no delete-then-insert of a key.
+    for item in list(server.metadata_items):
+        if item.key not in meta:
+            server.metadata_items.remove(item)
+        else:
+            item.value = meta.pop(item.key)
+    server.metadata_items.extend(ServerMetadata(key=k, value=v) for k, v in meta.items())
+    kept = set(tags)
+    for tag_item in list(server.tag_items):
+        if tag_item.tag not in kept:
+            server.tag_items.remove(tag_item)
+    had = set(server.tags)
+    server.tag_items.extend(ServerTag(tag=t) for t in tags if t not in had)
+    wanted = spec.instance_metadata_tags
+    if wanted is not None and server.metadata_tags != (wanted == "enabled"):
+        server.metadata_tags = wanted == "enabled"
+        changed = True
+    if changed:
+        await tx.session.flush()
+        tx.record("server", server.id, "update", touches(project_ids=[server.project_id]))
     return await load_server(tx, server.id)
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "FixedIPSpec",
     "HostRouteSpec",
     "KeypairCreate",
+    "MetadataTagsOption",
     "NetworkCreate",
     "NetworkRequest",
     "PoolSpec",
@@ -25,6 +26,7 @@ __all__ = [
     "RouterCreate",
     "RouterInterfaceSpec",
     "ServerCreate",
+    "ServerUpdate",
     "SubnetCreate",
 ]
 
@@ -127,6 +129,10 @@ class NetworkRequest(_Spec):
     fixed_ip: Address | None = None
 
 
+# AWS's ``InstanceMetadataTags``: may the instance read its tags under meta-data/tags/instance?
+MetadataTagsOption = Literal["enabled", "disabled"]
+
+
 class ServerCreate(_Spec):
     name: RequiredName
     hostname: RequiredName | None = None
@@ -141,3 +147,17 @@ class ServerCreate(_Spec):
     tags: list[Line] = Field(default_factory=list)
     launch_index: int = Field(0, ge=0, le=65535)
     networks: list[NetworkRequest] = Field(default_factory=list, max_length=16)
+    instance_metadata_tags: MetadataTagsOption = "disabled"
+
+
+class ServerUpdate(_Spec):
+    """``PATCH /v1/servers/{id}``: what ``openstack server set|unset`` changes.
+
+    ``metadata`` is a JSON merge patch (RFC 7396): a key set to null is removed, others are set.
+    Tags are added and removed by name (``remove_tags`` first); the result obeys create's rules.
+    """
+
+    metadata: dict[Line, Text | None] = Field(default_factory=dict)
+    add_tags: list[Line] = Field(default_factory=list)
+    remove_tags: list[Line] = Field(default_factory=list)
+    instance_metadata_tags: MetadataTagsOption | None = None

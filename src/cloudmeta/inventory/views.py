@@ -158,6 +158,7 @@ def server_view(server: Server) -> dict[str, Any]:
         "launch_index": server.launch_index,
         "created_at": _utc(server.created_at).isoformat(),
         "tags": server.tags,
+        "instance_metadata_tags": "enabled" if server.metadata_tags else "disabled",
         "ports": [port.id for port in server.ports],
         "addresses": addresses_view(server.ports),
     }

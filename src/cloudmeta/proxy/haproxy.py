@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloudmeta.config import MetadataRateLimitingSection
+from cloudmeta.http.longpoll import MAX_TIMEOUT_SEC
 from cloudmeta.proxy.binds import Bind
 from cloudmeta.proxy.headers import ProxyTarget
 
@@ -122,6 +123,9 @@ def render_config(
         r"    http-request del-header (?i)^x-instance-id.* -m reg",
         "    http-request del-header X-Tenant-ID",
         f"    http-request set-header {header} {value}",
+        # A change long-poll answers up to MAX_TIMEOUT_SEC late (cloudmeta.http.longpoll).
+        f"    http-request set-timeout server {t.server + MAX_TIMEOUT_SEC}s"
+        " if { url_param(wait_for_change) -m str -i true }",
         f"    server metadata {agent_socket}",
         "",
     ]

@@ -35,6 +35,7 @@ from cloudmeta.inventory.specs import (
     RouterCreate,
     RouterInterfaceSpec,
     ServerCreate,
+    ServerUpdate,
     SubnetCreate,
 )
 
@@ -205,6 +206,16 @@ async def create_server(request: web.Request) -> web.StreamResponse:
         return v.server_view(await compute_ops.create_server(tx, spec))
 
     return _one("server", await _store(request).transact(work), 201)
+
+
+async def update_server(request: web.Request) -> web.StreamResponse:
+    spec = await _body(request, ServerUpdate, "server")
+    server_id = _object_id(request)
+
+    async def work(tx: Tx) -> dict[str, Any]:
+        return v.server_view(await compute_ops.update_server(tx, server_id, spec))
+
+    return _one("server", await _store(request).transact(work))
 
 
 def _router_interface(add: bool) -> Handler:
@@ -441,6 +452,15 @@ ROUTES: list[Route] = [
         ServerCreate,
         compute_ops.delete_server,
         _SERVER_OPTIONS,
+    ),
+    Route(
+        "PATCH",
+        "/v1/servers/{id}",
+        update_server,
+        "Set or remove a server's metadata items and tags (server set|unset)",
+        ServerUpdate,
+        "server",
+        "server",
     ),
     Route(
         "GET",

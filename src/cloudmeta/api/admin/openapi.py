@@ -50,6 +50,7 @@ _SERVER_FIELDS: dict[str, Any] = {
     "launch_index": {"type": "integer"},
     "created_at": {"type": "string", "format": "date-time"},
     "tags": {"type": "array", "items": _STRING},
+    "instance_metadata_tags": {"enum": ["enabled", "disabled"]},
     "ports": {"type": "array", "items": _STRING},
     "addresses": {
         "type": "object",
@@ -128,7 +129,7 @@ def openapi_document() -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": ref}},
             }
-        if route.method in ("POST", "PUT", "DELETE"):
+        if route.method in ("POST", "PUT", "PATCH", "DELETE"):
             operation["responses"]["409"] = _error("Conflicts with the inventory's state")
         if route.answer is None:
             operation["responses"]["204"] = {"description": "Done"}

@@ -7,6 +7,18 @@ committed on this host (:class:`~.cache.SyncedInstanceCache`: one token compare 
 changed), so a write acknowledged by the admin API is seen by the next request of every
 metadata worker. Writes from other hosts (a shared PostgreSQL) arrive through the change feed
 within its poll interval (0.5 s).
+
+Every document answer carries an ``ETag`` (a BLAKE2b of its bytes, computed once per cached
+response); ``If-None-Match`` answers 304. ``meta_data.json`` differs per answer only by its
+``random_seed`` (fresh per request, as Nova's): its ETag is over the document without the seed
+and is therefore weak (``W/"..."``, RFC 9110 8.8.1: the answers are equivalent, not
+byte-identical). GCE's change long-poll, ``?wait_for_change=true&last_etag=E&timeout_sec=S``
+(:mod:`cloudmeta.http.longpoll`), holds the request until the document's ETag differs from E
+(without E: from the one at arrival), woken by the cache invalidation that drops the
+instance's entry, or until S seconds pass (then the unchanged document, same ETag). At most
+:data:`MAX_WAITS_PER_INSTANCE` wait per instance (more: 429); they hold their connections,
+which count against the proxies' connection caps like any other. At shutdown every waiter
+answers at once with the current document.
 """
 
 from __future__ import annotations
@@ -14,7 +26,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -29,6 +43,7 @@ from cloudmeta.documents import root_listing as _root_listing
 from cloudmeta.documents.openstack import dump, vendor_data2
 from cloudmeta.documents.paths import JSON
 from cloudmeta.http import QuietServer  # short 400s, bounded keep-alive
+from cloudmeta.http.longpoll import LongPollError, requested_wait
 from cloudmeta.logs import get_logger
 from cloudmeta.statefiles import shared_secret
 
@@ -51,6 +66,8 @@ _TOKEN = "token"
 _DATA = "data"
 _READ = ("GET", "HEAD")
 _MISSING = object()
+# Concurrent change long-polls per instance (GCE documents no number; 429 beyond it).
+MAX_WAITS_PER_INSTANCE = 8
 _UNKNOWN = "An unknown error has occurred. Please try your request again."
 _HANDLER_ARGS: dict[str, Any] = {
     "max_field_size": 8190,
@@ -73,12 +90,44 @@ def _content_headers(content_type: str) -> CIMultiDict[str]:
     return CIMultiDict({"Content-Type": content_type})
 
 
+@functools.cache
+def _root_headers() -> CIMultiDict[str]:
+    body = _root_listing()
+    return CIMultiDict({"Content-Type": body.content_type, "ETag": etag_of(body)})
+
+
 def _response(
     body: bytes, content_type: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     if not headers:  # the hot path: the Response copies a prebuilt header map (C code)
         return web.Response(body=body, headers=_content_headers(content_type))
     return web.Response(body=body, headers={"Content-Type": content_type, **headers})
+
+
+def etag_of(doc: Body | Seeded) -> str:
+    """A strong ETag of a body's bytes; a weak one for a seeded body (over it without seed)."""
+    if isinstance(doc, Seeded):
+        digest = hashlib.blake2b(doc.head, digest_size=16)
+        digest.update(b"\0random_seed\0")
+        digest.update(doc.tail)
+        return f'W/"{digest.hexdigest()}"'
+    return f'"{hashlib.blake2b(doc.data, digest_size=16).hexdigest()}"'
+
+
+def _opaque(tag: str) -> str:
+    """An entity tag for weak comparison: no ``W/``, no quotes (GCE's last_etag is bare)."""
+    tag = tag.strip()
+    return tag.removeprefix("W/").strip('"')
+
+
+def none_match(header: str | None, etag: str) -> bool:
+    """Does ``If-None-Match`` name ``etag`` (weak comparison, RFC 9110 13.1.2)?"""
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    wanted = _opaque(etag)
+    return any(_opaque(tag) == wanted for tag in header.split(","))
 
 
 def _error(exc: MetadataError) -> web.Response:
@@ -116,11 +165,16 @@ class MetadataService:
         )
         self._tokens = TokenAuthority.from_state(config.state_path)
         self._signer = IdentitySigner.from_state(config.state_path)
+        self._waits: dict[str, int] = {}  # long-polls in progress by instance id
 
     # -- life cycle ----------------------------------------------------------------------
 
     async def start(self, _: web.Application | None = None) -> None:
         await self.cache.start()
+
+    def release_waiters(self) -> None:
+        """Shutdown begins: long-polls answer now (before the server's grace runs out)."""
+        self.cache.release_waiters()
 
     async def stop(self, _: web.Application | None = None) -> None:
         await self.cache.stop()
@@ -147,7 +201,7 @@ class MetadataService:
             if method not in _READ:
                 raise _not_allowed("GET, HEAD")
             body = _root_listing()
-            return _response(body.data, body.content_type)
+            return web.Response(body=body.data, headers=_root_headers())
         if not self.cache.current():
             await self.cache.sync()
         caller, entry = await self._identify(request)
@@ -167,6 +221,34 @@ class MetadataService:
                 f"A session token is required: PUT /latest/api/token, then send {TOKEN_HEADER}.",
             )
         address = caller.address
+        resolved, key = self._resolve(entry, path, address)
+        if resolved is Special.PASSWORD and method not in _READ:
+            return await self._password(request, entry)
+        if method not in _READ:
+            raise _not_allowed("GET, HEAD")
+        wait = None
+        if "wait_for_change" in request.query_string:  # parse the query only then
+            try:
+                wait = requested_wait(request.query)
+            except LongPollError as exc:
+                raise MetadataError(400, str(exc)) from None
+        headers = entry.etags.get(key)
+        if headers is not None and isinstance(resolved, Body | Seeded):
+            doc: Body | Seeded = resolved  # the hot path: rendered, headers built
+        else:
+            doc, headers = await self._document(entry, resolved, key, path, address)
+        if wait is not None:
+            # Without last_etag, the baseline is the document as the request found it.
+            last = wait.last_etag or headers["ETag"]
+            doc, headers = await self._long_poll(instance_id, path, address, last, wait.timeout)
+        if none_match(request.headers.get("If-None-Match"), headers["ETag"]):
+            return web.Response(status=304, headers={"ETag": headers["ETag"]})
+        if isinstance(doc, Seeded):
+            return web.Response(body=doc.render(base64.b64encode(os.urandom(512))), headers=headers)
+        return web.Response(body=doc.data, headers=headers)
+
+    def _resolve(self, entry: Entry, path: str, address: str | None) -> tuple[object, object]:
+        """The remembered (or newly resolved) answer for ``path``, and its key in the entry."""
         key = path if entry.has_v4 else (path, address)
         resolved = entry.responses.get(key, _MISSING)
         if resolved is _MISSING:
@@ -175,19 +257,70 @@ class MetadataService:
             entry.remember(key, resolved)
         if resolved is None:
             raise MetadataError(404, "The resource could not be found.")
-        if resolved is Special.PASSWORD:
-            return await self._password(request, entry)
-        if method not in _READ:
-            raise _not_allowed("GET, HEAD")
-        if isinstance(resolved, Body):
-            return _response(resolved.data, resolved.content_type)
-        if isinstance(resolved, Seeded):
-            seed = base64.b64encode(os.urandom(512))
-            return _response(resolved.render(seed), resolved.content_type)
-        body = await self._special(entry, resolved, path, address)
-        if key in entry.responses:
-            entry.responses[key] = body
-        return _response(body.data, body.content_type)
+        return resolved, key
+
+    async def _document(
+        self, entry: Entry, resolved: object, key: object, path: str, address: str | None
+    ) -> tuple[Body | Seeded, CIMultiDict[str]]:
+        """The document to answer and its headers (with its ETag, cached beside it)."""
+        if isinstance(resolved, Body | Seeded):
+            doc: Body | Seeded = resolved
+        elif resolved is Special.PASSWORD:
+            doc = Body((entry.instance.password or "").encode(), TEXT)
+        else:
+            doc = await self._special(entry, resolved, path, address)
+            if key in entry.responses:
+                entry.responses[key] = doc
+        headers = entry.etags.get(key)
+        if headers is None:
+            headers = CIMultiDict({"Content-Type": doc.content_type, "ETag": etag_of(doc)})
+            if key in entry.responses:
+                entry.etags[key] = headers
+        return doc, headers
+
+    async def _long_poll(
+        self,
+        instance_id: str,
+        path: str,
+        address: str | None,
+        last_etag: str,
+        timeout: float,  # noqa: ASYNC109 - the wait the request asked for
+    ) -> tuple[Body | Seeded, CIMultiDict[str]]:
+        """GCE's wait_for_change: the document once its ETag differs from the last one."""
+        count = self._waits.get(instance_id, 0)
+        if count >= MAX_WAITS_PER_INSTANCE:
+            raise MetadataError(
+                429,
+                f"At most {MAX_WAITS_PER_INSTANCE} wait_for_change requests may wait per "
+                "instance; retry when one has answered.",
+                {"Retry-After": "1"},
+            )
+        self._waits[instance_id] = count + 1
+        try:
+            deadline = time.monotonic() + timeout
+            last = _opaque(last_etag)
+            while True:
+                if not self.cache.current():
+                    await self.cache.sync()
+                # Read before the entry: a change applied while it loads shows as a new one.
+                generation = self.cache.generation
+                entry = await self.cache.entry(instance_id)
+                if entry is None:  # the server is gone
+                    raise MetadataError(404, "The resource could not be found.")
+                resolved, key = self._resolve(entry, path, address)
+                doc, headers = await self._document(entry, resolved, key, path, address)
+                if _opaque(headers["ETag"]) != last:
+                    return doc, headers
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.cache.stopping:
+                    return doc, headers
+                await self.cache.wait_change(instance_id, entry, generation, remaining)
+        finally:
+            left = self._waits[instance_id] - 1
+            if left:
+                self._waits[instance_id] = left
+            else:
+                del self._waits[instance_id]
 
     async def _identify(self, request: web.BaseRequest) -> tuple[Caller, Entry]:
         if self._signed:
@@ -236,10 +369,7 @@ class MetadataService:
         return Body(self._signer.pkcs7(document))
 
     async def _password(self, request: web.BaseRequest, entry: Entry) -> web.StreamResponse:
-        method = request.method
-        if method in _READ:
-            return _response((entry.instance.password or "").encode(), TEXT)
-        if method != "POST":
+        if request.method != "POST":  # reads are documents (ETag, long-poll) in _handle
             raise _not_allowed("GET, HEAD, POST")
         if entry.instance.password:
             raise MetadataError(409, "A password is already set for this instance.")
@@ -273,6 +403,7 @@ async def serving(config: Config, source: MetadataSource) -> AsyncIterator[Quiet
         yield QuietServer(
             service.handle,
             keepalive_timeout=config.metadata_proxy_keepalive_timeout,
+            on_shutdown=service.release_waiters,
             **_HANDLER_ARGS,
         )
     finally:

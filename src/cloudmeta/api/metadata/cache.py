@@ -26,6 +26,12 @@ network A drops nothing of network B nor of other instances. Only "history lost"
 
 Writes from other hosts (a shared PostgreSQL) have no token here: the feed watcher applies
 them through the same lock within the store's poll interval.
+
+Change long-polls (:meth:`SyncedInstanceCache.wait_change`) ride on the same protocol: the
+invalidation that drops an instance's entry wakes the requests waiting on it. A waiter whose
+entry the cache did not keep (a racing load, a TTL of 0) is woken by any invalidation instead.
+While anyone waits, the change token is also checked every :data:`WAIT_TOKEN_POLL` seconds, so
+a write of another process of the host wakes it without a request to notice it first.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from cloudmeta.config import TokenPolicy
@@ -52,12 +58,22 @@ MAX_PATHS = 128
 # How long the feed watcher waits per long poll, and after a failure.
 WATCH_TIMEOUT = 30.0
 WATCH_RETRY = 1.0
+# While long-polls wait: how often the change token is compared (a read of shared memory).
+WAIT_TOKEN_POLL = 0.02
 
 _IndexKey = tuple[str, ...]
 
 
 class Entry:
-    __slots__ = ("expires", "has_v4", "instance", "keys", "responses", "tokens_required")
+    __slots__ = (
+        "etags",
+        "expires",
+        "has_v4",
+        "instance",
+        "keys",
+        "responses",
+        "tokens_required",
+    )
 
     def __init__(self, loaded: Loaded, expires: float) -> None:
         instance = loaded.instance
@@ -67,6 +83,8 @@ class Entry:
         # Without an IPv4 fixed IP, local-ipv4 is the caller's address: answers vary by caller.
         self.has_v4 = bool(instance.fixed_ips(4))
         self.responses: dict[Any, Any] = {}
+        # Per remembered response: its answer headers with the ETag, computed once.
+        self.etags: dict[Any, Any] = {}
         keys: set[_IndexKey] = set(loaded.depends_on)
         if instance.key_name:  # a key pair created later under this name concerns us
             keys.add(("key_name", instance.project_id, instance.key_name))
@@ -84,8 +102,9 @@ def _values(touches: Mapping[str, Sequence[str]], name: str) -> Sequence[str]:
 class InstanceCache:
     """Entries by instance id plus address -> instance ids (source-ip identity)."""
 
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, on_drop: Callable[[str | None], None] | None = None) -> None:
         self.ttl = ttl
+        self._on_drop = on_drop  # told of each dropped instance id; None: all were dropped
         self._entries: dict[str, Entry] = {}
         self._index: dict[_IndexKey, set[str]] = {}
         self._addresses: dict[str, tuple[list[str], float]] = {}
@@ -169,9 +188,17 @@ class InstanceCache:
         self._entries.clear()
         self._index.clear()
         self._addresses.clear()
+        if self._on_drop is not None:
+            self._on_drop(None)
+
+    def kept(self, instance_id: str, entry: Entry) -> bool:
+        """Is ``entry`` the one kept for the instance (so its invalidation will be seen)?"""
+        return self._entries.get(instance_id) is entry
 
     def discard(self, instance_id: str) -> None:
         """Forget one instance's entry (its documents changed)."""
+        if self._on_drop is not None:
+            self._on_drop(instance_id)
         entry = self._entries.pop(instance_id, None)
         if entry is None:
             return
@@ -193,7 +220,7 @@ class SyncedInstanceCache:
     """An :class:`InstanceCache` kept coherent with a :class:`MetadataSource` (see above)."""
 
     def __init__(self, source: MetadataSource, ttl: float) -> None:
-        self.entries = InstanceCache(ttl)
+        self.entries = InstanceCache(ttl, on_drop=self._wake)
         self._source = source
         self._revision = 0
         self._token = source.change_token()  # published: the cache reflects its changes
@@ -203,10 +230,20 @@ class SyncedInstanceCache:
         # that began before it (that load may have read the state the change replaced).
         self._loads: SingleFlight[tuple[str, int], Entry | None] = SingleFlight()
         self._watcher: asyncio.Task[None] | None = None
+        # Long-polls: by instance id, and those woken by any invalidation (entry not kept).
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._any: set[asyncio.Future[None]] = set()
+        self._token_poll: asyncio.Task[None] | None = None
+        self._stopping = False
 
     @property
     def revision(self) -> int:
         return self._revision
+
+    @property
+    def generation(self) -> int:
+        """Bumped by every applied invalidation: read it before reading an entry to wait on."""
+        return self._generation
 
     async def start(self) -> None:
         """Take the source's position (the cache is empty) and follow its feed."""
@@ -214,7 +251,22 @@ class SyncedInstanceCache:
         self._revision = await self._source.revision()
         self._watcher = asyncio.create_task(self._watch(), name="metadata-cache-watch")
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def release_waiters(self) -> None:
+        """Shutdown: every long-poll answers now, and none waits from here on."""
+        self._stopping = True
+        self._wake(None)
+
     async def stop(self) -> None:
+        self.release_waiters()
+        if self._token_poll is not None:
+            self._token_poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._token_poll
+            self._token_poll = None
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -236,6 +288,7 @@ class SyncedInstanceCache:
             if changes is None or changes:
                 self._generation += 1
                 self.entries.invalidate(changes)
+                self._wake_unkept()
             self._revision = revision
             self._token = token  # published only now, after its invalidation
 
@@ -243,6 +296,71 @@ class SyncedInstanceCache:
         """The feed failed: trust nothing cached, keep nothing loading."""
         self._generation += 1
         self.entries.clear()
+
+    # -- change long-polls ---------------------------------------------------------------
+
+    async def wait_change(
+        self,
+        instance_id: str,
+        entry: Entry,
+        generation: int,
+        timeout: float,  # noqa: ASYNC109 - a bound the caller computed from its deadline
+    ) -> None:
+        """Return when ``entry`` (read at ``generation``) may be stale, at shutdown, or after
+        ``timeout`` seconds. Waking is a hint: the caller re-reads and compares ETags."""
+        if self._stopping or generation != self._generation or timeout <= 0:
+            return  # shutting down, or something changed since the caller read
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.entries.kept(instance_id, entry):
+            bucket = self._waiters.setdefault(instance_id, set())
+        else:
+            bucket = self._any
+        bucket.add(future)
+        if self._token_poll is None:
+            self._token_poll = asyncio.create_task(self._poll_token(), name="metadata-wait-poll")
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(future, timeout)
+        finally:
+            bucket.discard(future)
+            if not bucket and bucket is not self._any:
+                self._waiters.pop(instance_id, None)
+
+    def waiting(self) -> int:
+        """How many long-polls wait now."""
+        return len(self._any) + sum(len(b) for b in self._waiters.values())
+
+    def _wake(self, instance_id: str | None) -> None:
+        """The hook of :class:`InstanceCache`: an entry was dropped (None: all of them)."""
+        if instance_id is None:
+            buckets = [*self._waiters.values(), self._any]
+        else:
+            found = self._waiters.get(instance_id)
+            if found is None:
+                return
+            buckets = [found]
+        for bucket in buckets:
+            for future in bucket:
+                if not future.done():
+                    future.set_result(None)
+
+    def _wake_unkept(self) -> None:
+        for future in self._any:
+            if not future.done():
+                future.set_result(None)
+
+    async def _poll_token(self) -> None:
+        """While anyone waits: apply a write of this host as soon as its token shows."""
+        try:
+            while self._waiters or self._any:
+                await asyncio.sleep(WAIT_TOKEN_POLL)
+                if not self.current():
+                    try:
+                        await self.sync()
+                    except Exception as exc:  # the watcher reports and recovers
+                        _log.warning("sync for long-polls failed", error=repr(exc))
+        finally:
+            self._token_poll = None
 
     async def entry(self, instance_id: str) -> Entry | None:
         """The instance's entry; a boot storm's concurrent misses share one load."""

@@ -84,6 +84,8 @@ def instance_from_bundle(bundle: ServerBundle, dhcp_ports: dict[str, str]) -> Lo
         created_at=server.created_at,
         ports=tuple(ports),
         password=server.password or None,
+        tags=tuple(bundle.tags),
+        metadata_tags=server.metadata_tags,
     )
     return Loaded(instance, frozenset(deps))
 
