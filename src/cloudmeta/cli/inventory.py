@@ -307,6 +307,11 @@ def port_create(
 @click.option("--flavor", default="m1.small", show_default=True)
 @click.option("--image", "image_id")
 @click.option("--tag", "tags", multiple=True)
+@click.option(
+    "--config-drive/--no-config-drive",
+    default=False,
+    help="boot with a config drive (an ISO labelled config-2 holding the metadata)",
+)
 @format_option
 @pass_config
 def server_create(
@@ -323,6 +328,7 @@ def server_create(
     flavor: str,
     image_id: str | None,
     tags: tuple[str, ...],
+    config_drive: bool,
     fmt: str,
 ) -> None:
     """Create a server with one port on each --network."""
@@ -350,6 +356,7 @@ def server_create(
             flavor=flavor,
             image_id=image_id,
             tags=list(tags),
+            config_drive=config_drive,
         )
 
     _create(config, fmt, work)

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, foreign, mapped_column, relationship
 
@@ -212,6 +213,8 @@ class Server(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # Nova's admin password slot (password_0..3 in system_metadata): set once by the instance.
     password: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Nova's instances.config_drive: the server asked for a config drive at boot.
+    config_drive: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     metadata_items: Mapped[list[ServerMetadata]] = relationship(
         cascade="all, delete-orphan", lazy="raise", order_by="ServerMetadata.key"
     )
