@@ -21,6 +21,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from cloudmeta.documents.configdrive import CONFIG_DRIVE_SKIP_VERSIONS
+
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "AdminSection",
@@ -101,6 +103,10 @@ class ApiSection(_Section):
     # timeout"). Each target's whole exchange is also capped at connect + read (vendordata.py).
     vendordata_dynamic_connect_timeout: float = Field(5.0, ge=3)
     vendordata_dynamic_read_timeout: float = Field(5.0, gt=0)
+    # EC2 versions left off a config drive (Nova's default: all but 2009-04-04; latest stays).
+    config_drive_skip_versions: list[str] = Field(
+        default_factory=lambda: list(CONFIG_DRIVE_SKIP_VERSIONS)
+    )
 
 
 class Config(BaseSettings):
@@ -152,6 +158,8 @@ class Config(BaseSettings):
     # Namespace holding every network's bridge and the bridge end of every veth ("" = the host,
     # as Neutron's linuxbridge agent). Port security (MAC/IP anti-spoofing) needs one.
     bridge_namespace: str = ""
+    # Compute (Nova [DEFAULT]): every server gets a config drive, asked for or not.
+    force_config_drive: bool = False
 
     database: DatabaseSection = Field(default_factory=DatabaseSection)
     admin: AdminSection = Field(default_factory=AdminSection)
