@@ -20,7 +20,11 @@ from cloudmeta.config import Config
 from cloudmeta.documents import CONFIG_DRIVE_LABEL, Instance, config_drive_files
 from cloudmeta.inventory import Store
 from cloudmeta.lab.errors import LabError
-from cloudmeta.lab.vm.configdrive import build_config_drive, config_drive_required
+from cloudmeta.lab.vm.configdrive import (
+    build_config_drive,
+    config_drive_for,
+    config_drive_required,
+)
 from cloudmeta.linux.iso import iso_volume_id, read_iso
 from inventory.dbfixtures import db_config
 
@@ -117,7 +121,8 @@ async def test_drive_holds_the_metadata_api_documents(db_config: Config, tmp_pat
     assert not config_drive_required(db_config, plain)
     assert config_drive_required(db_config.model_copy(update={"force_config_drive": True}), plain)
 
-    image = await build_config_drive(db_config, server["id"], tmp_path / "cmt-drive" / "disk.iso")
+    assert await config_drive_for(db_config, plain, tmp_path / "cmt-drive" / "disk.iso") is None
+    image = await config_drive_for(db_config, server, tmp_path / "cmt-drive" / "disk.iso")
     assert image == tmp_path / "cmt-drive" / "disk.iso"
     assert os.listdir(image.parent) == ["disk.iso"]  # the staging directory is gone
     assert _label(image) == CONFIG_DRIVE_LABEL == await iso_volume_id(image)
@@ -146,10 +151,13 @@ async def test_drive_holds_the_metadata_api_documents(db_config: Config, tmp_pat
     assert net["routes"][0] == {"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "192.0.2.1"}
 
 
-async def test_unknown_server_says_so(db_config: Config, tmp_path: Path) -> None:
+async def test_unknown_server_or_no_inventory_says_so(db_config: Config, tmp_path: Path) -> None:
+    with pytest.raises(LabError, match="the config drive is built on the host whose database"):
+        await build_config_drive(db_config, "cmt-nope", tmp_path / "cmt.iso")  # no schema
     await (await Store.open(db_config)).close()  # an empty inventory, at head
     with pytest.raises(LabError, match="cmt-nope: not in the inventory"):
         await build_config_drive(db_config, "cmt-nope", tmp_path / "cmt.iso")
+    assert await config_drive_for(db_config, {"id": "cmt-nope"}, tmp_path / "cmt.iso") is None
     assert not (tmp_path / "cmt.iso").exists()
 
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from cloudmeta.api.metadata.loader import StoreSource
 from cloudmeta.api.metadata.settings import document_settings
 from cloudmeta.api.metadata.source import MetadataSource
@@ -23,7 +25,7 @@ from cloudmeta.inventory import Store
 from cloudmeta.lab.errors import LabError
 from cloudmeta.linux.iso import write_iso
 
-__all__ = ["build_config_drive", "config_drive_required"]
+__all__ = ["build_config_drive", "config_drive_for", "config_drive_required"]
 
 
 def config_drive_required(config: Config, server: Mapping[str, Any]) -> bool:
@@ -43,6 +45,14 @@ async def _load(config: Config, server_id: str, source: MetadataSource | None) -
         store = await Store.open(config, migrate=False)
         try:
             loaded = await StoreSource(store).load(server_id)
+        except SQLAlchemyError as exc:
+            # The lab reads the database its all-in-one serves; a cloud run elsewhere has
+            # its own, which this state_path does not name.
+            where = config.masked()["database"]["connection"] or str(config.state_path)
+            raise LabError(
+                f"cannot read server {server_id} from the inventory ({where}): {exc}; "
+                "the config drive is built on the host whose database holds the server"
+            ) from exc
         finally:
             await store.close()
     if loaded is None:
@@ -77,3 +87,10 @@ async def build_config_drive(
         skip_versions=tuple(api.config_drive_skip_versions),
     )
     return await write_iso(files, dest, volume_id=CONFIG_DRIVE_LABEL)
+
+
+async def config_drive_for(config: Config, server: Mapping[str, Any], dest: Path) -> Path | None:
+    """The boot's hook: the drive at ``dest`` when the server needs one, else None."""
+    if not config_drive_required(config, server):
+        return None
+    return await build_config_drive(config, str(server["id"]), dest)
