@@ -152,6 +152,8 @@ class Config(BaseSettings):
     # Namespace holding every network's bridge and the bridge end of every veth ("" = the host,
     # as Neutron's linuxbridge agent). Port security (MAC/IP anti-spoofing) needs one.
     bridge_namespace: str = ""
+    # The lab's VM images (built once per machine, shared by every state dir; regenerable).
+    image_cache_path: Path = Path("/var/cache/cloudmeta/images")
 
     database: DatabaseSection = Field(default_factory=DatabaseSection)
     admin: AdminSection = Field(default_factory=AdminSection)
