@@ -158,6 +158,8 @@ class Config(BaseSettings):
     # Namespace holding every network's bridge and the bridge end of every veth ("" = the host,
     # as Neutron's linuxbridge agent). Port security (MAC/IP anti-spoofing) needs one.
     bridge_namespace: str = ""
+    # The lab's VM images (built once per machine, shared by every state dir; regenerable).
+    image_cache_path: Path = Path("/var/cache/cloudmeta/images")
     # Compute (Nova [DEFAULT]): every server gets a config drive, asked for or not.
     force_config_drive: bool = False
 

@@ -30,9 +30,12 @@ from cloudmeta.lab.cloudcfg import Datasource, lab_user_data
 from cloudmeta.lab.errors import LabError
 from cloudmeta.lab.state import LabInstance, LabNetwork, LabState, lab_dir, save_state
 from cloudmeta.lab.supervise import all_in_one_log, spawn_all_in_one
+from cloudmeta.lab.vm import driver as vm_driver
+from cloudmeta.lab.vm.runtime import VmOptions
 from cloudmeta.linux.cleanup import cleanup
 from cloudmeta.linux.names import bridge_name
 from cloudmeta.linux.process import cmdline, pid_alive, stop_pid
+from cloudmeta.linux.qemu import create_tap
 
 __all__ = [
     "DEMO_NETWORKS",
@@ -46,7 +49,9 @@ __all__ = [
     "instance_row",
     "kill_instance",
     "lab_running",
+    "last_step",
     "wait_all_in_one",
+    "wait_booted",
 ]
 
 Progress = Callable[[str], None]
@@ -210,8 +215,11 @@ async def boot_instance(
     user_data: str | None = None,
     properties: dict[str, str] | None = None,
     datasource: Datasource = Datasource.OPENSTACK,
+    vm: VmOptions | None = None,
 ) -> LabInstance:
-    """Create the server through the API, plug its port, start its boot (do not wait)."""
+    """Create the server through the API, plug its port, start its boot (do not wait).
+
+    With ``vm`` the instance is a QEMU guest on a tap of the network's bridge."""
     if name in state.instances:
         raise LabError(f"lab instance {name} exists: `cloudmeta lab kill {name}` first")
     net = state.networks.get(network_id)
@@ -239,15 +247,19 @@ async def boot_instance(
         server_id=server["id"],
         network_id=network_id,
         network=net.name if net else network_id,
-        namespace=f"{config.namespace_prefix}vm-{name}",
+        namespace="" if vm else f"{config.namespace_prefix}vm-{name}",
         link=bridge_port_name(config.device_prefix, port["id"]),
         port_id=port["id"],
         ip=port["fixed_ips"][0]["ip_address"],
         mac=port["mac_address"],
         datasource=datasource.value,
+        vm=vm is not None,
     )
     state.instances[name] = inst
     save_state(config, state)
+    if vm is not None:
+        await _boot_vm(config, state, inst, vm)
+        return inst
     await _plug(config, state, inst.namespace, inst.link, network_id, port["mac_address"])
     await _wait_port_served(config, network_id, port["mac_address"])
     paths = instance_paths(config, name)
@@ -260,6 +272,45 @@ async def boot_instance(
         inst.server_id,
     )
     return inst
+
+
+async def _boot_vm(config: Config, state: LabState, inst: LabInstance, vm: VmOptions) -> None:
+    """Plug a tap ``tap<port id>`` on the network's bridge (port security applies to it as to a
+    namespace instance's veth) and start QEMU with the port's MAC on it."""
+    bridge = bridge_name(config.device_prefix, inst.network_id)
+    if bridge not in state.bridges:
+        state.bridges.append(bridge)
+        save_state(config, state)
+    fabric = bridge_namespace(config)
+    await linux.create_bridge(fabric, bridge)
+    await create_tap(fabric, inst.link, bridge=bridge)
+    assert inst.mac is not None
+    await _wait_port_served(config, inst.network_id, inst.mac)
+    await vm_driver.start(
+        instance_paths(config, inst.name).dir,
+        name=inst.name,
+        server_id=inst.server_id,
+        image=vm.image,
+        accel=vm.accel,
+        namespace=fabric,
+        tap=inst.link,
+        mac=inst.mac,
+        memory_mb=vm.memory_mb,
+        cdrom=vm.cdrom,
+    )
+
+
+async def wait_booted(config: Config, inst: LabInstance, timeout: float | None = None) -> str:  # noqa: ASYNC109
+    """``ok``/``failed`` once the instance (namespace or VM) finished booting."""
+    paths = instance_paths(config, inst.name)
+    if inst.vm:
+        return await vm_driver.wait_booted(paths.dir, timeout or 300.0)
+    return await instance.wait_booted(paths, timeout or 180.0)
+
+
+def last_step(config: Config, inst: LabInstance) -> str | None:
+    paths = instance_paths(config, inst.name)
+    return vm_driver.last_step(paths.dir) if inst.vm else instance.last_step(paths)
 
 
 async def _wait_port_served(
@@ -301,8 +352,33 @@ async def metadata_next_hop(client: AdminClient, inst: LabInstance) -> tuple[str
 
 async def instance_row(client: AdminClient, config: Config, inst: LabInstance) -> dict[str, Any]:
     """One line of ``lab status`` (the JSON fields of the issue)."""
+    if inst.vm:
+        return await _vm_row(client, config, inst)
     facts = await instance.facts(instance_paths(config, inst.name), repo.PACKAGE)
     hop, path = await metadata_next_hop(client, inst)
+    return {
+        "name": inst.name,
+        "server_id": inst.server_id,
+        "network": inst.network,
+        "ip": inst.ip,
+        "metadata_next_hop": hop,
+        "path": path,
+        "hostname": facts.hostname,
+        "password_set": facts.password_set,
+        "package": facts.package,
+        "result": facts.result,
+        "boot_seconds": facts.boot_seconds,
+        "errors": facts.errors,
+    }
+
+
+async def _vm_row(client: AdminClient, config: Config, inst: LabInstance) -> dict[str, Any]:
+    """A VM's line: the facts of its boot report on the serial console."""
+    facts = vm_driver.facts(instance_paths(config, inst.name).dir, repo.PACKAGE)
+    hop, path = facts.metadata_next_hop, "-"
+    if hop is not None:
+        ports = await client.list_ports(network_id=inst.network_id, ip_address=hop)
+        path = "dhcp" if "network:dhcp" in {p["device_owner"] for p in ports} else "router"
     return {
         "name": inst.name,
         "server_id": inst.server_id,
@@ -324,11 +400,15 @@ async def kill_instance(
 ) -> None:
     """Stop one instance, unplug it, delete its server; idempotent."""
     inst = state.instances.get(name)
+    if inst is not None and inst.vm:
+        await vm_driver.kill(instance_paths(config, name).dir)
     await instance.kill(instance_paths(config, name))
     if inst is None:
         return
     await cleanup(
-        namespaces=[inst.namespace], links=[inst.link], links_namespace=bridge_namespace(config)
+        namespaces=[inst.namespace] if inst.namespace else [],
+        links=[inst.link],
+        links_namespace=bridge_namespace(config),
     )
     if inst.namespace in state.namespaces:
         state.namespaces.remove(inst.namespace)

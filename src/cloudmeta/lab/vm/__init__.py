@@ -1,1 +1,1 @@
-"""Virtual machine instances of the lab (QEMU guests) and what they boot with."""
+"""The lab's virtual machines: image, accelerator, QEMU driver, console, agent, config drive."""
