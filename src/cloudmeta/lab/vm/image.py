@@ -77,6 +77,9 @@ RECIPE = Recipe(
         "isc-dhcp-common",
         "ifupdown",
         "iproute2",
+        # cloud-init's ifupdown renderer adds a static subnet's routes (a config drive's
+        # network_data.json on a network without DHCP) with `route add`.
+        "net-tools",
         "netbase",
         "sudo",
         "openssh-server",
