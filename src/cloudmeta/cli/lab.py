@@ -56,6 +56,7 @@ _VM_TOOLS = {
     "qemu-img": "qemu-utils",
     "mmdebstrap": "mmdebstrap",
     "mkfs.ext4": "e2fsprogs",
+    "xorriso": "xorriso",  # config drives
 }
 _COLUMNS = (
     ("name", "name"),
@@ -309,6 +310,11 @@ def _require_state(config: Config) -> LabState:
     help="A qcow2/raw cloud image of yours (--vm; default: the lab's own image).",
 )
 @click.option("--memory", type=click.IntRange(256, 65536), default=512, show_default=True)
+@click.option(
+    "--config-drive",
+    is_flag=True,
+    help="Attach a config drive (--vm): an ISO labelled config-2 with the server's metadata.",
+)
 @pass_config
 def boot_command(
     config: Config,
@@ -322,11 +328,14 @@ def boot_command(
     vm: bool,
     image_file: Path | None,
     memory: int,
+    config_drive: bool,
 ) -> None:
     """Create server NAME on NETWORK and boot it as a lab instance (``--vm``: a QEMU guest)."""
     _preflight(vm=vm)
     if image_file is not None and not vm:
         raise click.UsageError("--image needs --vm")
+    if config_drive and not vm:
+        raise click.UsageError("--config-drive needs --vm (a namespace instance has no drives)")
     say: Callable[[str], None] = lambda line: click.echo(f"lab {line}", err=True)  # noqa: E731
     props = dict(p.split("=", 1) for p in properties if "=" in p)
     text = user_data.read_text() if user_data else None
@@ -353,6 +362,7 @@ def boot_command(
             properties=props,
             datasource=Datasource(datasource),
             vm=options,
+            config_drive=config_drive,
         )
         if not wait:
             return None

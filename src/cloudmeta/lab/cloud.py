@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from cloudmeta import linux
@@ -30,6 +31,7 @@ from cloudmeta.lab.cloudcfg import Datasource, lab_user_data
 from cloudmeta.lab.errors import LabError
 from cloudmeta.lab.state import LabInstance, LabNetwork, LabState, lab_dir, save_state
 from cloudmeta.lab.supervise import all_in_one_log, spawn_all_in_one
+from cloudmeta.lab.vm import configdrive
 from cloudmeta.lab.vm import driver as vm_driver
 from cloudmeta.lab.vm.runtime import VmOptions
 from cloudmeta.linux.cleanup import cleanup
@@ -216,10 +218,12 @@ async def boot_instance(
     properties: dict[str, str] | None = None,
     datasource: Datasource = Datasource.OPENSTACK,
     vm: VmOptions | None = None,
+    config_drive: bool = False,
 ) -> LabInstance:
     """Create the server through the API, plug its port, start its boot (do not wait).
 
-    With ``vm`` the instance is a QEMU guest on a tap of the network's bridge."""
+    With ``vm`` the instance is a QEMU guest on a tap of the network's bridge; it gets a config
+    drive (a CD-ROM) when ``config_drive`` asks for one or ``force_config_drive`` is set."""
     if name in state.instances:
         raise LabError(f"lab instance {name} exists: `cloudmeta lab kill {name}` first")
     net = state.networks.get(network_id)
@@ -237,6 +241,8 @@ async def boot_instance(
     if state.project_id:
         fields["project_id"] = state.project_id
         fields["key_name"] = "lab-key"
+    if config_drive:
+        fields["config_drive"] = True
     server = await client.create_server(name, [nic], **fields)
     ports = await client.list_ports(device_id=server["id"])
     if not ports:
@@ -258,7 +264,10 @@ async def boot_instance(
     state.instances[name] = inst
     save_state(config, state)
     if vm is not None:
-        await _boot_vm(config, state, inst, vm)
+        drive = await configdrive.config_drive_for(
+            config, server, configdrive.drive_path(config, name)
+        )
+        await _boot_vm(config, state, inst, replace(vm, cdrom=drive) if drive else vm)
         return inst
     await _plug(config, state, inst.namespace, inst.link, network_id, port["mac_address"])
     await _wait_port_served(config, network_id, port["mac_address"])
@@ -402,6 +411,7 @@ async def kill_instance(
     inst = state.instances.get(name)
     if inst is not None and inst.vm:
         await vm_driver.kill(instance_paths(config, name).dir)
+        configdrive.drive_path(config, name).unlink(missing_ok=True)
     await instance.kill(instance_paths(config, name))
     if inst is None:
         return

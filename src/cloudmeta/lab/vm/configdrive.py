@@ -23,9 +23,15 @@ from cloudmeta.config import Config
 from cloudmeta.documents import CONFIG_DRIVE_LABEL, Instance, config_drive_files
 from cloudmeta.inventory import Store
 from cloudmeta.lab.errors import LabError
+from cloudmeta.lab.state import lab_dir
 from cloudmeta.linux.iso import write_iso
 
-__all__ = ["build_config_drive", "config_drive_for", "config_drive_required"]
+__all__ = ["build_config_drive", "config_drive_for", "config_drive_required", "drive_path"]
+
+
+def drive_path(config: Config, name: str) -> Path:
+    """Where a lab instance's drive lives: beside its directory, which QEMU's start makes."""
+    return lab_dir(config) / "instances" / f"{name}.config-drive.iso"
 
 
 def config_drive_required(config: Config, server: Mapping[str, Any]) -> bool:
