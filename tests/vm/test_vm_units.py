@@ -244,3 +244,13 @@ def test_vm_facts_say_what_failed(tmp_path: Path) -> None:
     (tmp_path / driver.CONSOLE).write_text("[ 1.0] Kernel panic\n")
     assert driver.facts(tmp_path, "cmt-hello").result == "failed"
     assert asyncio.run(driver.wait_booted(tmp_path, timeout=5)) == "failed"
+
+
+def test_an_ec2_guest_gets_the_dmi_cloud_init_identifies_aws_by(tmp_path: Path) -> None:
+    argv = _vm_argv(tmp_path, ec2=True)
+    uuid = "ec2" + _UUID[3:]
+    assert _option(argv, "-uuid") == [uuid]
+    smbios = _option(argv, "-smbios")[0]
+    # ds-identify: product uuid and serial both start with "ec2" and are equal -> AWS.
+    assert f"serial={uuid}," in smbios and smbios.endswith(f"uuid={uuid}")
+    assert "OpenStack" not in smbios
