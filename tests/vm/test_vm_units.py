@@ -254,3 +254,18 @@ def test_an_ec2_guest_gets_the_dmi_cloud_init_identifies_aws_by(tmp_path: Path) 
     # ds-identify: product uuid and serial both start with "ec2" and are equal -> AWS.
     assert f"serial={uuid}," in smbios and smbios.endswith(f"uuid={uuid}")
     assert "OpenStack" not in smbios
+
+
+def test_a_failed_build_with_a_mount_left_inside_is_not_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rmtree through a mounted /dev or /sys would delete the host's files: refuse instead."""
+    work = tmp_path / ".build-x"
+    (work / "root" / "dev").mkdir(parents=True)
+    monkeypatch.setattr(image, "mounts_under", lambda path: [str(path / "root" / "dev")])
+    with pytest.raises(image.LabError, match="still mounted"):
+        image._remove_build(work)
+    assert (work / "root" / "dev").is_dir()
+    monkeypatch.setattr(image, "mounts_under", lambda path: [])
+    image._remove_build(work)
+    assert not work.exists()
