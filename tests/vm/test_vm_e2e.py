@@ -3,7 +3,8 @@ cloud-init, finding the metadata service by themselves.
 
 Two labs at once (two guests, the most this suite runs together): one with ``force_metadata``
 whose VM on the isolated network reaches 169.254.169.254 through the DHCP port (the option-121
-host route), one without whose VM behind the router takes the iptables REDIRECT path. The
+host route), one without whose VM behind the router takes the iptables REDIRECT path and, given
+EC2's SMBIOS strings, reads the EC2 tree with IMDSv2 tokens. The
 image is the machine-wide cached one (built here once; a second run does not rebuild it).
 """
 
@@ -27,6 +28,7 @@ from cloudmeta.adminclient import AdminClient
 from cloudmeta.config import Config
 from cloudmeta.lab import cloud
 from cloudmeta.lab.childenv import config_env
+from cloudmeta.lab.cloudcfg import Datasource
 from cloudmeta.lab.state import LabState, load_state, save_state
 from cloudmeta.lab.vm import driver, image
 from cloudmeta.lab.vm.runtime import prepare
@@ -160,7 +162,9 @@ def _diagnose(config: Config, name: str) -> str:
     return log.read_text(errors="replace")[-3000:] if log.exists() else "(no console log)"
 
 
-async def _check_guest(lab: Lab, name: str, expected_hop: str, path: str) -> None:
+async def _check_guest(
+    lab: Lab, name: str, expected_hop: str, path: str, datasource: str = "OpenStack"
+) -> None:
     """The seed's chapter, inside the guest: route, curl, hostname, password, package."""
     config, client, state = lab
     inst = state.instances[name]
@@ -191,13 +195,38 @@ async def _check_guest(lab: Lab, name: str, expected_hop: str, path: str) -> Non
         )
     )
     assert meta["uuid"] == inst.server_id
+    token = await _exec(
+        config,
+        name,
+        "curl",
+        "-sf",
+        "-X",
+        "PUT",
+        "-H",
+        "X-aws-ec2-metadata-token-ttl-seconds: 60",
+        "http://169.254.169.254/latest/api/token",
+    )
+    local_ip = await _exec(
+        config,
+        name,
+        "curl",
+        "-sf",
+        "-H",
+        f"X-aws-ec2-metadata-token: {token}",
+        "http://169.254.169.254/latest/meta-data/local-ipv4",
+    )
+    assert local_ip == inst.ip
     assert (await _exec(config, name, "hostname")).strip() == f"{name}-lab"
     shadow = await _exec(config, name, "getent", "shadow", "debian")
     assert shadow.split(":")[1].startswith("$"), shadow
     assert (await _exec(config, name, "cmt-hello", "--version")).strip() == "cmt-hello 1.0"
-    # cloud-init chose OpenStack by itself (ds-identify read Nova's SMBIOS strings).
+    # cloud-init chose the datasource by itself (ds-identify read the SMBIOS strings).
     result = json.loads(await _exec(config, name, "cat", "/run/cloud-init/result.json"))
-    assert "OpenStack" in result["v1"]["datasource"], result
+    assert f"DataSource{datasource}" in result["v1"]["datasource"], result
+    if datasource == "Ec2":  # an AWS platform: IMDSv2, a token PUT before every read
+        log = await _exec(config, name, "cat", "/var/log/cloud-init.log")
+        assert "'method': 'PUT'" in log and "latest/api/token" in log
+        assert "X-aws-ec2-metadata-token" in log
 
 
 async def test_vms_reach_the_metadata_service_by_dhcp_route_and_by_router_redirect(
@@ -214,10 +243,12 @@ async def test_vms_reach_the_metadata_service_by_dhcp_route_and_by_router_redire
     assert "accelerator: " in done.stderr
     state_a = load_state(config_a) or state_a
     forced = (config_a, client_a, state_a)
-    # B: through the lab's Python API.
+    # B: through the lab's Python API, as an EC2 guest (AWS's SMBIOS strings).
     options = await prepare(Config().image_cache_path)
     routed = next(n.id for n in state_b.networks.values() if n.name == "routed")
-    await cloud.boot_instance(config_b, client_b, state_b, "cmt-vm-b", routed, vm=options)
+    await cloud.boot_instance(
+        config_b, client_b, state_b, "cmt-vm-b", routed, vm=options, datasource=Datasource.EC2
+    )
     results = await asyncio.gather(
         cloud.wait_booted(config_a, state_a.instances["cmt-vm-a"]),
         cloud.wait_booted(config_b, state_b.instances["cmt-vm-b"]),
@@ -229,7 +260,7 @@ async def test_vms_reach_the_metadata_service_by_dhcp_route_and_by_router_redire
     dhcp_ip = await _dhcp_port_ip(client_a, state_a.instances["cmt-vm-a"].network_id)
     router_ip = await _router_ip(client_b, state_b.instances["cmt-vm-b"].network_id)
     await _check_guest(forced, "cmt-vm-a", dhcp_ip, "dhcp")
-    await _check_guest(plain, "cmt-vm-b", router_ip, "router")
+    await _check_guest(plain, "cmt-vm-b", router_ip, "router", "Ec2")
 
     # `lab status -f json` and `lab exec` through the CLI for the VM.
     status = await asyncio.to_thread(_cli, config_a, "lab", "status", "-f", "json")

@@ -244,3 +244,28 @@ def test_vm_facts_say_what_failed(tmp_path: Path) -> None:
     (tmp_path / driver.CONSOLE).write_text("[ 1.0] Kernel panic\n")
     assert driver.facts(tmp_path, "cmt-hello").result == "failed"
     assert asyncio.run(driver.wait_booted(tmp_path, timeout=5)) == "failed"
+
+
+def test_an_ec2_guest_gets_the_dmi_cloud_init_identifies_aws_by(tmp_path: Path) -> None:
+    argv = _vm_argv(tmp_path, ec2=True)
+    uuid = "ec2" + _UUID[3:]
+    assert _option(argv, "-uuid") == [uuid]
+    smbios = _option(argv, "-smbios")[0]
+    # ds-identify: product uuid and serial both start with "ec2" and are equal -> AWS.
+    assert f"serial={uuid}," in smbios and smbios.endswith(f"uuid={uuid}")
+    assert "OpenStack" not in smbios
+
+
+def test_a_failed_build_with_a_mount_left_inside_is_not_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rmtree through a mounted /dev or /sys would delete the host's files: refuse instead."""
+    work = tmp_path / ".build-x"
+    (work / "root" / "dev").mkdir(parents=True)
+    monkeypatch.setattr(image, "mounts_under", lambda path: [str(path / "root" / "dev")])
+    with pytest.raises(image.LabError, match="still mounted"):
+        image._remove_build(work)
+    assert (work / "root" / "dev").is_dir()
+    monkeypatch.setattr(image, "mounts_under", lambda path: [])
+    image._remove_build(work)
+    assert not work.exists()

@@ -306,6 +306,7 @@ async def _boot_vm(config: Config, state: LabState, inst: LabInstance, vm: VmOpt
         mac=inst.mac,
         memory_mb=vm.memory_mb,
         cdrom=vm.cdrom,
+        ec2=inst.datasource == Datasource.EC2.value,
     )
 
 

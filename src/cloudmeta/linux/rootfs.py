@@ -15,7 +15,7 @@ from pathlib import Path
 from cloudmeta.linux.errors import LinuxError
 from cloudmeta.linux.execute import run
 
-__all__ = ["bootstrap", "make_ext4"]
+__all__ = ["bootstrap", "make_ext4", "mounts_under"]
 
 
 async def bootstrap(
@@ -56,9 +56,15 @@ async def bootstrap(
                     on_line(line)
             code = await proc.wait()
     except (TimeoutError, asyncio.CancelledError):
+        # SIGTERM first: mmdebstrap then unmounts the /proc, /sys and /dev it mounted in root.
         with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+            proc.terminate()
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), 30)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
         raise
     if code != 0:
         raise LinuxError(
@@ -71,3 +77,16 @@ async def make_ext4(root: Path, disk: Path, size: str, label: str) -> None:
     await run(["rm", "-f", str(disk)])
     await run(["truncate", "-s", size, str(disk)])
     await run(["mkfs.ext4", "-q", "-F", "-L", label, "-d", str(root), str(disk)], timeout=300)
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points inside ``path`` (a build tree must have none before it is deleted: removing
+    files through a mounted /dev or /sys would reach the host's)."""
+    prefix = str(path.resolve()).rstrip("/") + "/"
+    found = []
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(prefix):
+                found.append(point)
+    return found

@@ -29,6 +29,7 @@ __all__ = [
     "NOVA_SMBIOS",
     "VmFacts",
     "boot_seconds",
+    "ec2_uuid",
     "exec_in",
     "facts",
     "kill",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 NOVA_SMBIOS = {"manufacturer": "OpenStack Foundation", "product": "OpenStack Nova"}
+# An EC2 (Xen HVM) guest's DMI: cloud-init tells AWS by a product uuid and serial that both
+# start with "ec2" (and then takes the IMDSv2 token path).
+EC2_SMBIOS = {"manufacturer": "Xen", "product": "HVM domU", "version": "4.11.amazon"}
 OVERLAY = "disk.qcow2"
 AGENT_SOCKET = "qga.sock"
 CONSOLE = "console.log"
@@ -73,8 +77,16 @@ def machine(
     mac: str,
     memory_mb: int = 512,
     cdrom: Path | None = None,
+    ec2: bool = False,
 ) -> qemu.Machine:
-    """The QEMU machine of one instance (pure)."""
+    """The QEMU machine of one instance (pure): Nova's SMBIOS strings, or with ``ec2`` those of
+    an EC2 guest."""
+    if ec2:
+        uuid = ec2_uuid(server_id)
+        smbios = {**EC2_SMBIOS, "serial": uuid, "uuid": uuid}
+    else:
+        uuid = server_id
+        smbios = {**NOVA_SMBIOS, "serial": uuid, "uuid": uuid, "family": "Virtual Machine"}
     return qemu.Machine(
         name=name,
         workdir=directory,
@@ -88,11 +100,16 @@ def machine(
         cdrom=cdrom,
         tap=tap,
         mac=mac,
-        uuid=server_id,
-        smbios={**NOVA_SMBIOS, "serial": server_id, "uuid": server_id, "family": "Virtual Machine"},
+        uuid=uuid,
+        smbios=smbios,
         serial_log=CONSOLE,
         agent_socket=AGENT_SOCKET,
     )
+
+
+def ec2_uuid(server_id: str) -> str:
+    """The server uuid as EC2's Xen gives it: its first three hex digits replaced by ``ec2``."""
+    return "ec2" + server_id[3:]
 
 
 async def start(
@@ -107,6 +124,7 @@ async def start(
     mac: str,
     memory_mb: int = 512,
     cdrom: Path | None = None,
+    ec2: bool = False,
 ) -> int:
     """Make the overlay and start QEMU in ``namespace`` (where ``tap`` is); QEMU's pid."""
     try:
@@ -124,6 +142,7 @@ async def start(
         mac=mac,
         memory_mb=memory_mb,
         cdrom=cdrom,
+        ec2=ec2,
     )
     (directory / _STARTED).write_text(f"{time.time():.3f}\n")
     try:

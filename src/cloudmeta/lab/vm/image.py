@@ -28,7 +28,7 @@ from cloudmeta.lab.errors import LabError
 from cloudmeta.lab.vm.guest import PROBE_SCRIPT, REPORT_SCRIPT, REPORT_UNIT
 from cloudmeta.linux import LinuxError
 from cloudmeta.linux.qemu import disk_format
-from cloudmeta.linux.rootfs import bootstrap, make_ext4
+from cloudmeta.linux.rootfs import bootstrap, make_ext4, mounts_under
 
 __all__ = [
     "RECIPE",
@@ -240,7 +240,7 @@ async def build_image(
             return found
         final = _image_dir(cache, recipe)
         work = cache / f".build-{recipe.digest()[:12]}-{os.getpid()}"
-        await asyncio.to_thread(shutil.rmtree, work, True)
+        await asyncio.to_thread(_remove_build, work)
         work.mkdir()
         try:
             root = work / "root"
@@ -264,7 +264,7 @@ async def build_image(
             await asyncio.to_thread(shutil.rmtree, final, True)
             os.replace(work, final)
         except BaseException:
-            await asyncio.to_thread(shutil.rmtree, work, True)
+            await asyncio.to_thread(_remove_build, work)
             raise
         built = _load(final)
         assert built is not None
@@ -272,6 +272,14 @@ async def build_image(
         return built
     finally:
         await asyncio.to_thread(_release, lock)
+
+
+def _remove_build(work: Path) -> None:
+    """Delete a failed build's tree, unless something is still mounted inside it."""
+    left = mounts_under(work)
+    if left:
+        raise LabError(f"not deleting {work}: still mounted inside it: {', '.join(left)}")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _acquire(cache: Path) -> int:
