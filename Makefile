@@ -8,7 +8,10 @@ DEB_STAMP := $(VENV)/.debs
 STATE ?= $(CURDIR)/state
 # Debian packages the real data plane and the end-to-end clients need.
 DEB_PACKAGES := iproute2 iptables dnsmasq-base haproxy isc-dhcp-client cloud-init curl \
-	wrk nginx-light dpkg-dev procps psmisc util-linux postgresql-client chromium
+	wrk nginx-light dpkg-dev procps psmisc util-linux postgresql-client chromium \
+	qemu-system-x86 qemu-utils mmdebstrap e2fsprogs
+# The config drive (ISO 9660, label config-2; lab/vm/configdrive.py).
+DEB_PACKAGES += xorriso
 
 .PHONY: install run test lint typecheck pytest bench soak services clean
 

@@ -32,6 +32,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from cloudmeta.documents.configdrive import CONFIG_DRIVE_SKIP_VERSIONS
+
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "AdminSection",
@@ -113,6 +115,10 @@ class ApiSection(_Section):
     # timeout"). Each target's whole exchange is also capped at connect + read (vendordata.py).
     vendordata_dynamic_connect_timeout: float = Field(5.0, ge=3)
     vendordata_dynamic_read_timeout: float = Field(5.0, gt=0)
+    # EC2 versions left off a config drive (Nova's default: all but 2009-04-04; latest stays).
+    config_drive_skip_versions: list[str] = Field(
+        default_factory=lambda: list(CONFIG_DRIVE_SKIP_VERSIONS)
+    )
 
 
 IpVersion = Literal[4, 6]
@@ -218,6 +224,10 @@ class Config(BaseSettings):
     # Namespace holding every network's bridge and the bridge end of every veth ("" = the host,
     # as Neutron's linuxbridge agent). Port security (MAC/IP anti-spoofing) needs one.
     bridge_namespace: str = ""
+    # The lab's VM images (built once per machine, shared by every state dir; regenerable).
+    image_cache_path: Path = Path("/var/cache/cloudmeta/images")
+    # Compute (Nova [DEFAULT]): every server gets a config drive, asked for or not.
+    force_config_drive: bool = False
 
     database: DatabaseSection = Field(default_factory=DatabaseSection)
     admin: AdminSection = Field(default_factory=AdminSection)

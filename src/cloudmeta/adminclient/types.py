@@ -123,6 +123,7 @@ class Server(TypedDict):
     user_data: str | None
     metadata: dict[str, str]
     launch_index: int
+    config_drive: bool
     created_at: str
     tags: list[str]
     instance_metadata_tags: str  # "enabled" | "disabled"

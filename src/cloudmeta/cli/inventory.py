@@ -314,6 +314,11 @@ def port_create(
     show_default=True,
     help="show the tags in the EC2 tree (meta-data/tags/instance), as AWS's option",
 )
+@click.option(
+    "--config-drive/--no-config-drive",
+    default=False,
+    help="boot with a config drive (an ISO labelled config-2 holding the metadata)",
+)
 @format_option
 @pass_config
 def server_create(
@@ -331,6 +336,7 @@ def server_create(
     image_id: str | None,
     tags: tuple[str, ...],
     instance_metadata_tags: str,
+    config_drive: bool,
     fmt: str,
 ) -> None:
     """Create a server with one port on each --network."""
@@ -359,6 +365,7 @@ def server_create(
             image_id=image_id,
             tags=list(tags),
             instance_metadata_tags=instance_metadata_tags,
+            config_drive=config_drive,
         )
 
     _create(config, fmt, work)

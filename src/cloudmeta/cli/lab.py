@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +28,10 @@ from cloudmeta.lab.cloudcfg import Datasource
 from cloudmeta.lab.errors import LabError
 from cloudmeta.lab.state import LabState, load_state, save_state
 from cloudmeta.lab.supervise import supervise_all_in_one
+from cloudmeta.lab.vm import accel as vm_accel
+from cloudmeta.lab.vm import driver as vm_driver
+from cloudmeta.lab.vm import image as vm_image
+from cloudmeta.lab.vm import runtime as vm_runtime
 from cloudmeta.lab.web import DEFAULT_PORT, LabPage, start_page
 from cloudmeta.linux import LinuxError
 
@@ -45,6 +50,14 @@ _TOOLS = {
     "dpkg-scanpackages": "dpkg-dev",
     "curl": "curl",
     "iptables": "iptables",
+}
+# and for VM instances
+_VM_TOOLS = {
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "mmdebstrap": "mmdebstrap",
+    "mkfs.ext4": "e2fsprogs",
+    "xorriso": "xorriso",  # config drives
 }
 _COLUMNS = (
     ("name", "name"),
@@ -65,7 +78,7 @@ def _console() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 180)
 
 
-def _preflight(proxy_mode: ProxyMode | None = None) -> None:
+def _preflight(proxy_mode: ProxyMode | None = None, *, vm: bool = False) -> None:
     """Root and the Debian tools, or a message that says exactly what to do."""
     if os.geteuid() != 0:
         raise click.ClickException(
@@ -74,6 +87,8 @@ def _preflight(proxy_mode: ProxyMode | None = None) -> None:
     tools = dict(_TOOLS)
     if proxy_mode is ProxyMode.HAPROXY:
         tools["haproxy"] = "haproxy"
+    if vm:
+        tools.update(_VM_TOOLS)
     missing = sorted({pkg for cmd, pkg in tools.items() if shutil.which(cmd) is None})
     if missing:
         raise click.ClickException(
@@ -123,16 +138,14 @@ async def _rows(config: Config, client: AdminClient, state: LabState) -> list[di
 async def _wait_all(config: Config, state: LabState, console: Console) -> None:
     """A bar for the boots, with each instance's current step."""
     names = list(state.instances)
+    insts = state.instances
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("booting", total=len(names))
-        waits = {
-            n: asyncio.create_task(instance.wait_booted(cloud.instance_paths(config, n)))
-            for n in names
-        }
+        waits = {n: asyncio.create_task(cloud.wait_booted(config, insts[n])) for n in names}
         while not all(w.done() for w in waits.values()):
             steps = ", ".join(
-                f"{n}:{instance.last_step(cloud.instance_paths(config, n)) or 'start'}"
+                f"{n}:{cloud.last_step(config, insts[n]) or 'start'}"
                 for n, w in waits.items()
                 if not w.done()
             )
@@ -171,7 +184,15 @@ def lab_group() -> None:
 
 
 @lab_group.command("up")
-@click.option("--instances", "count", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option(
+    "--instances",
+    "count",
+    type=click.IntRange(0, 64),
+    default=None,
+    help="Namespace instances [default: 2, or 0 with --vms].",
+)
+@click.option("--vms", type=click.IntRange(0, 16), default=0, help="QEMU guests to boot too.")
+@click.option("--memory", type=click.IntRange(256, 65536), default=512, show_default=True)
 @click.option("--force-metadata", is_flag=True, help="Metadata through DHCP on every network.")
 @click.option("--proxy-mode", type=click.Choice([m.value for m in ProxyMode]), default=None)
 @click.option("--once", is_flag=True, help="Tear down after the table; exit 0 only if all ok.")
@@ -181,7 +202,9 @@ def lab_group() -> None:
 @pass_config
 def up_command(
     config: Config,
-    count: int,
+    count: int | None,
+    vms: int,
+    memory: int,
     force_metadata: bool,
     proxy_mode: str | None,
     once: bool,
@@ -190,7 +213,8 @@ def up_command(
     web_port: int,
 ) -> None:
     """Start the services, build the demo cloud, boot COUNT instances, print the table."""
-    _preflight(ProxyMode(proxy_mode) if proxy_mode else None)
+    _preflight(ProxyMode(proxy_mode) if proxy_mode else None, vm=vms > 0)
+    count = (0 if vms else 2) if count is None else count
     config = _lab_config(config, force_metadata, proxy_mode)
     console = _console()
     say: Callable[[str], None] = lambda line: console.print(f"[bold]lab[/] {line}")  # noqa: E731
@@ -237,6 +261,8 @@ def up_command(
                 network = order[i % len(order)]
                 inst = await cloud.boot_instance(config, client, state, name, by_name[network])
                 say(f"instance {name} on {network}: {inst.ip} ({inst.mac}), booting")
+            if vms:
+                await _boot_vms(config, client, state, vms, memory, say)
             await _wait_all(config, state, console)
             rows = await _rows(config, client, state)
             console.print(_table(rows))
@@ -268,6 +294,25 @@ def up_command(
         sys.exit(1)
 
 
+async def _boot_vms(
+    config: Config,
+    client: AdminClient,
+    state: LabState,
+    count: int,
+    memory: int,
+    say: Callable[[str], None],
+) -> None:
+    """``count`` QEMU guests ``lab-vm-N``, spread over the demo networks as the others are."""
+    options = await vm_runtime.prepare(config.image_cache_path, memory_mb=memory, say=say)
+    by_name = {n.name: n.id for n in state.networks.values()}
+    order = list(DEMO_NETWORKS)
+    for i in range(count):
+        name = f"lab-vm-{i + 1}"
+        network = order[i % len(order)]
+        inst = await cloud.boot_instance(config, client, state, name, by_name[network], vm=options)
+        say(f"VM {name} on {network}: {inst.ip} ({inst.mac}), QEMU started")
+
+
 def _require_state(config: Config) -> LabState:
     state = load_state(config)
     if state is None:
@@ -283,6 +328,19 @@ def _require_state(config: Config) -> LabState:
 @click.option("--property", "properties", multiple=True, metavar="KEY=VALUE")
 @click.option("--datasource", type=click.Choice([d.value for d in Datasource]), default="OpenStack")
 @click.option("--wait/--no-wait", default=True, show_default=True)
+@click.option("--vm", is_flag=True, help="Boot a QEMU guest instead of a namespace.")
+@click.option(
+    "--image",
+    "image_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A qcow2/raw cloud image of yours (--vm; default: the lab's own image).",
+)
+@click.option("--memory", type=click.IntRange(256, 65536), default=512, show_default=True)
+@click.option(
+    "--config-drive",
+    is_flag=True,
+    help="Attach a config drive (--vm): an ISO labelled config-2 with the server's metadata.",
+)
 @pass_config
 def boot_command(
     config: Config,
@@ -293,9 +351,18 @@ def boot_command(
     properties: tuple[str, ...],
     datasource: str,
     wait: bool,
+    vm: bool,
+    image_file: Path | None,
+    memory: int,
+    config_drive: bool,
 ) -> None:
-    """Create server NAME on NETWORK and boot it as a lab instance."""
-    _preflight()
+    """Create server NAME on NETWORK and boot it as a lab instance (``--vm``: a QEMU guest)."""
+    _preflight(vm=vm)
+    if image_file is not None and not vm:
+        raise click.UsageError("--image needs --vm")
+    if config_drive and not vm:
+        raise click.UsageError("--config-drive needs --vm (a namespace instance has no drives)")
+    say: Callable[[str], None] = lambda line: click.echo(f"lab {line}", err=True)  # noqa: E731
     props = dict(p.split("=", 1) for p in properties if "=" in p)
     text = user_data.read_text() if user_data else None
 
@@ -305,6 +372,11 @@ def boot_command(
         match = [n for n in nets if network in (n["id"], n["name"])]
         if len(match) != 1:
             raise LabError(f"network {network!r} matches {len(match)} networks; give its id")
+        options = None
+        if vm:
+            options = await vm_runtime.prepare(
+                config.image_cache_path, image_file, memory_mb=memory, say=say
+            )
         await cloud.boot_instance(
             config,
             client,
@@ -315,10 +387,12 @@ def boot_command(
             user_data=text,
             properties=props,
             datasource=Datasource(datasource),
+            vm=options,
+            config_drive=config_drive,
         )
         if not wait:
             return None
-        await instance.wait_booted(cloud.instance_paths(config, name))
+        await cloud.wait_booted(config, state.instances[name])
         return await cloud.instance_row(client, config, state.instances[name])
 
     row = _run(config, body)
@@ -366,11 +440,27 @@ def status_command(config: Config, fmt: str) -> None:
 def exec_command(config: Config, name: str, argv: tuple[str, ...]) -> None:
     """Run a command inside instance NAME: ``cloudmeta lab exec lab-1 -- curl ...``."""
     _preflight()
+    state = load_state(config)
+    found = state.instances.get(name) if state else None
+    if found is not None and found.vm:
+        sys.exit(_exec_vm(config, name, argv))
     try:
         full = instance.exec_argv(cloud.instance_paths(config, name), argv)
     except LabError as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(subprocess.call(full))
+
+
+def _exec_vm(config: Config, name: str, argv: tuple[str, ...]) -> int:
+    """``argv`` in the guest through its qemu-guest-agent; its output and exit code as ours."""
+    try:
+        done = asyncio.run(vm_driver.exec_in(cloud.instance_paths(config, name).dir, argv))
+    except (LabError, TimeoutError) as exc:
+        raise click.ClickException(str(exc) or "the guest agent did not answer in time") from exc
+    sys.stdout.buffer.write(done.stdout)
+    sys.stdout.flush()
+    sys.stderr.buffer.write(done.stderr)
+    return done.exitcode
 
 
 @lab_group.command("down")
@@ -386,6 +476,84 @@ def down_command(config: Config) -> None:
         state = LabState()  # no record, but debris: its pid files and names lead the sweep
     _run(config, lambda client: cloud.down(config, state, client))
     click.echo("lab removed")
+
+
+@lab_group.group("image")
+def image_group() -> None:
+    """The lab's VM image (Debian bookworm, built here with mmdebstrap, cached by recipe)."""
+
+
+@image_group.command("build")
+@click.option("--force", is_flag=True, help="Rebuild even if the recipe's image is cached.")
+@pass_config
+def image_build_command(config: Config, force: bool) -> None:
+    """Build the lab's VM image into the cache (once per recipe)."""
+    _preflight(vm=True)
+    cache = config.image_cache_path
+    console = _console()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+
+    async def body() -> vm_image.CachedImage:
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("image", total=None)
+
+            def step(line: str) -> None:
+                console.print(f"[bold]image[/] {line}")
+                bar.update(task, description=line[:100])
+
+            def detail(line: str) -> None:
+                bar.update(task, description=line[:100])
+
+            built = await vm_image.build_image(cache, force=force, say=step, on_line=detail)
+            accel = await vm_accel.accelerator(cache, built)
+            console.print(f"[bold]image[/] {vm_accel.describe(accel)}")
+            return built
+
+    try:
+        built = asyncio.run(body())
+    except (LabError, LinuxError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{built.dir} ({_size(built.size)}, recipe {built.recipe_hash[:12]})")
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB"
+
+
+@image_group.command("list")
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_config
+def image_list_command(config: Config, fmt: str) -> None:
+    """The images in the cache: size, date, recipe hash (current: what `lab boot --vm` uses)."""
+    current = vm_image.RECIPE.digest()
+    images = vm_image.list_images(config.image_cache_path)
+    rows: list[dict[str, Any]] = [
+        {
+            "name": i.name,
+            "path": str(i.dir),
+            "size": i.size,
+            "created": datetime.fromtimestamp(i.created, UTC).isoformat(timespec="seconds"),
+            "recipe_hash": i.recipe_hash,
+            "current": i.recipe_hash == current,
+        }
+        for i in images
+    ]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"VM images in {config.image_cache_path}")
+    for title in ("name", "size", "built (UTC)", "recipe hash", "current", "path"):
+        table.add_column(title)
+    for row in rows:
+        table.add_row(
+            str(row["name"]),
+            _size(int(row["size"])),
+            str(row["created"]),
+            str(row["recipe_hash"])[:12],
+            "yes" if row["current"] else "no",
+            str(row["path"]),
+        )
+    _console().print(table)
 
 
 COMMANDS: list[click.Command] = [lab_group]

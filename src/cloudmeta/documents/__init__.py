@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .configdrive import CONFIG_DRIVE_LABEL, CONFIG_DRIVE_SKIP_VERSIONS, config_drive_files
 from .ec2 import ec2_id, ec2_md_print, ec2_tree, identity_document
 from .model import Device, FixedIp, Instance, Keypair, Network, Port, Route, Settings, Subnet
 from .openstack import meta_data, network_data, vendor_data, vendor_data2
@@ -9,6 +10,8 @@ from .paths import JSON, TEXT, Body, Resolved, Seeded, Special, path_tokens, res
 from .versions import EC2_VERSIONS, OPENSTACK_VERSIONS
 
 __all__ = [
+    "CONFIG_DRIVE_LABEL",
+    "CONFIG_DRIVE_SKIP_VERSIONS",
     "EC2_VERSIONS",
     "JSON",
     "OPENSTACK_VERSIONS",
@@ -26,6 +29,7 @@ __all__ = [
     "Settings",
     "Special",
     "Subnet",
+    "config_drive_files",
     "ec2_id",
     "ec2_md_print",
     "ec2_tree",

@@ -110,6 +110,7 @@ async def create_server(tx: Tx, spec: ServerCreate) -> Server:
         key_name=spec.key_name,
         user_data=spec.user_data,
         launch_index=spec.launch_index,
+        config_drive=spec.config_drive,
         metadata_items=[ServerMetadata(key=k, value=v) for k, v in spec.metadata.items()],
         tag_items=[ServerTag(tag=t) for t in dict.fromkeys(spec.tags)],
         metadata_tags=spec.instance_metadata_tags == "enabled",

@@ -217,6 +217,8 @@ class Server(Base):
     metadata_tags: Mapped[bool] = mapped_column(
         "instance_metadata_tags", Boolean, default=False, server_default=false()
     )
+    # Nova's instances.config_drive: the server asked for a config drive at boot.
+    config_drive: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     metadata_items: Mapped[list[ServerMetadata]] = relationship(
         cascade="all, delete-orphan", lazy="raise", order_by="ServerMetadata.key"
     )

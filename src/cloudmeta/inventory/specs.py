@@ -146,6 +146,8 @@ class ServerCreate(_Spec):
     metadata: dict[Line, Text] = Field(default_factory=dict)
     tags: list[Line] = Field(default_factory=list)
     launch_index: int = Field(0, ge=0, le=65535)
+    # Nova's ``config_drive``: attach a config drive at boot (also forced by force_config_drive).
+    config_drive: bool = False
     networks: list[NetworkRequest] = Field(default_factory=list, max_length=16)
     instance_metadata_tags: MetadataTagsOption = "disabled"
 

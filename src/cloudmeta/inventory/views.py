@@ -156,6 +156,7 @@ def server_view(server: Server) -> dict[str, Any]:
         "user_data": server.user_data,
         "metadata": server.meta,
         "launch_index": server.launch_index,
+        "config_drive": server.config_drive,
         "created_at": _utc(server.created_at).isoformat(),
         "tags": server.tags,
         "instance_metadata_tags": "enabled" if server.metadata_tags else "disabled",

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,13 @@ from cloudmeta.lab.state import (
     refresh,
 )
 from cloudmeta.lab.supervise import all_in_one_log, all_in_one_pid_file, spawn_all_in_one
+from cloudmeta.lab.vm import configdrive
+from cloudmeta.lab.vm import driver as vm_driver
+from cloudmeta.lab.vm.runtime import VmOptions
 from cloudmeta.linux.cleanup import cleanup
 from cloudmeta.linux.names import bridge_name
 from cloudmeta.linux.process import cmdline, pid_alive, read_pid, stop_pid
+from cloudmeta.linux.qemu import create_tap
 
 __all__ = [
     "DEMO_NETWORKS",
@@ -60,7 +65,9 @@ __all__ = [
     "kill_instance",
     "lab_exists",
     "lab_running",
+    "last_step",
     "wait_all_in_one",
+    "wait_booted",
 ]
 
 Progress = Callable[[str], None]
@@ -269,8 +276,13 @@ async def boot_instance(
     user_data: str | None = None,
     properties: dict[str, str] | None = None,
     datasource: Datasource = Datasource.OPENSTACK,
+    vm: VmOptions | None = None,
+    config_drive: bool = False,
 ) -> LabInstance:
-    """Create the server through the API, plug its port, start its boot (do not wait)."""
+    """Create the server through the API, plug its port, start its boot (do not wait).
+
+    With ``vm`` the instance is a QEMU guest on a tap of the network's bridge; it gets a config
+    drive (a CD-ROM) when ``config_drive`` asks for one or ``force_config_drive`` is set."""
     with edit_state(config, state):
         pass  # what the others recorded meanwhile
     if name in state.instances:
@@ -289,6 +301,8 @@ async def boot_instance(
     if state.project_id:
         fields["project_id"] = state.project_id
         fields["key_name"] = "lab-key"
+    if config_drive:
+        fields["config_drive"] = True
     server = await client.create_server(name, [nic], **fields)
     ports = await client.list_ports(device_id=server["id"])
     if not ports:
@@ -299,12 +313,13 @@ async def boot_instance(
         server_id=server["id"],
         network_id=network_id,
         network=net.name if net else network_id,
-        namespace=f"{config.namespace_prefix}vm-{name}",
+        namespace="" if vm else f"{config.namespace_prefix}vm-{name}",
         link=bridge_port_name(config.device_prefix, port["id"]),
         port_id=port["id"],
         ip=port["fixed_ips"][0]["ip_address"],
         mac=port["mac_address"],
         datasource=datasource.value,
+        vm=vm is not None,
     )
     with edit_state(config, state) as record:
         taken = name in record.instances
@@ -314,6 +329,12 @@ async def boot_instance(
         with contextlib.suppress(AdminError):
             await client.delete_server(server["id"])
         raise LabError(f"lab instance {name} exists: `cloudmeta lab kill {name}` first")
+    if vm is not None:
+        drive = await configdrive.config_drive_for(
+            config, server, configdrive.drive_path(config, name)
+        )
+        await _boot_vm(config, state, inst, replace(vm, cdrom=drive) if drive else vm)
+        return inst
     await _plug(config, state, inst.namespace, inst.link, network_id, port["mac_address"])
     await _wait_port_served(config, network_id, port["mac_address"])
     paths = instance_paths(config, name)
@@ -326,6 +347,46 @@ async def boot_instance(
         inst.server_id,
     )
     return inst
+
+
+async def _boot_vm(config: Config, state: LabState, inst: LabInstance, vm: VmOptions) -> None:
+    """Plug a tap ``tap<port id>`` on the network's bridge (port security applies to it as to a
+    namespace instance's veth) and start QEMU with the port's MAC on it."""
+    bridge = bridge_name(config.device_prefix, inst.network_id)
+    with edit_state(config, state) as record:
+        if bridge not in record.bridges:
+            record.bridges.append(bridge)
+    fabric = bridge_namespace(config)
+    await linux.create_bridge(fabric, bridge)
+    await create_tap(fabric, inst.link, bridge=bridge)
+    assert inst.mac is not None
+    await _wait_port_served(config, inst.network_id, inst.mac)
+    await vm_driver.start(
+        instance_paths(config, inst.name).dir,
+        name=inst.name,
+        server_id=inst.server_id,
+        image=vm.image,
+        accel=vm.accel,
+        namespace=fabric,
+        tap=inst.link,
+        mac=inst.mac,
+        memory_mb=vm.memory_mb,
+        cdrom=vm.cdrom,
+        ec2=inst.datasource == Datasource.EC2.value,
+    )
+
+
+async def wait_booted(config: Config, inst: LabInstance, timeout: float | None = None) -> str:  # noqa: ASYNC109
+    """``ok``/``failed`` once the instance (namespace or VM) finished booting."""
+    paths = instance_paths(config, inst.name)
+    if inst.vm:
+        return await vm_driver.wait_booted(paths.dir, timeout or 300.0)
+    return await instance.wait_booted(paths, timeout or 180.0)
+
+
+def last_step(config: Config, inst: LabInstance) -> str | None:
+    paths = instance_paths(config, inst.name)
+    return vm_driver.last_step(paths.dir) if inst.vm else instance.last_step(paths)
 
 
 async def _wait_port_served(
@@ -371,6 +432,8 @@ async def metadata_next_hop(
 
 async def instance_row(client: AdminClient, config: Config, inst: LabInstance) -> dict[str, Any]:
     """One line of ``lab status`` (the JSON fields of the issue)."""
+    if inst.vm:
+        return await _vm_row(client, config, inst)
     facts = await instance.facts(instance_paths(config, inst.name), repo.PACKAGE)
     hop, path, why = await metadata_next_hop(client, inst)
     return {
@@ -421,15 +484,41 @@ def keep_logs(config: Config, name: str) -> Path:
     return dest
 
 
+async def _vm_row(client: AdminClient, config: Config, inst: LabInstance) -> dict[str, Any]:
+    """A VM's line: the facts of its boot report on the serial console."""
+    facts = vm_driver.facts(instance_paths(config, inst.name).dir, repo.PACKAGE)
+    hop, path = facts.metadata_next_hop, "-"
+    if hop is not None:
+        ports = await client.list_ports(network_id=inst.network_id, ip_address=hop)
+        path = "dhcp" if "network:dhcp" in {p["device_owner"] for p in ports} else "router"
+    return {
+        "name": inst.name,
+        "server_id": inst.server_id,
+        "network": inst.network,
+        "ip": inst.ip,
+        "metadata_next_hop": hop,
+        "path": path,
+        "hostname": facts.hostname,
+        "password_set": facts.password_set,
+        "package": facts.package,
+        "result": facts.result,
+        "boot_seconds": facts.boot_seconds,
+        "errors": facts.errors,
+    }
+
+
 async def kill_instance(
     config: Config, client: AdminClient | None, state: LabState, name: str
 ) -> None:
     """Stop one instance, unplug it, delete its server; idempotent."""
     inst = state.instances.get(name)
+    if inst is not None and inst.vm:
+        await vm_driver.kill(instance_paths(config, name).dir)
+        configdrive.drive_path(config, name).unlink(missing_ok=True)
     await instance.kill(instance_paths(config, name))
     namespace = inst.namespace if inst else f"{config.namespace_prefix}vm-{name}"
     await cleanup(
-        namespaces=[namespace],
+        namespaces=[namespace] if namespace else [],
         links=[inst.link] if inst else [],
         links_namespace=bridge_namespace(config),
     )

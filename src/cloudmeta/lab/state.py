@@ -58,6 +58,7 @@ class LabInstance(BaseModel):
     ip: str | None = None
     mac: str | None = None
     datasource: str = "OpenStack"
+    vm: bool = False  # a QEMU guest on a tap (``link``), not a namespace (``namespace`` is "")
 
 
 class LabState(BaseModel):

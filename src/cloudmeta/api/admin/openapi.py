@@ -48,6 +48,7 @@ _SERVER_FIELDS: dict[str, Any] = {
     "user_data": _NULLABLE,
     "metadata": {"type": "object", "additionalProperties": _STRING},
     "launch_index": {"type": "integer"},
+    "config_drive": {"type": "boolean"},
     "created_at": {"type": "string", "format": "date-time"},
     "tags": {"type": "array", "items": _STRING},
     "instance_metadata_tags": {"enum": ["enabled", "disabled"]},

@@ -5,7 +5,7 @@ read them in its EC2 tree (``meta-data/tags/instance``). Existing servers keep i
 does for instances launched without the option.
 
 Revision ID: 0005
-Revises: 0003 (re-chain onto 0004 when config_drive lands)
+Revises: 0004
 Create Date: 2026-12-03 13:30:00
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

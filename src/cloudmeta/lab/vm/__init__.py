@@ -1,0 +1,1 @@
+"""The lab's virtual machines: image, accelerator, QEMU driver, console, agent, config drive."""
