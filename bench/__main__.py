@@ -20,7 +20,7 @@ from pathlib import Path
 
 import uvloop
 
-from bench import bootstorm, chain, limit_api, report, scale
+from bench import bootstorm, chain, limit_api, report, scale, vmstorm
 from bench.common import Row, Settings, machine
 
 Scenario = Callable[[Settings, Path], Awaitable[list[Row]]]
@@ -31,6 +31,7 @@ SCENARIOS: dict[str, tuple[Scenario, float]] = {
     "chain": (chain.run, 240),
     "bootstorm": (bootstorm.run, 180),
     "scale": (scale.run, 240),
+    "vm-storm": (vmstorm.run, 900),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -37,6 +37,7 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
     api, limit = _find(rows, "api"), _find(rows, "limit")
     inline, haproxy = _find(rows, "chain-inline"), _find(rows, "chain-haproxy")
     storm = _find(rows, "boot-storm-100")
+    vm_boot, vm_storm = _find(rows, "vm-boot-1"), _find(rows, "vm-storm-4")
     scale = [
         _div(row.p99_ms, base.p99_ms)
         for row in rows
@@ -51,6 +52,8 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
         "inline_pss_bytes_per_network": marginal.get("inline"),
         "boot_storm_100_seconds": storm.seconds if storm else None,
         "scale_p99_100k_over_100": max((s for s in scale if s is not None), default=None),
+        "vm_boot_seconds": vm_boot.seconds if vm_boot else None,
+        "vm_storm_4_seconds": vm_storm.seconds if vm_storm else None,
     }
 
 

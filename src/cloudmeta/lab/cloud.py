@@ -380,7 +380,7 @@ async def wait_booted(config: Config, inst: LabInstance, timeout: float | None =
     """``ok``/``failed`` once the instance (namespace or VM) finished booting."""
     paths = instance_paths(config, inst.name)
     if inst.vm:
-        return await vm_driver.wait_booted(paths.dir, timeout or 300.0)
+        return await vm_driver.wait_booted(paths.dir, timeout or 480.0)
     return await instance.wait_booted(paths, timeout or 180.0)
 
 

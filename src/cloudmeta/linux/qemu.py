@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloudmeta.linux.errors import LinuxError
-from cloudmeta.linux.execute import netns_command, run
+from cloudmeta.linux.execute import run, spawn, wait_exit
 from cloudmeta.linux.process import cmdline, pid_alive, read_pid, stop_pid
 
 __all__ = [
@@ -42,6 +42,7 @@ QEMU = "qemu-system-x86_64"
 TCG_ACCEL = ("-accel", "tcg,tb-size=128", "-cpu", "max")
 KVM_ACCEL = ("-accel", "kvm", "-cpu", "host")
 PID_FILE = "qemu.pid"
+QEMU_LOG = "qemu.log"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,12 +133,20 @@ async def start(machine: Machine, *, namespace: str | None = None, timeout: floa
     # The absolute pid file path in QEMU's command line tells our guest from another process
     # with a recycled pid (a daemonised QEMU changes its cwd to /).
     argv = [*machine_argv(machine), "-daemonize", "-pidfile", str(machine.workdir / PID_FILE)]
-    full = netns_command(_in_dir(machine.workdir, argv), namespace)
-    result = await run(full, timeout=timeout, check=False)
+    log = machine.workdir / QEMU_LOG
+    # Output to a file and a pidfd wait, not pipes: the daemonised guest must not hold a pipe
+    # of ours open (some event loops' pipes survive QEMU's redirection of its stdio).
+    proc = spawn(_in_dir(machine.workdir, argv), namespace=namespace, log_path=log)
+    code = await wait_exit(proc, timeout)
     pid = qemu_pid(machine.workdir)
-    if result.returncode != 0 or pid is None:
-        message = (result.stderr or result.stdout).strip() or f"exit {result.returncode}"
-        raise LinuxError(f"QEMU did not start {machine.name}: {message}", cmd=argv)
+    if code != 0 or pid is None:
+        try:
+            message = log.read_text(errors="replace").strip()[-800:]
+        except OSError:
+            message = ""
+        raise LinuxError(
+            f"QEMU did not start {machine.name}: {message or f'exit {code}'}", cmd=argv
+        )
     return pid
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from cloudmeta.linux.errors import LinuxError
 from cloudmeta.linux.execute import run
 
-__all__ = ["bootstrap", "make_ext4", "mounts_under"]
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+__all__ = ["bootstrap", "make_ext4", "mounts_under", "run_in_root"]
 
 
 async def bootstrap(
@@ -70,6 +72,13 @@ async def bootstrap(
         raise LinuxError(
             f"mmdebstrap failed (exit {code}):\n" + "\n".join(tail), cmd=argv, returncode=code
         )
+
+
+async def run_in_root(root: Path, argv: Sequence[str], timeout: float = 300.0) -> None:  # noqa: ASYNC109
+    """``argv`` chrooted into the tree (no /proc there: enough for update-initramfs)."""
+    await run(
+        ["chroot", str(root), *argv], timeout=timeout, env={"PATH": _PATH, "LC_ALL": "C.UTF-8"}
+    )
 
 
 async def make_ext4(root: Path, disk: Path, size: str, label: str) -> None:
