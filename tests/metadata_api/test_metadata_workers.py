@@ -25,9 +25,11 @@ from metadata_cloud import Cloud, build_cloud, signed
 
 from cloudmeta.config import Config
 from cloudmeta.inventory import Store
+from support.scrape import delta, scrape
 
 CLOUDMETA = str(Path(sys.executable).with_name("cloudmeta"))
 TOKEN = "cmt-admin-token"
+REQUESTS = "cloudmeta_metadata_requests_total"
 
 
 def _free_port() -> int:
@@ -198,3 +200,39 @@ async def test_two_workers_share_the_port_and_the_cache_invalidation(
     proc.kill()
     proc.wait()
     await _wait(lambda: not _alive(respawned), "the worker to exit after its parent")
+
+
+async def test_the_admin_metrics_count_every_workers_requests(
+    cloud_api: tuple[subprocess.Popen[bytes], Cloud, int, int],
+) -> None:
+    """Multiprocess mode: each process's requests, and a dead worker's, in one scrape."""
+    proc, cloud, admin_port, meta_port = cloud_api
+    [worker] = _children(proc.pid)
+    headers = signed(cloud.servers["a0"], cloud.project)
+    clients = Clients(f"http://127.0.0.1:{meta_port}", meta_port, headers)
+    url = f"http://127.0.0.1:{admin_port}/metrics"
+    ok = {"hop": "api", "kind": "openstack", "status": "200", "mode": ""}
+    path = "/openstack/latest/meta_data.json"
+    try:
+        await clients.connect({proc.pid, worker})
+        families, before = await scrape(url)
+        assert {"cloudmeta_metadata_requests", "cloudmeta_document_cache_lookups"} <= families
+        for pid, times in ((proc.pid, 3), (worker, 2)):
+            for _ in range(times):
+                assert (await clients.request(pid, "GET", path))[0] == 200
+        _, after = await scrape(url)
+        assert delta(after, before, REQUESTS, **ok) == 5
+        count = "cloudmeta_metadata_request_duration_seconds_count"
+        assert delta(after, before, count, hop="api") == 5
+        # The worker's revision gauge is merged too (the minimum over the processes).
+        assert ("cloudmeta_change_feed_revision", frozenset({("consumer", "document-cache")})) in (
+            after
+        )
+        # A killed worker's counts stay in the sum.
+        os.kill(worker, signal.SIGKILL)
+        await clients.drop(worker)
+        await _wait(lambda: bool(set(_children(proc.pid)) - {worker}), "a new worker")
+        _, later = await scrape(url)
+        assert delta(later, before, REQUESTS, **ok) == 5
+    finally:
+        await clients.close()

@@ -17,13 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import pickle
+import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
+
+from prometheus_client.multiprocess import mark_process_dead
 
 from cloudmeta.config import Config
 from cloudmeta.logs import get_logger
+from cloudmeta.metrics import watch_worker_files, worker_environment
 
 __all__ = ["WorkerPool", "freeze_startup_heap"]
 
@@ -40,12 +46,19 @@ class WorkerPool:
     def __init__(self, config: Config, host: str, port: int, count: int) -> None:
         api = config.api.model_copy(update={"metadata_listen": host, "metadata_listen_port": port})
         self._payload = pickle.dumps(config.model_copy(update={"api": api}))
+        # prometheus_client's multiprocess mode: each worker's metrics in mmap files here,
+        # merged into the parent's scrape (the admin API's /metrics). Fresh per pool.
+        self._metrics_dir = config.state_path / "metrics" / f"metadata-workers-{os.getpid()}"
+        self._unwatch: Callable[[], None] | None = None
         self._closing = False
         self.processes: list[asyncio.subprocess.Process | None] = [None] * count
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Start every worker and wait until each listens (a worker failing at start raises)."""
+        shutil.rmtree(self._metrics_dir, ignore_errors=True)
+        self._metrics_dir.mkdir(parents=True)
+        self._unwatch = watch_worker_files(self._metrics_dir)
         first = [asyncio.create_task(self._spawn(slot)) for slot in range(len(self.processes))]
         try:
             await asyncio.gather(*first)
@@ -64,6 +77,7 @@ class WorkerPool:
             "cloudmeta.api.workers",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env=worker_environment(self._metrics_dir),
         )
         self.processes[slot] = proc
         assert proc.stdin is not None and proc.stdout is not None
@@ -87,6 +101,8 @@ class WorkerPool:
             assert proc is not None
             started = time.monotonic()
             code = await proc.wait()
+            # Its counters stay in the sum; its gauges (revisions) leave the minimum.
+            mark_process_dead(proc.pid, str(self._metrics_dir))  # type: ignore[no-untyped-call]
             if self._closing:
                 return
             _log.warning("metadata worker exited; respawning", slot=slot, pid=proc.pid, code=code)
@@ -120,6 +136,10 @@ class WorkerPool:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
 
 def freeze_startup_heap() -> None:

@@ -30,6 +30,7 @@ from cloudmeta.documents.openstack import dump, vendor_data2
 from cloudmeta.documents.paths import JSON
 from cloudmeta.http import QuietServer  # short 400s, bounded keep-alive
 from cloudmeta.logs import get_logger
+from cloudmeta.metrics import instrument
 from cloudmeta.statefiles import shared_secret
 
 from .cache import Entry, SyncedInstanceCache
@@ -271,7 +272,7 @@ async def serving(config: Config, source: MetadataSource) -> AsyncIterator[Quiet
     await service.start()
     try:
         yield QuietServer(
-            service.handle,
+            instrument(service.handle, "api", "", config.metrics_enabled),
             keepalive_timeout=config.metadata_proxy_keepalive_timeout,
             **_HANDLER_ARGS,
         )
