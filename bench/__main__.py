@@ -20,7 +20,7 @@ from pathlib import Path
 
 import uvloop
 
-from bench import bootstorm, chain, limit_api, report, scale
+from bench import bootstorm, chain, limit_api, metrics_cost, report, scale
 from bench.common import Row, Settings, machine
 
 Scenario = Callable[[Settings, Path], Awaitable[list[Row]]]
@@ -31,6 +31,7 @@ SCENARIOS: dict[str, tuple[Scenario, float]] = {
     "chain": (chain.run, 240),
     "bootstorm": (bootstorm.run, 180),
     "scale": (scale.run, 240),
+    "metrics": (metrics_cost.run, 240),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -1,0 +1,141 @@
+"""Scenario ``metrics``: what the Prometheus metrics cost the inline chain, on against off.
+
+One inventory (one SQLite file), two ``cloudmeta api`` processes on it: one with
+``metrics_enabled = true`` (the default), one with ``false``. The same instance namespace and
+inline listener are then benched through an agent of the same setting, in alternating rounds
+(on, off, on, off, ...) so that a neighbour's load hits both sides alike; each side's figure is
+the median of its rounds.
+
+On a shared 2-core machine req/s swings with the neighbours' load far more than 5%, so each
+round also reads the CPU seconds the serving processes spent (this process, which hosts the
+agent and the inline listener, plus the API process and its workers, from ``/proc``) per
+request answered: that figure moves much less with contention, and its on/off ratio is the
+metrics' cost. Off still counts cache hits and the other cheap counters (a few
+increments per request): what ``metrics_enabled`` removes is the per-hop request counting and
+latency histograms, the metrics' per-request cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bench.chain import _bench_chain, _build, _ready
+from bench.common import META_IP, META_PATH, Row, Settings, need_tools, wrk
+from bench.services import config_of, start_api
+
+ROUNDS = 5  # per side
+
+
+async def run(settings: Settings, tmp: Path) -> list[Row]:
+    from harness import Chain, curl  # type: ignore[import-not-found]  # bench.chain's path
+
+    from cloudmeta.adminclient import AdminClient
+
+    need_tools("wrk")
+    state = tmp / "state"
+    on = await start_api(state, metrics=True)
+    off = await start_api(state, metrics=False)
+    chain: Any = None
+    try:
+        options = on.agent_options(namespace_prefix="cmt-", device_prefix="cmt-")
+        chain = _bench_chain(Chain)(config=config_of(options))
+        chain.client = AdminClient(chain.config)
+        chain.project_id = (await chain.client.create_project(f"cmt-{chain.tag}"))["id"]
+        [(dhcp, network_id, instance)] = await _build(chain, 1)
+        figures: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+        for _ in range(1 if settings.quick else ROUNDS):
+            for enabled, api in ((True, on), (False, off)):
+                agent_options = {
+                    **options,
+                    "nova_metadata_port": api.metadata_port,
+                    "metrics_enabled": enabled,
+                }
+                pids = _pids(api.service.proc.pid)
+                figures[enabled].append(
+                    await _round(settings, agent_options, dhcp, network_id, instance, curl, pids)
+                )
+        return [_row(enabled, runs) for enabled, runs in figures.items()]
+    finally:
+        if chain is not None:
+            await chain.close()
+        await off.close()
+        await on.close()
+
+
+async def _round(
+    settings: Settings,
+    options: dict[str, Any],
+    dhcp: str,
+    network_id: str,
+    instance: str,
+    curl: Any,
+    pids: list[int],
+) -> dict[str, float]:
+    """One wrk run through a fresh agent and inline listener of the given setting."""
+    from cloudmeta.adminclient import AdminClient
+    from cloudmeta.agent import MetadataAgent
+    from cloudmeta.proxy import MetadataProxyManager
+
+    config = config_of({**options, "metadata_proxy_mode": "inline"})
+    client = AdminClient(config)
+    agent = MetadataAgent(config, client)
+    await agent.start(unix_socket=False)
+    manager = MetadataProxyManager(config, inline=agent.inline)
+    try:
+        await manager.ensure(dhcp, network_id=network_id, bind=(META_IP, 80))
+        await _ready(curl, instance)
+        url = f"http://{META_IP}{META_PATH}"
+        await wrk(url, 1, namespace=instance)  # warm: caches, pools, the API's workers
+        before = _cpu_seconds(pids)
+        figures = await wrk(url, settings.duration, namespace=instance)
+        spent = _cpu_seconds(pids) - before
+        answered = figures["rps"] * max(1, round(settings.duration))
+        figures["cpu_us"] = spent / answered * 1e6 if answered else 0.0
+        return figures
+    finally:
+        await manager.close()
+        await agent.stop()
+        await client.close()
+        await asyncio.sleep(0.2)
+
+
+def _pids(api_pid: int) -> list[int]:
+    """This process (agent, inline listener), the API process and its metadata workers."""
+    try:
+        children = Path(f"/proc/{api_pid}/task/{api_pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return [os.getpid(), api_pid, *(int(pid) for pid in children)]
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` so far (``/proc/<pid>/stat`` fields 14, 15)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _row(enabled: bool, runs: list[dict[str, float]]) -> Row:
+    rps = [run["rps"] for run in runs]
+    cpu = [run["cpu_us"] for run in runs]
+    return Row(
+        f"chain-inline-metrics-{'on' if enabled else 'off'}",
+        rps=statistics.median(rps),
+        p50_ms=statistics.median(run["p50_ms"] for run in runs),
+        p99_ms=statistics.median(run["p99_ms"] for run in runs),
+        failures=int(sum(run["failures"] for run in runs)),
+        networks=1,
+        note=f"cpu_us/request={statistics.median(cpu):.1f}; rounds req/s: "
+        + " ".join(f"{r:.0f}" for r in rps)
+        + "; rounds cpu_us/request: "
+        + " ".join(f"{c:.1f}" for c in cpu),
+    )
