@@ -10,6 +10,10 @@ Cache invalidation: every worker checks :meth:`Store.change_token` (a revision s
 of ``state_path`` that each committing process of the host overwrites) on every request, so an
 admin change is seen by the next request of every worker; writes from other hosts (a shared
 PostgreSQL) are seen through the change feed's poll, within ``POLL_INTERVAL`` (0.5 s).
+
+Metrics: each worker runs in prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``
+set to a directory of this pool under ``state_path/metrics``), and the parent's scrape merges
+those files into its own figures (:func:`cloudmeta.metrics.render`).
 """
 
 from __future__ import annotations
