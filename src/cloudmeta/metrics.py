@@ -3,7 +3,9 @@
 Every metric is defined here, once, on prometheus_client's default registry (metrics are
 per process by nature); the services import what they count. The hot path (one metadata
 request per hop) costs two clock reads, one memoised path classification, one dict lookup of a
-pre-bound counter child and one histogram observation; nothing else is built per request.
+plain counter and one bucket of plain integers (a collector turns them into families at
+scrape time); nothing is built per request. The other counters (cache hits) are pre-bound
+prometheus_client children.
 
 Metadata API workers (``[api] metadata_workers``) are other processes: they run with
 ``PROMETHEUS_MULTIPROC_DIR`` set (prometheus_client's multiprocess mode, mmap-backed values) and
@@ -18,7 +20,9 @@ from __future__ import annotations
 import functools
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from itertools import accumulate
 from pathlib import Path
 from typing import Concatenate, ParamSpec, Protocol
 
@@ -33,9 +37,15 @@ from prometheus_client import (
     generate_latest,
     values,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
 from cloudmeta.documents.paths import path_tokens
 
@@ -60,6 +70,7 @@ __all__ = [
     "instrument",
     "metrics_handler",
     "path_kind",
+    "recorder",
     "render",
     "watch_listener",
     "watch_worker_files",
@@ -82,18 +93,31 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 KINDS = ("openstack", "ec2", "root", "token", "password", "other")
 
+_REQUESTS_HELP = (
+    "Metadata requests answered, by hop (proxy, agent, api), path kind, HTTP status and proxy "
+    "mode (inline, process, haproxy; empty at the API)."
+)
+_DURATION_HELP = (
+    "Seconds from a request's head to its answer, per hop (proxy and agent include the hops "
+    "behind them)."
+)
+# The two request families. In a metadata worker they are prometheus_client objects
+# (multiprocess values, which the parent's scrape reads); everywhere else the hop recorders
+# count in plain integers and a collector builds the families at scrape time: a locked
+# increment per series costs a request more than everything else the metrics do.
+_MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 REQUESTS = Counter(
     "cloudmeta_metadata_requests",
-    "Metadata requests answered, by hop (proxy, agent, api), path kind, HTTP status and proxy "
-    "mode (inline, process, haproxy; empty at the API).",
+    _REQUESTS_HELP,
     ["hop", "kind", "status", "mode"],
+    registry=REGISTRY if _MULTIPROCESS else None,
 )
 REQUEST_DURATION = Histogram(
     "cloudmeta_metadata_request_duration_seconds",
-    "Seconds from a request's head to its answer, per hop (proxy and agent include the hops "
-    "behind them).",
+    _DURATION_HELP,
     ["hop"],
     buckets=LATENCY_BUCKETS,
+    registry=REGISTRY if _MULTIPROCESS else None,
 )
 _PORT_CACHE = Counter(
     "cloudmeta_port_cache_lookups",
@@ -178,7 +202,27 @@ def path_kind(path: str) -> str:
 
 
 class HopRecorder:
-    """One hop's (and mode's) request counter children, bound once, and its latency child."""
+    """One hop's (and mode's) requests: counts by kind and status, latency buckets and sum,
+    as plain numbers (one event loop thread; read by :class:`_HopCollector` at scrape)."""
+
+    __slots__ = ("buckets", "by_kind", "hop", "mode", "seconds")
+
+    def __init__(self, hop: str, mode: str = "") -> None:
+        self.hop = hop
+        self.mode = mode
+        self.by_kind: dict[str, dict[int, int]] = {kind: {} for kind in KINDS}
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # not cumulative; the last is +Inf
+        self.seconds = 0.0
+
+    def record(self, path: str, status: int, seconds: float) -> None:
+        by_status = self.by_kind[path_kind(path)]
+        by_status[status] = by_status.get(status, 0) + 1
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.seconds += seconds
+
+
+class _WorkerRecorder:
+    """A metadata worker's hop: the same counts in multiprocess values, children bound once."""
 
     __slots__ = ("_by_kind", "_duration", "_hop", "_mode")
 
@@ -189,13 +233,59 @@ class HopRecorder:
         self._by_kind: dict[str, dict[int, Counter]] = {kind: {} for kind in KINDS}
 
     def record(self, path: str, status: int, seconds: float) -> None:
-        by_status = self._by_kind[path_kind(path)]
+        kind = path_kind(path)
+        by_status = self._by_kind[kind]
         child = by_status.get(status)
         if child is None:
-            kind = path_kind(path)
             child = by_status[status] = REQUESTS.labels(self._hop, kind, str(status), self._mode)
         child.inc()
         self._duration.observe(seconds)
+
+
+_BOUNDS = [floatToGoString(b) for b in LATENCY_BUCKETS]  # type: ignore[no-untyped-call]
+_RECORDERS: dict[tuple[str, str], HopRecorder | _WorkerRecorder] = {}
+
+
+def recorder(hop: str, mode: str = "") -> HopRecorder | _WorkerRecorder:
+    """The process's one recorder of ``(hop, mode)`` (a restarted agent keeps counting)."""
+    found = _RECORDERS.get((hop, mode))
+    if found is None:
+        found = _RECORDERS[(hop, mode)] = (_WorkerRecorder if _MULTIPROCESS else HopRecorder)(
+            hop, mode
+        )
+    return found
+
+
+class _HopCollector:
+    """The request families from every :class:`HopRecorder` of this process."""
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "cloudmeta_metadata_requests", _REQUESTS_HELP, labels=["hop", "kind", "status", "mode"]
+        )
+        duration = HistogramMetricFamily(
+            "cloudmeta_metadata_request_duration_seconds", _DURATION_HELP, labels=["hop"]
+        )
+        per_hop: dict[str, tuple[list[int], float]] = {}
+        for one in list(_RECORDERS.values()):
+            if not isinstance(one, HopRecorder):
+                continue
+            for kind, by_status in one.by_kind.items():
+                for status, count in list(by_status.items()):
+                    requests.add_metric([one.hop, kind, str(status), one.mode], count)
+            buckets, total = per_hop.get(one.hop, ([0] * len(one.buckets), 0.0))
+            per_hop[one.hop] = ([a + b for a, b in zip(buckets, one.buckets, strict=True)],
+                                total + one.seconds)  # fmt: skip
+        for hop, (buckets, total) in sorted(per_hop.items()):
+            cumulative = list(accumulate(buckets))
+            bounds = [*_BOUNDS, "+Inf"]
+            duration.add_metric([hop], list(zip(bounds, cumulative, strict=True)), total)
+        yield requests
+        yield duration
+
+
+if not _MULTIPROCESS:
+    REGISTRY.register(_HopCollector())
 
 
 P = ParamSpec("P")
@@ -207,7 +297,7 @@ def instrument(handler: Handler[P], hop: str, mode: str = "", enabled: bool = Tr
     bench's baseline). A handler that raises is counted as the 500 aiohttp answers."""
     if not enabled:
         return handler
-    record = HopRecorder(hop, mode).record
+    record = recorder(hop, mode).record
     clock = time.perf_counter
 
     async def counted(

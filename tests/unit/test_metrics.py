@@ -90,7 +90,7 @@ def test_gate_counts_per_listener_until_unwatched() -> None:
 
 _WORKER = """
 from cloudmeta import metrics
-recorder = metrics.HopRecorder("api")
+recorder = metrics.recorder("api")
 for _ in range({n}):
     recorder.record("/openstack/latest/meta_data.json", 200, 0.002)
 metrics.FEED_REVISION.labels("document-cache").set({revision})
@@ -111,7 +111,7 @@ def test_workers_files_are_merged_into_the_parents_families(tmp_path: Path) -> N
     directory.mkdir()
     labels = {"hop": "api", "kind": "openstack", "status": "200", "mode": ""}
     _, before = parse(metrics.render().decode())
-    ours = metrics.HopRecorder("api")
+    ours = metrics.recorder("api")
     ours.record("/openstack/latest/meta_data.json", 200, 0.002)
     metrics.FEED_REVISION.labels("document-cache").set(7)
     unwatch = metrics.watch_worker_files(directory)
