@@ -3,6 +3,7 @@ merge of metadata workers' multiprocess files into the parent's scrape."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -134,3 +135,29 @@ def test_workers_files_are_merged_into_the_parents_families(tmp_path: Path) -> N
     # Unwatched: this process's own figures only.
     _, alone = parse(metrics.render().decode())
     assert delta(alone, before, REQUESTS, **labels) == 1
+
+
+async def test_child_starts_and_respawns_are_counted(tmp_path: Path) -> None:
+    from cloudmeta.linux.process import ProcessManager, ProcessMonitor
+
+    marker = f"cmt-metrics-{os.getpid()}"
+    manager = ProcessManager(
+        marker, ["sh", "-c", "sleep 600", marker], pid_dir=tmp_path, service="cmt-child"
+    )
+    monitor = ProcessMonitor(interval=60)
+    monitor.register(manager)
+    _, before = parse(metrics.render().decode())
+    try:
+        pid = manager.enable()
+        os.kill(pid, 9)
+        for _ in range(500):  # until the kernel has it dead (a zombie until reaped)
+            if not manager.is_active():
+                break
+            await asyncio.sleep(0.01)
+        assert monitor.check_once() == [manager]
+    finally:
+        await manager.stop(timeout=1)
+    _, after = parse(metrics.render().decode())
+    starts = "cloudmeta_process_starts_total"
+    assert delta(after, before, starts, service="cmt-child") == 2
+    assert delta(after, before, "cloudmeta_process_respawns_total", service="cmt-child") == 1
