@@ -101,3 +101,26 @@ async def test_a_request_is_counted_at_every_hop(chain: Chain) -> None:
         assert time.monotonic() < end, "the port cache's feed never reached the revision"
         await asyncio.sleep(0.05)
         _, after = await _metrics(chain)
+
+
+async def test_rate_limited_requests_are_counted(make_config: object) -> None:
+    chain = await start_chain(
+        make_config, ProxyMode.INLINE, metadata_rate_limit=0.2, metadata_rate_burst=2
+    )
+    try:
+        assert chain.manager is not None
+        network_id, _ = await chain.network("192.0.2.0/24")
+        dhcp_ns = await chain.gateway_namespace(chain.name("d", 0))
+        instance = await chain.instance(0, network_id, "192.0.2.10", dhcp_ns, "192.0.2.2")
+        await chain.manager.ensure(dhcp_ns, network_id=network_id, bind=(META_IP, 80))
+        _, before = await _metrics(chain)
+        statuses = [(await curl(instance.namespace))[0] for _ in range(6)]
+        _, after = await _metrics(chain)
+    finally:
+        await chain.close()
+    assert set(statuses) <= {200, 429} and 429 in statuses, statuses
+    throttled = statuses.count(429)
+    assert delta(after, before, "cloudmeta_rate_limited_requests_total") == throttled
+    assert delta(after, before, REQUESTS, hop="agent", status="429") == throttled
+    assert delta(after, before, REQUESTS, hop="proxy", status="429") == throttled
+    assert delta(after, before, REQUESTS, hop="api") == 6 - throttled
