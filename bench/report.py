@@ -38,6 +38,8 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
     inline, haproxy = _find(rows, "chain-inline"), _find(rows, "chain-haproxy")
     storm = _find(rows, "boot-storm-100")
     vm_boot, vm_storm = _find(rows, "vm-boot-1"), _find(rows, "vm-storm-4")
+    metrics_on = _find(rows, "chain-inline-metrics-on")
+    metrics_off = _find(rows, "chain-inline-metrics-off")
     scale = [
         _div(row.p99_ms, base.p99_ms)
         for row in rows
@@ -54,7 +56,22 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
         "scale_p99_100k_over_100": max((s for s in scale if s is not None), default=None),
         "vm_boot_seconds": vm_boot.seconds if vm_boot else None,
         "vm_storm_4_seconds": vm_storm.seconds if vm_storm else None,
+        "metrics_on_over_off_rps": _div(
+            metrics_on and metrics_on.rps, metrics_off and metrics_off.rps
+        ),
+        "metrics_on_over_off_cpu_per_request": _div(
+            metrics_on and cpu_per_request(metrics_on),
+            metrics_off and cpu_per_request(metrics_off),
+        ),
     }
+
+
+def cpu_per_request(row: Row) -> float | None:
+    """The median CPU microseconds per request of a metrics row (kept in its note)."""
+    for part in row.note.split(";"):
+        if part.strip().startswith("cpu_us/request="):
+            return float(part.split("=", 1)[1])
+    return None
 
 
 def write_json(path: Path, machine: dict[str, Any], rows: list[Row], r: dict[str, Any]) -> None:

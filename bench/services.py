@@ -155,8 +155,11 @@ class Api:
         await self.service.stop()
 
 
-async def start_api(state: Path, database: str = "", workers: int = API_WORKERS) -> Api:
-    """Start ``cloudmeta api`` (admin + metadata) and wait until both answer."""
+async def start_api(
+    state: Path, database: str = "", workers: int = API_WORKERS, *, metrics: bool = True
+) -> Api:
+    """Start ``cloudmeta api`` (admin + metadata) and wait until both answer; ``metrics``
+    false is the metrics' baseline (``metrics_enabled = false``)."""
     from cloudmeta.adminclient import AdminClient
 
     admin_port, metadata_port = free_port(), free_port()
@@ -169,6 +172,7 @@ async def start_api(state: Path, database: str = "", workers: int = API_WORKERS)
             "metadata_workers": workers,
         },
         database={"connection": database},
+        metrics_enabled=metrics,
     )
     service = Service("api", options, state / "api.log").start()
     api = Api(options, service, admin_port, metadata_port)

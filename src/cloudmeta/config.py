@@ -228,6 +228,12 @@ class Config(BaseSettings):
     image_cache_path: Path = Path("/var/cache/cloudmeta/images")
     # Compute (Nova [DEFAULT]): every server gets a config drive, asked for or not.
     force_config_drive: bool = False
+    # Prometheus metrics (cloudmeta.metrics): `GET /metrics` on the admin API's port, and on
+    # metrics_listen ("host:port", "" = off) for processes without an HTTP port (agent,
+    # dhcp-agent, l3-agent). metrics_enabled = false drops the per-request hop counting
+    # (the bench's baseline); the other metrics cost nothing per request.
+    metrics_enabled: bool = True
+    metrics_listen: str = Field("", pattern=r"^$|^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):[0-9]{1,5}$")
 
     database: DatabaseSection = Field(default_factory=DatabaseSection)
     admin: AdminSection = Field(default_factory=AdminSection)
@@ -286,6 +292,14 @@ class Config(BaseSettings):
     @property
     def proxy_socket_path(self) -> Path:
         return self.metadata_proxy_socket or self.state_path / "metadata_proxy"
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """``metrics_listen`` as (host, port); None when off."""
+        if not self.metrics_listen:
+            return None
+        host, _, port = self.metrics_listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @property
     def database_url(self) -> str:

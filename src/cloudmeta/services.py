@@ -21,8 +21,11 @@ from typing import Any
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.agent.embedded import start_embedded
 from cloudmeta.config import Config
+from cloudmeta.http import Limits, tcp_sockets
+from cloudmeta.http import serve as serve_http
 from cloudmeta.linux.process import ProcessMonitor
 from cloudmeta.logs import get_logger
+from cloudmeta.metrics import metrics_handler
 from cloudmeta.proxy.manager import MetadataProxyManager
 
 __all__ = ["Running", "ServiceFailed", "ServiceSet", "run_until_signal", "running_services"]
@@ -51,6 +54,7 @@ class Running:
     api_addresses: dict[str, tuple[str, int]]
     proxies: MetadataProxyManager | None
     tasks: list[asyncio.Task[None]]
+    metrics_address: tuple[str, int] | None = None  # where metrics_listen bound
 
 
 @asynccontextmanager
@@ -63,6 +67,7 @@ async def running_services(config: Config, services: ServiceSet) -> AsyncIterato
 
             addresses = await stack.enter_async_context(serve(config))
         running = Running(addresses, None, [])
+        running.metrics_address = await _serve_metrics(stack, config)
         if not (services.metadata_agent or services.dhcp or services.l3):
             yield running
             return
@@ -98,6 +103,21 @@ async def running_services(config: Config, services: ServiceSet) -> AsyncIterato
             running.tasks.append(task)
         _log.info("services started", **{k: v for k, v in vars(services).items()})
         yield running
+
+
+async def _serve_metrics(stack: AsyncExitStack, config: Config) -> tuple[str, int] | None:
+    """``GET /metrics`` on ``metrics_listen`` (for processes without the admin API's port),
+    through the one serving stack; its bound address, or None when off."""
+    wanted = config.metrics_address
+    if wanted is None:
+        return None
+    listener = await serve_http(
+        tcp_sockets(*wanted), metrics_handler, Limits.timeouts(config), name="metrics"
+    )
+    stack.push_async_callback(listener.close)
+    host, port = listener.addresses[0][:2]  # type: ignore[index]
+    _log.info("metrics listening", host=host, port=port)
+    return str(host), int(port)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

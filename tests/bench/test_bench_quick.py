@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = ("limit", "api", "chain-inline", "chain-process", "chain-haproxy", "memory-inline-",
             "memory-process-", "memory-haproxy-", "boot-storm-", "boot-storm-cloud-init-",
             "scale-sqlite-ports-", "scale-sqlite-meta-", "scale-postgresql-ports-",
-            "scale-postgresql-meta-")  # fmt: skip
+            "scale-postgresql-meta-", "chain-inline-metrics-on",
+            "chain-inline-metrics-off")  # fmt: skip
 
 
 @pytest.mark.root
@@ -41,6 +42,7 @@ def test_quick_bench(tmp_path: Path) -> None:
         "api_over_limit", "inline_over_haproxy_rps", "inline_over_haproxy_p99",
         "inline_pss_bytes_per_network", "boot_storm_100_seconds", "scale_p99_100k_over_100",
         "vm_boot_seconds", "vm_storm_4_seconds",  # None in --quick: no real VMs there
+        "metrics_on_over_off_rps", "metrics_on_over_off_cpu_per_request",
     }  # fmt: skip
     assert (tmp_path / "latest.md").read_text().count("\n| ") >= len(EXPECTED)
     assert (tmp_path / "latest.png").stat().st_size > 0

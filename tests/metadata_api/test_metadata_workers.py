@@ -28,9 +28,11 @@ from cloudmeta.api.metadata.app import MAX_WAITS_PER_INSTANCE
 from cloudmeta.config import Config
 from cloudmeta.inventory import Store
 from support.report import SOAK, record
+from support.scrape import delta, scrape
 
 CLOUDMETA = str(Path(sys.executable).with_name("cloudmeta"))
 TOKEN = "cmt-admin-token"
+REQUESTS = "cloudmeta_metadata_requests_total"
 
 
 def _free_port() -> int:
@@ -67,6 +69,14 @@ def _server_pid(port: int, client_port: int) -> int:
         if found:
             return int(found.group(1))
     raise AssertionError(f"no server side for client port {client_port}:\n{out}")
+
+
+def _listening(port: int) -> set[int]:
+    """The pids holding a listening socket on ``port`` (a respawned worker, once it serves)."""
+    out = subprocess.run(
+        ["ss", "-Hltnp", f"( sport = :{port} )"], capture_output=True, text=True, check=True
+    ).stdout
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
 
 
 async def _wait(predicate: Callable[[], bool], what: str) -> None:
@@ -187,6 +197,8 @@ async def test_two_workers_share_the_port_and_the_cache_invalidation(
         await clients.drop(worker)
         await _wait(lambda: bool(set(_children(proc.pid)) - {worker}), "a new worker")
         [respawned] = _children(proc.pid)
+        # Connections reach it only once it listens (its start is slow on a loaded machine).
+        await _wait(lambda: respawned in _listening(meta_port), "the new worker to listen")
         await clients.connect({respawned})
         assert await clients.request(respawned, "GET", password) == (200, b"")
         async with admin.delete(f"/v1/servers/{server_id}") as resp:
@@ -251,3 +263,39 @@ async def test_a_long_poll_in_a_worker_wakes_on_an_admin_write(
         for client in clients:
             await client.close()
         await admin.close()
+
+
+async def test_the_admin_metrics_count_every_workers_requests(
+    cloud_api: tuple[subprocess.Popen[bytes], Cloud, int, int],
+) -> None:
+    """Multiprocess mode: each process's requests, and a dead worker's, in one scrape."""
+    proc, cloud, admin_port, meta_port = cloud_api
+    [worker] = _children(proc.pid)
+    headers = signed(cloud.servers["a0"], cloud.project)
+    clients = Clients(f"http://127.0.0.1:{meta_port}", meta_port, headers)
+    url = f"http://127.0.0.1:{admin_port}/metrics"
+    ok = {"hop": "api", "kind": "openstack", "status": "200", "mode": ""}
+    path = "/openstack/latest/meta_data.json"
+    try:
+        await clients.connect({proc.pid, worker})
+        families, before = await scrape(url)
+        assert {"cloudmeta_metadata_requests", "cloudmeta_document_cache_lookups"} <= families
+        for pid, times in ((proc.pid, 3), (worker, 2)):
+            for _ in range(times):
+                assert (await clients.request(pid, "GET", path))[0] == 200
+        _, after = await scrape(url)
+        assert delta(after, before, REQUESTS, **ok) == 5
+        count = "cloudmeta_metadata_request_duration_seconds_count"
+        assert delta(after, before, count, hop="api") == 5
+        # The worker's revision gauge is merged too (the minimum over the processes).
+        assert ("cloudmeta_change_feed_revision", frozenset({("consumer", "document-cache")})) in (
+            after
+        )
+        # A killed worker's counts stay in the sum.
+        os.kill(worker, signal.SIGKILL)
+        await clients.drop(worker)
+        await _wait(lambda: bool(set(_children(proc.pid)) - {worker}), "a new worker")
+        _, later = await scrape(url)
+        assert delta(later, before, REQUESTS, **ok) == 5
+    finally:
+        await clients.close()

@@ -24,6 +24,13 @@ from cloudmeta.adminclient import AdminClient, AdminError, ChangeBatch, follow_c
 from cloudmeta.adminclient.types import Change
 from cloudmeta.agent.identity import Caller
 from cloudmeta.logs import get_logger
+from cloudmeta.metrics import (
+    FEED_APPLY,
+    FEED_REVISION,
+    PORT_CACHE_EVICTIONS,
+    PORT_CACHE_HIT,
+    PORT_CACHE_MISS,
+)
 from cloudmeta.singleflight import SingleFlight
 
 __all__ = ["Lookup", "Owner", "PortCache"]
@@ -33,6 +40,12 @@ POSITIVE_TTL = 30.0
 FEED_RETRY = 0.5
 
 log = get_logger("agent")
+_HIT = PORT_CACHE_HIT
+_MISS = PORT_CACHE_MISS
+_EVICTED = PORT_CACHE_EVICTIONS.labels("change")
+_CLEARED = PORT_CACHE_EVICTIONS.labels("resync")
+_REVISION = FEED_REVISION.labels("port-cache")
+_APPLY = FEED_APPLY.labels("port-cache")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +91,7 @@ class PortCache:
     def invalidate(self) -> None:
         """Forget everything; lookups in flight will not store their (maybe stale) answers."""
         self._generation += 1
+        _CLEARED.inc(len(self._entries))
         self._entries.clear()
         self._index.clear()
 
@@ -137,7 +151,10 @@ class PortCache:
     def _drop(self, key: _Key) -> None:
         if key in self._in_flight():
             self._touch(key)
-        if self._entries.pop(key, None) is None or key[0] != "port":
+        if self._entries.pop(key, None) is None:
+            return
+        _EVICTED.inc()
+        if key[0] != "port":
             return
         name = _name(key[1])
         for network in key[2:]:
@@ -174,6 +191,7 @@ class PortCache:
         key: _Key = ("port", caller.mac or caller.ip, *networks)
         entry = self._entries.get(key)
         if entry is not None and self.feed_healthy and entry[0] > self._clock():
+            _HIT.inc()
             hit: Lookup = entry[1]
             return hit  # the hot path: no closure, no future
 
@@ -196,7 +214,9 @@ class PortCache:
     async def _cached(self, key: _Key, fetch: Callable[[], Awaitable[Any]]) -> Any:
         entry = self._entries.get(key)
         if entry is not None and entry[0] > self._clock() and self.feed_healthy:
+            _HIT.inc()
             return entry[1]
+        _MISS.inc()
         ticket = (key, self._generation, self._epochs.get(key, 0))
         return await self._flights.run(ticket, lambda: self._fetch(ticket, fetch))
 
@@ -231,8 +251,11 @@ class PortCache:
         while True:
             try:
                 async for batch in follow_changes(self._client):
+                    started = time.perf_counter()
                     self.apply(batch)
                     self.feed_healthy = True
+                    _APPLY.observe(time.perf_counter() - started)
+                    _REVISION.set(batch.revision)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -34,6 +34,7 @@ from cloudmeta.http import (
     unix_socket,
 )
 from cloudmeta.logs import get_logger
+from cloudmeta.metrics import RATE_LIMITED, instrument
 from cloudmeta.proxy.headers import FORWARDED_FOR, NETWORK_ID_HEADER, ROUTER_ID_HEADER, ProxyTarget
 from cloudmeta.proxy.inline import InlineListeners
 
@@ -62,7 +63,12 @@ class MetadataAgent:
     def inline(self) -> InlineListeners:
         """This agent's inline listeners (created on first use), for the proxy manager."""
         if self._inline is None:
-            self._inline = InlineListeners(self.handle_inline, Limits.from_config(self._config))
+            enabled = self._config.metrics_enabled
+            self._inline = InlineListeners(
+                instrument(self.handle_inline, "agent", "inline", enabled),
+                Limits.from_config(self._config),
+                metrics=enabled,
+            )
         return self._inline
 
     async def start(self, unix_socket: bool = True) -> None:
@@ -97,7 +103,13 @@ class MetadataAgent:
         sock = unix_socket(path, SOCKET_MODE, SOCKET_BACKLOG)
         # The proxies send whole heads and hold pooled connections: the timeouts only bound a
         # stuck or hostile local client, no connection cap.
-        self._unix = await serve([sock], self.handle_unix, Limits.timeouts(self._config))
+        config = self._config
+        # The socket's clients are process or haproxy proxies: the configured mode says which
+        # (with inline configured, they are other tools' proxies of an unknown mode: "").
+        mode = config.metadata_proxy_mode
+        label = "" if mode is ProxyMode.INLINE else mode.value
+        handler = instrument(self.handle_unix, "agent", label, config.metrics_enabled)
+        self._unix = await serve([sock], handler, Limits.timeouts(config), name="agent-socket")
         log.info("metadata agent listening", socket=str(path))
 
     async def handle_unix(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -135,6 +147,7 @@ class MetadataAgent:
             # Before the lookup, as haproxy's deny is before the agent: per source address.
             wait = self.limiter.allow(target.uuid, caller.ip, time.monotonic())
             if wait > 0:
+                RATE_LIMITED.inc()
                 return plain(
                     429,
                     "Too many metadata requests from this address.",

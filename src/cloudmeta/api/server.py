@@ -110,7 +110,7 @@ async def serve(
             host, port = served.address(config)
             workers = served.workers(config)
             listener = await serve_sockets(
-                tcp_sockets(host, port, reuse_port=workers > 1), http, limits
+                tcp_sockets(host, port, reuse_port=workers > 1), http, limits, name=served.name
             )
             stack.push_async_callback(listener.close, _SHUTDOWN_TIMEOUT)
             address = listener.addresses[0]

@@ -10,6 +10,10 @@ Cache invalidation: every worker checks :meth:`Store.change_token` (a revision s
 of ``state_path`` that each committing process of the host overwrites) on every request, so an
 admin change is seen by the next request of every worker; writes from other hosts (a shared
 PostgreSQL) are seen through the change feed's poll, within ``POLL_INTERVAL`` (0.5 s).
+
+Metrics: each worker runs in prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``
+set to a directory of this pool under ``state_path/metrics``), and the parent's scrape merges
+those files into its own figures (:func:`cloudmeta.metrics.render`).
 """
 
 from __future__ import annotations
@@ -17,13 +21,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import pickle
+import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
+
+from prometheus_client.multiprocess import mark_process_dead
 
 from cloudmeta.config import Config
 from cloudmeta.logs import get_logger
+from cloudmeta.metrics import watch_worker_files, worker_environment
 
 __all__ = ["WorkerPool", "freeze_startup_heap"]
 
@@ -40,12 +50,19 @@ class WorkerPool:
     def __init__(self, config: Config, host: str, port: int, count: int) -> None:
         api = config.api.model_copy(update={"metadata_listen": host, "metadata_listen_port": port})
         self._payload = pickle.dumps(config.model_copy(update={"api": api}))
+        # prometheus_client's multiprocess mode: each worker's metrics in mmap files here,
+        # merged into the parent's scrape (the admin API's /metrics). Fresh per pool.
+        self._metrics_dir = config.state_path / "metrics" / f"metadata-workers-{os.getpid()}"
+        self._unwatch: Callable[[], None] | None = None
         self._closing = False
         self.processes: list[asyncio.subprocess.Process | None] = [None] * count
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Start every worker and wait until each listens (a worker failing at start raises)."""
+        shutil.rmtree(self._metrics_dir, ignore_errors=True)
+        self._metrics_dir.mkdir(parents=True)
+        self._unwatch = watch_worker_files(self._metrics_dir)
         first = [asyncio.create_task(self._spawn(slot)) for slot in range(len(self.processes))]
         try:
             await asyncio.gather(*first)
@@ -64,6 +81,7 @@ class WorkerPool:
             "cloudmeta.api.workers",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env=worker_environment(self._metrics_dir),
         )
         self.processes[slot] = proc
         assert proc.stdin is not None and proc.stdout is not None
@@ -87,6 +105,8 @@ class WorkerPool:
             assert proc is not None
             started = time.monotonic()
             code = await proc.wait()
+            # Its counters stay in the sum; its gauges (revisions) leave the minimum.
+            mark_process_dead(proc.pid, str(self._metrics_dir))  # type: ignore[no-untyped-call]
             if self._closing:
                 return
             _log.warning("metadata worker exited; respawning", slot=slot, pid=proc.pid, code=code)
@@ -120,6 +140,10 @@ class WorkerPool:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+        shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
 
 def freeze_startup_heap() -> None:

@@ -37,11 +37,14 @@ from cloudmeta.dhcp.model import (
 from cloudmeta.dhcp.render import allocations
 from cloudmeta.linux.names import bridge_name
 from cloudmeta.logs import get_logger
+from cloudmeta.metrics import FEED_APPLY, FEED_REVISION
 from cloudmeta.proxy import MetadataProxyManager, ProxyError
 
 __all__ = ["DhcpAgent"]
 
 _log = get_logger("dhcp")
+_FEED_APPLY = FEED_APPLY.labels("dhcp-agent")
+_FEED_REVISION = FEED_REVISION.labels("dhcp-agent")
 MIN_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
 METADATA_PORT = 80
@@ -125,6 +128,7 @@ class DhcpAgent:
         helpers = [asyncio.create_task(self._retry_loop(), name="dhcp-retry")]
         try:
             async for batch in follow_changes(self._client, poll_timeout=10.0):
+                started = time.perf_counter()
                 if batch.resync:
                     await self.sync_all()
                 else:
@@ -133,6 +137,8 @@ class DhcpAgent:
                 async with self._applied:
                     self._revision = batch.revision
                     self._applied.notify_all()
+                _FEED_APPLY.observe(time.perf_counter() - started)
+                _FEED_REVISION.set(batch.revision)
         finally:
             for task in helpers:
                 task.cancel()

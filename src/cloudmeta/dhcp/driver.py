@@ -23,6 +23,7 @@ from cloudmeta.dhcp.render import (
 )
 from cloudmeta.linux.process import cmdline as process_cmdline
 from cloudmeta.logs import get_logger
+from cloudmeta.metrics import PROCESS_RESTARTS
 
 __all__ = ["SERVICE", "DhcpError", "Dnsmasq", "dhcp_namespace", "pid_dir"]
 
@@ -127,6 +128,7 @@ class Dnsmasq:
                 return "adopted"
             await self.stop()
             outcome = "restarted"
+            PROCESS_RESTARTS.labels(SERVICE).inc()
         self._watch(cmd)
         assert self._process is not None
         try:

@@ -1,6 +1,6 @@
 """The one serving stack: every port cloudmeta listens on is served through :func:`serve`
 (head gate, keep-alive bound, quiet errors), and both relays (process proxy -> agent,
-agent -> metadata API) are :class:`Relay`. Core layer: imports config, logs and the
+agent -> metadata API) are :class:`Relay`. Core layer: imports config, logs, metrics and the
 pure path rules of :mod:`cloudmeta.documents`, nothing of the services."""
 
 from .gate import HEADER_TIMEOUT, Budget, HeadGate, Limits

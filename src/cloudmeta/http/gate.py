@@ -76,7 +76,8 @@ class Budget:
 
     limits: Limits
     open: int = 0
-    refused: int = 0
+    refused: int = 0  # both caps
+    refused_per_peer: int = 0  # of which the per-peer cap
     timed_out: int = 0
     per_peer: dict[str, int] = field(default_factory=dict)
 
@@ -84,6 +85,8 @@ class Budget:
         cap, per = self.limits.max_connections, self.limits.max_per_peer
         if (cap and self.open >= cap) or (per and self.per_peer.get(peer, 0) >= per):
             self.refused += 1
+            if not (cap and self.open >= cap):
+                self.refused_per_peer += 1
             return False
         self.open += 1
         if per:

@@ -19,6 +19,8 @@ from typing import cast
 
 from aiohttp import web
 
+from cloudmeta.metrics import watch_listener
+
 from .gate import Budget, Limits, gated
 from .quiet import QuietServer
 
@@ -38,6 +40,7 @@ class Listener:
     budget: Budget
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     owns_http: bool = True
+    unwatch: Callable[[], None] | None = None  # ends its export to the metrics
 
     @property
     def addresses(self) -> list[object]:
@@ -50,6 +53,9 @@ class Listener:
         get ``grace`` seconds); a shared server's connections stay with their owner."""
         for server in self.servers:
             server.close()
+        if self.unwatch is not None:
+            self.unwatch()
+            self.unwatch = None
         if not self.owns_http:
             return
         await self.http.shutdown(grace)
@@ -64,12 +70,14 @@ async def serve(
     limits: Limits,
     *,
     shared: bool = False,
+    name: str = "",
 ) -> Listener:
     """Serve ``handler`` (or a :class:`QuietServer`) on ``sockets`` behind one gate.
 
     The sockets are listening already (TCP or unix); on failure they are all closed. A given
     :class:`QuietServer` brings its own keep-alive timeout (build it from the same config); a
     ``shared`` one (one for many listeners) is not shut down by :meth:`Listener.close`.
+    A ``name`` exports the listener's connection counts to the metrics (``listener=name``).
     """
     socks = list(sockets)
     if isinstance(handler, QuietServer):
@@ -77,12 +85,16 @@ async def serve(
     else:
         http = QuietServer(handler, keepalive_timeout=limits.keepalive_timeout)
         listener = Listener(http, Budget(limits))
+    if name:
+        listener.unwatch = watch_listener(name, listener.budget)
     factory = gated(listener.http, listener.budget)
     loop = asyncio.get_running_loop()
     try:
         for sock in socks:
             listener.servers.append(await loop.create_server(factory, sock=sock, backlog=BACKLOG))
     except BaseException:
+        if listener.unwatch is not None:
+            listener.unwatch()
         for server in listener.servers:
             server.close()
         for sock in socks[len(listener.servers) :]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 
 from cloudmeta.adminclient import AdminClient, follow_changes
@@ -19,10 +20,13 @@ from cloudmeta.l3.manager import ProxyManager, RouterManager
 from cloudmeta.l3.model import L3Error, Router
 from cloudmeta.linux.process import ProcessMonitor
 from cloudmeta.logs import get_logger
+from cloudmeta.metrics import FEED_APPLY, FEED_REVISION
 
 __all__ = ["BACKOFF_MAX", "BACKOFF_START", "L3Agent"]
 
 log = get_logger("l3")
+_FEED_APPLY = FEED_APPLY.labels("l3-agent")
+_FEED_REVISION = FEED_REVISION.labels("l3-agent")
 
 BACKOFF_START = 1.0
 BACKOFF_MAX = 60.0
@@ -122,6 +126,7 @@ class L3Agent:
                 try:
                     # The feed's first batch is a resync: that is the full sync at start.
                     async for batch in follow_changes(self._client):
+                        started = time.perf_counter()
                         if batch.resync:
                             await self.sync_all()
                         else:
@@ -131,6 +136,8 @@ class L3Agent:
                         async with self._applied:
                             self._revision = batch.revision
                             self._applied.notify_all()
+                        _FEED_APPLY.observe(time.perf_counter() - started)
+                        _FEED_REVISION.set(batch.revision)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:

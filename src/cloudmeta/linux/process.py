@@ -21,6 +21,7 @@ import structlog
 
 from cloudmeta.linux.errors import LinuxError
 from cloudmeta.linux.execute import spawn
+from cloudmeta.metrics import PROCESS_RESPAWNS, PROCESS_STARTS
 
 __all__ = ["ProcessManager", "ProcessMonitor", "cmdline", "pid_alive", "read_pid", "stop_pid"]
 
@@ -135,6 +136,7 @@ class ProcessManager:
         self._child = spawn(
             self.cmd, namespace=self.namespace, log_path=self.log_path, env=self.env
         )
+        PROCESS_STARTS.labels(self.service).inc()
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.pid_file.with_suffix(".tmp")
         tmp.write_text(f"{self._child.pid}\n")
@@ -217,6 +219,7 @@ class ProcessMonitor:
                 "child process respawned", service=manager.service, uuid=manager.uuid, pid=pid
             )
             respawned.append(manager)
+            PROCESS_RESPAWNS.labels(manager.service).inc()
             if on_respawn is not None:
                 on_respawn(manager)
         return respawned

@@ -22,6 +22,7 @@ from aiohttp import web
 from cloudmeta.http import Budget, Limits, Listener, QuietServer, serve, unavailable
 from cloudmeta.linux import open_socket_in_namespace
 from cloudmeta.logs import get_logger
+from cloudmeta.metrics import instrument
 from cloudmeta.proxy.binds import Bind
 from cloudmeta.proxy.errors import ProxyError
 from cloudmeta.proxy.headers import ProxyTarget, peer_host
@@ -52,10 +53,13 @@ class _Listener:
 class InlineListeners:
     """Listeners per namespace, all dispatched to ``handler(request, target, peer_ip)``."""
 
-    def __init__(self, handler: InlineHandler, limits: Limits | None = None) -> None:
+    def __init__(
+        self, handler: InlineHandler, limits: Limits | None = None, *, metrics: bool = True
+    ) -> None:
         self._handler = handler
         self._limits = limits or Limits()
-        self._http = QuietServer(self._dispatch, keepalive_timeout=self._limits.keepalive_timeout)
+        dispatch = instrument(self._dispatch, "proxy", "inline", metrics)
+        self._http = QuietServer(dispatch, keepalive_timeout=self._limits.keepalive_timeout)
         self._by_namespace: dict[str, _Listener] = {}
         self._by_cookie: dict[bytes, ProxyTarget] = {}
 
@@ -106,7 +110,10 @@ class InlineListeners:
                 f"namespace {namespace} already serves {other.uuid} under another name"
             )
         listener = _Listener(
-            target, wanted, cookie, await serve(sockets, self._http, self._limits, shared=True)
+            target,
+            wanted,
+            cookie,
+            await serve(sockets, self._http, self._limits, shared=True, name=namespace),
         )
         self._by_namespace[namespace] = listener
         self._by_cookie[cookie] = target

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from cloudmeta.api.admin.handlers import ROUTES, STORE_KEY, error_response
+from cloudmeta.api.admin.metrics import metrics_route
 from cloudmeta.api.admin.openapi import openapi_document
 from cloudmeta.config import Config
 from cloudmeta.inventory import InventoryError, Store
@@ -23,7 +24,7 @@ from cloudmeta.statefiles import ensure_admin_token
 __all__ = ["build_admin_app", "ensure_admin_token"]
 
 _log = get_logger("admin-api")
-_PUBLIC_PATHS = frozenset({"/openapi.json"})
+_PUBLIC_PATHS = frozenset({"/openapi.json", "/metrics"})
 # A request body larger than this is refused before parsing (user_data is at most 64 KiB).
 MAX_BODY = 1024 * 1024
 # Ids in the path and query values reach SQL; PostgreSQL refuses NUL in text (a DataError).
@@ -86,4 +87,5 @@ def build_admin_app(config: Config, store: Store) -> web.Application:
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get("/openapi.json", _openapi)
+    app.router.add_routes([metrics_route(store)])
     return app

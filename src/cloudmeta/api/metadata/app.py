@@ -45,6 +45,7 @@ from cloudmeta.documents.paths import JSON
 from cloudmeta.http import QuietServer  # short 400s, bounded keep-alive
 from cloudmeta.http.longpoll import LongPollError, requested_wait
 from cloudmeta.logs import get_logger
+from cloudmeta.metrics import instrument
 from cloudmeta.statefiles import shared_secret
 
 from .cache import Entry, SyncedInstanceCache
@@ -401,7 +402,7 @@ async def serving(config: Config, source: MetadataSource) -> AsyncIterator[Quiet
     await service.start()
     try:
         yield QuietServer(
-            service.handle,
+            instrument(service.handle, "api", "", config.metrics_enabled),
             keepalive_timeout=config.metadata_proxy_keepalive_timeout,
             on_shutdown=service.release_waiters,
             **_HANDLER_ARGS,

@@ -42,10 +42,19 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from prometheus_client import Counter
+
 from cloudmeta.config import TokenPolicy
 from cloudmeta.documents import Instance
 from cloudmeta.inventory.models import DEVICE_OWNER_DHCP
 from cloudmeta.logs import get_logger
+from cloudmeta.metrics import (
+    DOCUMENT_CACHE_EVICTIONS,
+    DOCUMENT_CACHE_HIT,
+    DOCUMENT_CACHE_MISS,
+    FEED_APPLY,
+    FEED_REVISION,
+)
 from cloudmeta.singleflight import SingleFlight
 
 from .source import Changed, Loaded, MetadataSource
@@ -62,6 +71,11 @@ WATCH_RETRY = 1.0
 WAIT_TOKEN_POLL = 0.02
 
 _IndexKey = tuple[str, ...]
+_CHANGED = DOCUMENT_CACHE_EVICTIONS.labels("change")
+_EXPIRED = DOCUMENT_CACHE_EVICTIONS.labels("expired")
+_CLEARED = DOCUMENT_CACHE_EVICTIONS.labels("clear")
+_REVISION = FEED_REVISION.labels("document-cache")
+_APPLY = FEED_APPLY.labels("document-cache")
 
 
 class Entry:
@@ -112,13 +126,13 @@ class InstanceCache:
     def get(self, instance_id: str) -> Entry | None:
         entry = self._entries.get(instance_id)
         if entry is not None and entry.expires < time.monotonic():
-            self.discard(instance_id)
+            self.discard(instance_id, _EXPIRED)
             return None
         return entry
 
     def put(self, loaded: Loaded) -> Entry:
         instance_id = loaded.instance.id
-        self.discard(instance_id)
+        self.discard(instance_id, None)
         entry = Entry(loaded, time.monotonic() + self.ttl)
         if self.ttl > 0:
             self._entries[instance_id] = entry
@@ -185,6 +199,7 @@ class InstanceCache:
             self._addresses.pop(address, None)
 
     def clear(self) -> None:
+        _CLEARED.inc(len(self._entries))
         self._entries.clear()
         self._index.clear()
         self._addresses.clear()
@@ -195,13 +210,16 @@ class InstanceCache:
         """Is ``entry`` the one kept for the instance (so its invalidation will be seen)?"""
         return self._entries.get(instance_id) is entry
 
-    def discard(self, instance_id: str) -> None:
-        """Forget one instance's entry (its documents changed)."""
+    def discard(self, instance_id: str, reason: Counter | None = _CHANGED) -> None:
+        """Forget one instance's entry (its documents changed); ``reason`` is the eviction
+        counter to bump (None: a replacement, no eviction)."""
         if self._on_drop is not None:
             self._on_drop(instance_id)
         entry = self._entries.pop(instance_id, None)
         if entry is None:
             return
+        if reason is not None:
+            reason.inc()
         for key in entry.keys:
             holders = self._index.get(key)
             if holders is not None:
@@ -249,6 +267,7 @@ class SyncedInstanceCache:
         """Take the source's position (the cache is empty) and follow its feed."""
         self._token = self._source.change_token()  # read before the revision: never ahead
         self._revision = await self._source.revision()
+        _REVISION.set(self._revision)
         self._watcher = asyncio.create_task(self._watch(), name="metadata-cache-watch")
 
     @property
@@ -284,6 +303,7 @@ class SyncedInstanceCache:
             token = self._source.change_token()  # read before the changes it stands for
             if token == self._token and until in (None, self._revision):
                 return  # a sync ahead of us applied it
+            started = time.perf_counter()
             revision, changes = await self._source.changes_since(self._revision)
             if changes is None or changes:
                 self._generation += 1
@@ -291,6 +311,8 @@ class SyncedInstanceCache:
                 self._wake_unkept()
             self._revision = revision
             self._token = token  # published only now, after its invalidation
+            _APPLY.observe(time.perf_counter() - started)
+            _REVISION.set(revision)
 
     def lost(self) -> None:
         """The feed failed: trust nothing cached, keep nothing loading."""
@@ -366,7 +388,9 @@ class SyncedInstanceCache:
         """The instance's entry; a boot storm's concurrent misses share one load."""
         entry = self.entries.get(instance_id)
         if entry is not None:
+            DOCUMENT_CACHE_HIT.inc()
             return entry
+        DOCUMENT_CACHE_MISS.inc()
         generation = self._generation
         return await self._loads.run(
             (instance_id, generation), lambda: self._load(instance_id, generation)
