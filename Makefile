@@ -13,7 +13,7 @@ DEB_PACKAGES := iproute2 iptables dnsmasq-base haproxy isc-dhcp-client cloud-ini
 # The config drive (ISO 9660, label config-2; lab/vm/configdrive.py).
 DEB_PACKAGES += xorriso
 
-.PHONY: install run test lint typecheck pytest bench soak services clean
+.PHONY: install run test test-vm lint typecheck pytest bench soak services clean
 
 install: $(STAMP) $(DEB_STAMP)
 
@@ -47,6 +47,10 @@ pytest: install services
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: install services lint typecheck pytest
+
+# Real QEMU guests (the lab's VM image is built once per machine): minutes under TCG.
+test-vm: install services
+	CLOUDMETA_VM_TESTS=1 $(BIN)/pytest -q tests/vm
 
 bench: install services
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)

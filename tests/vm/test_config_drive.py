@@ -30,7 +30,7 @@ from cloudmeta.lab.state import LabNetwork, LabState, load_state, save_state
 from cloudmeta.lab.vm import configdrive, driver, image
 from cloudmeta.linux import list_namespaces
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.timeout(600)]
 
 _CLI = [sys.executable, "-c", "from cloudmeta.cli.main import main; main()"]
 CIDR, GATEWAY, DNS = "203.0.113.0/24", "203.0.113.1", "203.0.113.53"

@@ -34,7 +34,7 @@ from cloudmeta.lab.vm import driver, image
 from cloudmeta.lab.vm.runtime import prepare
 from cloudmeta.linux import list_links, list_namespaces
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.timeout(900)]
 
 _CLI = [sys.executable, "-c", "from cloudmeta.cli.main import main; main()"]
 Lab = tuple[Config, AdminClient, LabState]
