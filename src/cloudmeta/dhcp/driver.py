@@ -28,7 +28,10 @@ from cloudmeta.metrics import PROCESS_RESTARTS
 __all__ = ["SERVICE", "DhcpError", "Dnsmasq", "dhcp_namespace", "pid_dir"]
 
 SERVICE = "dnsmasq"
-START_CHECK = 0.2
+# dnsmasq writes its --pid-file only once its start-up checks (lease file, options) passed;
+# a bad configuration makes it exit instead. Up to this long we wait for one or the other.
+START_TIMEOUT = 15.0
+_START_POLL = 0.02
 _log = get_logger("dhcp")
 
 
@@ -132,10 +135,9 @@ class Dnsmasq:
         self._watch(cmd)
         assert self._process is not None
         try:
+            self.files.pid.unlink(missing_ok=True)  # a stale one would read as "started"
             pid = self._process.enable()
-            await asyncio.sleep(START_CHECK)  # a bad configuration makes dnsmasq exit at once
-            if not self._process.is_active():
-                raise linux.LinuxError(f"it exited: {self._log_tail()}")
+            await self._started()
         except linux.LinuxError as exc:
             # The agent's retry with backoff owns it now, not the monitor's every-second respawn.
             self._monitor.unregister(SERVICE, self.network_id)
@@ -144,6 +146,22 @@ class Dnsmasq:
             ) from exc
         _log.info(f"dnsmasq {outcome}", network_id=self.network_id, pid=pid)
         return outcome
+
+    async def _started(self) -> None:
+        """Return once dnsmasq wrote its pid file; raise if it exited first (or never did).
+
+        Not a fixed sleep: on a loaded machine dnsmasq may take longer to fail than any
+        guess, and a failure seen late would be taken for a running dnsmasq."""
+        assert self._process is not None
+        deadline = asyncio.get_running_loop().time() + START_TIMEOUT
+        while not self.files.pid.exists():
+            if not self._process.is_active():
+                raise linux.LinuxError(f"it exited: {self._log_tail()}")
+            if asyncio.get_running_loop().time() > deadline:
+                raise linux.LinuxError(f"it did not finish starting in {START_TIMEOUT:.0f} s")
+            await asyncio.sleep(_START_POLL)
+        if not self._process.is_active():
+            raise linux.LinuxError(f"it exited: {self._log_tail()}")
 
     def _log_tail(self) -> str:
         try:
