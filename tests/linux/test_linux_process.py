@@ -13,6 +13,7 @@ import pytest
 from linux_scratch import Scratch
 
 from cloudmeta import linux
+from cloudmeta.linux.process import cmdline as process_cmdline
 
 pytestmark = pytest.mark.root
 
@@ -20,6 +21,14 @@ pytestmark = pytest.mark.root
 def _loop_cmd(marker: str) -> list[str]:
     # the marker is $0 of the shell, so it stays in /proc/<pid>/cmdline
     return ["sh", "-c", "trap 'echo hup' HUP; echo ready; while :; do sleep 0.2; done", marker]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None  # gone between the listing and the read
+    return int(stat.rpartition(")")[2].split()[1])
 
 
 def _contains(path: Path, what: bytes) -> bool:
@@ -52,8 +61,11 @@ async def test_manager_pid_file_marker_reload_and_stop(scratch: Scratch) -> None
     pid = manager.enable()
     assert manager.enable() == pid  # already active: not started twice
     assert manager.pid_file.read_text() == f"{pid}\n"
-    # `ip netns exec` enters the namespace, then execs the command: wait for both.
-    await _until(lambda: linux.namespace_pids(ns) == [pid])
+    # `ip netns exec` enters the namespace, then execs the command: wait for both. The
+    # shell's `sleep` children are in the namespace too, so the pid is one of its pids.
+    await _until(lambda: pid in linux.namespace_pids(ns) and uuid in process_cmdline(pid))
+    # every process in the namespace is the shell or a child of it
+    assert all(p == pid or _parent(p) in (pid, None) for p in linux.namespace_pids(ns))
     # a fresh manager (an agent restart) recognises the running process by pid file + marker
     again = linux.ProcessManager(uuid, _loop_cmd(uuid), pid_dir=scratch.pid_dir, service="cmt")
     await _until(again.is_active)
