@@ -4,29 +4,13 @@ nothing behind."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 from cloudmeta.config import Config
-from cloudmeta.lab.childenv import config_env
 from cloudmeta.linux import list_namespaces
+from support.cli import CLI, cli, free_port
 
-CLI = [sys.executable, "-c", "from cloudmeta.cli.main import main; main()"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cli(config: Config, *args: str, timeout: float = 200) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **config_env(config)}
-    return subprocess.run(
-        [*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+__all__ = ["CLI", "assert_nothing_left", "cli", "free_port", "processes_of"]
 
 
 def processes_of(state_path: Path) -> list[str]:

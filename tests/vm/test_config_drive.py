@@ -10,64 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import secrets
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
+from vmkit import assert_nothing_left, console_tail, guest_exec, lab_config, wait_agent
 
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.config import Config
 from cloudmeta.lab import cloud
-from cloudmeta.lab.childenv import config_env
 from cloudmeta.lab.state import LabNetwork, LabState, load_state, save_state
-from cloudmeta.lab.vm import configdrive, driver, image
+from cloudmeta.lab.vm import configdrive, image
 from cloudmeta.linux import list_namespaces
+from support.cli import cli
 
 pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.timeout(600)]
 
-_CLI = [sys.executable, "-c", "from cloudmeta.cli.main import main; main()"]
 CIDR, GATEWAY, DNS = "203.0.113.0/24", "203.0.113.1", "203.0.113.53"
 NAME = "cmt-vm-cd"
 Lab = tuple[Config, AdminClient, LabState]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _cli(config: Config, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **config_env(config)}
-    return subprocess.run(
-        [*_CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def _qemu_pids_under(path: Path) -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if "qemu-system" in cmd and str(path) in cmd:
-                found.append(int(pid))
-    return found
-
-
-@pytest.fixture(scope="module")
-def vm_image() -> image.CachedImage:
-    """The lab's image from the machine-wide cache (built on the first run only)."""
-    return asyncio.run(image.ensure_image(Config().image_cache_path))
 
 
 @pytest.fixture
@@ -75,16 +37,7 @@ async def lab(
     make_config: Callable[..., Config], vm_image: image.CachedImage
 ) -> AsyncIterator[Lab]:
     """An all-in-one and one network whose only subnet has DHCP off (so no dnsmasq, no proxy)."""
-    admin, metadata = _free_port(), _free_port()
-    config = make_config(
-        namespace_prefix=f"cmt-{secrets.token_hex(3)}-",
-        device_prefix=f"cmt-{secrets.randbelow(90) + 10}",
-        admin={"listen": "127.0.0.1", "port": admin},
-        admin_url=f"http://127.0.0.1:{admin}",
-        api={"metadata_listen": "127.0.0.1", "metadata_listen_port": metadata},
-        nova_metadata_port=metadata,
-        enable_isolated_metadata=True,  # would serve metadata through DHCP, had it DHCP
-    )
+    config = lab_config(make_config)  # enable_isolated_metadata: it would serve, had it DHCP
     config = config.model_copy(update={"bridge_namespace": cloud.bridge_namespace(config)})
     state = LabState()
     save_state(config, state)
@@ -105,32 +58,15 @@ async def lab(
             await cloud.down(config, load_state(config) or state, client)
         finally:
             await client.close()
-    assert _qemu_pids_under(config.state_path) == []
-    assert list_namespaces(config.namespace_prefix) == []
-    assert [n for n in os.listdir("/sys/class/net") if n.startswith(config.device_prefix)] == []
-    assert not (config.state_path / "lab").exists()
+    assert_nothing_left(config)
 
 
 async def _exec(config: Config, *argv: str) -> str:
-    done = await driver.exec_in(cloud.instance_paths(config, NAME).dir, argv)
-    assert done.exitcode == 0, (argv, done.stdout, done.stderr)
-    return done.stdout.decode()
-
-
-async def _wait_agent(config: Config) -> None:
-    """The guest agent starts with the guest's udev; by cloud-init's end it answers."""
-    for _ in range(60):
-        try:
-            await _exec(config, "true")
-            return
-        except Exception:
-            await asyncio.sleep(1)
-    await _exec(config, "true")
+    return await guest_exec(config, NAME, *argv)
 
 
 def _console(config: Config) -> str:
-    log = cloud.instance_paths(config, NAME).dir / driver.CONSOLE
-    return log.read_text(errors="replace")[-4000:] if log.exists() else "(no console log)"
+    return console_tail(config, NAME)
 
 
 async def test_vm_without_dhcp_boots_from_its_config_drive(lab: Lab) -> None:
@@ -142,7 +78,7 @@ async def test_vm_without_dhcp_boots_from_its_config_drive(lab: Lab) -> None:
     assert f"{config.namespace_prefix}qdhcp-{network_id}" not in list_namespaces()
 
     boot = await asyncio.to_thread(
-        _cli, config, "lab", "boot", NAME, "--network", "cmt-static", "--vm", "--config-drive",
+        cli, config, "lab", "boot", NAME, "--network", "cmt-static", "--vm", "--config-drive",
         "--no-wait",
     )  # fmt: skip
     assert boot.returncode == 0, boot.stdout + boot.stderr
@@ -160,7 +96,7 @@ async def test_vm_without_dhcp_boots_from_its_config_drive(lab: Lab) -> None:
     assert row["password_set"] is True
     # Installed from the lab's repository on this network: the static address works.
     assert row["package"] == "cmt-hello 1.0"
-    await _wait_agent(config)
+    await wait_agent(config, NAME)
     result: dict[str, Any] = json.loads(await _exec(config, "cat", "/run/cloud-init/result.json"))
     assert "ConfigDrive" in result["v1"]["datasource"], result
     assert (await _exec(config, "blkid", "-L", "config-2")).strip().startswith("/dev/sr")
@@ -173,7 +109,7 @@ async def test_vm_without_dhcp_boots_from_its_config_drive(lab: Lab) -> None:
     meta = json.loads(await _exec(config, "sh", "-c", _READ_DRIVE))
     assert meta["uuid"] == inst.server_id and meta["hostname"] == f"{NAME}.novalocal"
 
-    killed = await asyncio.to_thread(_cli, config, "lab", "kill", NAME)
+    killed = await asyncio.to_thread(cli, config, "lab", "kill", NAME)
     assert killed.returncode == 0, killed.stderr
     assert not drive.exists() and not cloud.instance_paths(config, NAME).dir.exists()
 

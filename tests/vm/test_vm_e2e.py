@@ -12,90 +12,38 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import secrets
-import socket
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
+from vmkit import (
+    assert_nothing_left,
+    console_tail,
+    guest_exec,
+    lab_config,
+    qemu_pids_under,
+    wait_agent,
+)
 
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.config import Config
 from cloudmeta.lab import cloud
-from cloudmeta.lab.childenv import config_env
 from cloudmeta.lab.cloudcfg import Datasource
 from cloudmeta.lab.state import LabState, load_state, save_state
-from cloudmeta.lab.vm import driver, image
+from cloudmeta.lab.vm import image
 from cloudmeta.lab.vm.runtime import prepare
-from cloudmeta.linux import list_links, list_namespaces
+from cloudmeta.linux import list_links
+from support.cli import cli
 
 pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.timeout(900)]
 
-_CLI = [sys.executable, "-c", "from cloudmeta.cli.main import main; main()"]
 Lab = tuple[Config, AdminClient, LabState]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _config(make_config: Callable[..., Config], tag: str, **extra: Any) -> Config:
-    admin, metadata = _free_port(), _free_port()
-    return make_config(
-        state_path=make_config().state_path / tag,
-        namespace_prefix=f"cmt-{secrets.token_hex(3)}-",
-        device_prefix=f"cmt-{secrets.randbelow(90) + 10}",
-        admin={"listen": "127.0.0.1", "port": admin},
-        admin_url=f"http://127.0.0.1:{admin}",
-        api={"metadata_listen": "127.0.0.1", "metadata_listen_port": metadata},
-        nova_metadata_port=metadata,
-        enable_isolated_metadata=True,
-        bridge_namespace="",
-        **extra,
-    )
-
-
-def _cli(config: Config, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **config_env(config)}
-    return subprocess.run(
-        [*_CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def _qemu_pids_under(path: Path) -> list[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if "qemu-system" in cmd and str(path) in cmd:
-                found.append(int(pid))
-    return found
-
-
-def _assert_nothing_left(config: Config) -> None:
-    """No QEMU, tap, namespace, overlay or file of the lab."""
-    assert _qemu_pids_under(config.state_path) == []
-    assert list_namespaces(config.namespace_prefix) == []
-    assert [n for n in os.listdir("/sys/class/net") if n.startswith(config.device_prefix)] == []
-    assert not (config.state_path / "lab").exists()
-    assert list(config.state_path.rglob("*.qcow2")) == []
-
-
-@pytest.fixture(scope="module")
-def vm_image() -> image.CachedImage:
-    """The lab's image from the machine-wide cache (built on the first run only)."""
-    cache = Config().image_cache_path
-    return asyncio.run(image.ensure_image(cache))
+    state_path = make_config().state_path / tag
+    return lab_config(make_config, state_path=state_path, bridge_namespace="", **extra)
 
 
 async def _lab(config: Config) -> Lab:
@@ -137,29 +85,7 @@ async def labs(
                 if state is not None:
                     await cloud.down(config, state, None)
     for lab in made:
-        _assert_nothing_left(lab[0])
-
-
-async def _exec(config: Config, name: str, *argv: str) -> str:
-    done = await driver.exec_in(cloud.instance_paths(config, name).dir, argv)
-    assert done.exitcode == 0, (argv, done.stdout, done.stderr)
-    return done.stdout.decode()
-
-
-async def _wait_agent(config: Config, name: str) -> None:
-    """The guest agent starts with the guest's udev; by cloud-init's end it answers."""
-    for _ in range(60):
-        try:
-            await _exec(config, name, "true")
-            return
-        except Exception:
-            await asyncio.sleep(1)
-    await _exec(config, name, "true")
-
-
-def _diagnose(config: Config, name: str) -> str:
-    log = cloud.instance_paths(config, name).dir / driver.CONSOLE
-    return log.read_text(errors="replace")[-3000:] if log.exists() else "(no console log)"
+        assert_nothing_left(lab[0])
 
 
 async def _check_guest(
@@ -169,14 +95,14 @@ async def _check_guest(
     config, client, state = lab
     inst = state.instances[name]
     row = await cloud.instance_row(client, config, inst)
-    assert row["result"] == "ok", (row, _diagnose(config, name))
+    assert row["result"] == "ok", (row, console_tail(config, name))
     assert row["path"] == path and row["metadata_next_hop"] == expected_hop, row
     assert row["hostname"] == f"{name}-lab"
     assert row["password_set"] is True
     assert row["package"] == "cmt-hello 1.0"
     assert isinstance(row["boot_seconds"], float) and 0 < row["boot_seconds"] < 400
-    await _wait_agent(config, name)
-    routes = await _exec(config, name, "ip", "-4", "route")
+    await wait_agent(config, name)
+    routes = await guest_exec(config, name, "ip", "-4", "route")
     if path == "dhcp":  # the option-121 host route from dnsmasq
         assert re.search(rf"^169\.254\.169\.254 via {re.escape(expected_hop)} ", routes, re.M), (
             routes
@@ -184,18 +110,17 @@ async def _check_guest(
     else:  # no host route: the default gateway (the router's qr- port) takes it
         assert "169.254.169.254" not in routes, routes
         assert re.search(rf"^default via {re.escape(expected_hop)} ", routes, re.M), routes
-    assert (await _exec(config, name, "ip", "-4", "-o", "addr", "show", "scope", "global")).find(
-        f" {inst.ip}/"
-    ) > 0
-    versions = await _exec(config, name, "curl", "-sf", "http://169.254.169.254/openstack")
+    addresses = await guest_exec(config, name, "ip", "-4", "-o", "addr", "show", "scope", "global")
+    assert f" {inst.ip}/" in addresses, addresses
+    versions = await guest_exec(config, name, "curl", "-sf", "http://169.254.169.254/openstack")
     assert versions.splitlines()[-1] == "latest", versions  # Nova's list, newest last
     meta = json.loads(
-        await _exec(
+        await guest_exec(
             config, name, "curl", "-sf", "http://169.254.169.254/openstack/latest/meta_data.json"
         )
     )
     assert meta["uuid"] == inst.server_id
-    token = await _exec(
+    token = await guest_exec(
         config,
         name,
         "curl",
@@ -206,7 +131,7 @@ async def _check_guest(
         "X-aws-ec2-metadata-token-ttl-seconds: 60",
         "http://169.254.169.254/latest/api/token",
     )
-    local_ip = await _exec(
+    local_ip = await guest_exec(
         config,
         name,
         "curl",
@@ -216,15 +141,15 @@ async def _check_guest(
         "http://169.254.169.254/latest/meta-data/local-ipv4",
     )
     assert local_ip == inst.ip
-    assert (await _exec(config, name, "hostname")).strip() == f"{name}-lab"
-    shadow = await _exec(config, name, "getent", "shadow", "debian")
+    assert (await guest_exec(config, name, "hostname")).strip() == f"{name}-lab"
+    shadow = await guest_exec(config, name, "getent", "shadow", "debian")
     assert shadow.split(":")[1].startswith("$"), shadow
-    assert (await _exec(config, name, "cmt-hello", "--version")).strip() == "cmt-hello 1.0"
+    assert (await guest_exec(config, name, "cmt-hello", "--version")).strip() == "cmt-hello 1.0"
     # cloud-init chose the datasource by itself (ds-identify read the SMBIOS strings).
-    result = json.loads(await _exec(config, name, "cat", "/run/cloud-init/result.json"))
+    result = json.loads(await guest_exec(config, name, "cat", "/run/cloud-init/result.json"))
     assert f"DataSource{datasource}" in result["v1"]["datasource"], result
     if datasource == "Ec2":  # an AWS platform: IMDSv2, a token PUT before every read
-        log = await _exec(config, name, "cat", "/var/log/cloud-init.log")
+        log = await guest_exec(config, name, "cat", "/var/log/cloud-init.log")
         assert "'method': 'PUT'" in log and "latest/api/token" in log
         assert "X-aws-ec2-metadata-token" in log
 
@@ -237,7 +162,7 @@ async def test_vms_reach_the_metadata_service_by_dhcp_route_and_by_router_redire
     config_b, client_b, state_b = plain
     # A: through the CLI, as a user would (`lab boot --vm`), not waiting.
     done = await asyncio.to_thread(
-        _cli, config_a, "lab", "boot", "cmt-vm-a", "--network", "isolated", "--vm", "--no-wait"
+        cli, config_a, "lab", "boot", "cmt-vm-a", "--network", "isolated", "--vm", "--no-wait"
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "accelerator: " in done.stderr
@@ -254,8 +179,8 @@ async def test_vms_reach_the_metadata_service_by_dhcp_route_and_by_router_redire
         cloud.wait_booted(config_b, state_b.instances["cmt-vm-b"]),
     )
     assert results == ["ok", "ok"], (
-        _diagnose(config_a, "cmt-vm-a"),
-        _diagnose(config_b, "cmt-vm-b"),
+        console_tail(config_a, "cmt-vm-a"),
+        console_tail(config_b, "cmt-vm-b"),
     )
     dhcp_ip = await _dhcp_port_ip(client_a, state_a.instances["cmt-vm-a"].network_id)
     router_ip = await _router_ip(client_b, state_b.instances["cmt-vm-b"].network_id)
@@ -263,22 +188,22 @@ async def test_vms_reach_the_metadata_service_by_dhcp_route_and_by_router_redire
     await _check_guest(plain, "cmt-vm-b", router_ip, "router", "Ec2")
 
     # `lab status -f json` and `lab exec` through the CLI for the VM.
-    status = await asyncio.to_thread(_cli, config_a, "lab", "status", "-f", "json")
+    status = await asyncio.to_thread(cli, config_a, "lab", "status", "-f", "json")
     rows = {r["name"]: r for r in json.loads(status.stdout)}
     row = rows["cmt-vm-a"]
     for key in ("name", "path", "hostname", "password_set", "package", "result", "boot_seconds"):
         assert row[key] not in (None, "-"), row
     run = await asyncio.to_thread(
-        _cli, config_a, "lab", "exec", "cmt-vm-a", "--", "sh", "-c", "hostname; exit 3"
+        cli, config_a, "lab", "exec", "cmt-vm-a", "--", "sh", "-c", "hostname; exit 3"
     )
     assert run.returncode == 3 and run.stdout.strip() == "cmt-vm-a-lab", run
 
     # `lab kill`: QEMU, tap, overlay and the instance's files are gone.
     paths = cloud.instance_paths(config_a, "cmt-vm-a")
     link = state_a.instances["cmt-vm-a"].link
-    killed = await asyncio.to_thread(_cli, config_a, "lab", "kill", "cmt-vm-a")
+    killed = await asyncio.to_thread(cli, config_a, "lab", "kill", "cmt-vm-a")
     assert killed.returncode == 0, killed.stderr
-    assert _qemu_pids_under(paths.dir) == [] and not paths.dir.exists()
+    assert qemu_pids_under(paths.dir) == [] and not paths.dir.exists()
     fabric = cloud.bridge_namespace(config_a)
     assert link not in {found.name for found in await list_links(fabric)}
 

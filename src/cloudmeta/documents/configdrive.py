@@ -26,17 +26,9 @@ __all__ = [
 
 # The volume label cloud-init's ConfigDrive datasource (and ds-identify) looks for.
 CONFIG_DRIVE_LABEL = "config-2"
-# Nova's [api] config_drive_skip_versions default: only 2009-04-04 and latest go on the drive.
-CONFIG_DRIVE_SKIP_VERSIONS: tuple[str, ...] = (
-    "1.0",
-    "2007-01-19",
-    "2007-03-01",
-    "2007-08-29",
-    "2007-10-10",
-    "2007-12-15",
-    "2008-02-01",
-    "2008-09-01",
-)
+# Nova's [api] config_drive_skip_versions default: every EC2 version but the newest (2009-04-04)
+# is left off; ``latest`` always goes on the drive.
+CONFIG_DRIVE_SKIP_VERSIONS: tuple[str, ...] = EC2_VERSIONS[:-1]
 
 
 def config_drive_files(

@@ -411,6 +411,12 @@ async def _wait_port_served(
         await asyncio.sleep(0.1)
 
 
+async def _path_of(client: AdminClient, inst: LabInstance, hop: str) -> str:
+    """``dhcp`` when ``hop`` is the network's DHCP port, else ``router``."""
+    ports = await client.list_ports(network_id=inst.network_id, ip_address=hop)
+    return "dhcp" if "network:dhcp" in {p["device_owner"] for p in ports} else "router"
+
+
 async def metadata_next_hop(
     client: AdminClient, inst: LabInstance
 ) -> tuple[str | None, str, str | None]:
@@ -425,17 +431,20 @@ async def metadata_next_hop(
     if hop is None:
         shown = ", ".join(f"{r.destination} via {r.via}" for r in routes) or "none"
         return None, "-", f"no route to 169.254.169.254 (its routes: {shown})"
-    ports = await client.list_ports(network_id=inst.network_id, ip_address=hop)
-    owners = {p["device_owner"] for p in ports}
-    return hop, "dhcp" if "network:dhcp" in owners else "router", None
+    return hop, await _path_of(client, inst, hop), None
 
 
 async def instance_row(client: AdminClient, config: Config, inst: LabInstance) -> dict[str, Any]:
-    """One line of ``lab status`` (the JSON fields of the issue)."""
+    """One line of ``lab status`` (the JSON fields of the issue), for either kind of instance:
+    a namespace instance is read from its files and routes, a VM from its boot report."""
+    facts: instance.InstanceFacts | vm_driver.VmFacts
     if inst.vm:
-        return await _vm_row(client, config, inst)
-    facts = await instance.facts(instance_paths(config, inst.name), repo.PACKAGE)
-    hop, path, why = await metadata_next_hop(client, inst)
+        facts = vm_driver.facts(instance_paths(config, inst.name).dir, repo.PACKAGE)
+        hop, why = facts.metadata_next_hop, None
+        path = "-" if hop is None else await _path_of(client, inst, hop)
+    else:
+        facts = await instance.facts(instance_paths(config, inst.name), repo.PACKAGE)
+        hop, path, why = await metadata_next_hop(client, inst)
     return {
         "name": inst.name,
         "server_id": inst.server_id,
@@ -482,29 +491,6 @@ def keep_logs(config: Config, name: str) -> Path:
                     check=False,
                 )
     return dest
-
-
-async def _vm_row(client: AdminClient, config: Config, inst: LabInstance) -> dict[str, Any]:
-    """A VM's line: the facts of its boot report on the serial console."""
-    facts = vm_driver.facts(instance_paths(config, inst.name).dir, repo.PACKAGE)
-    hop, path = facts.metadata_next_hop, "-"
-    if hop is not None:
-        ports = await client.list_ports(network_id=inst.network_id, ip_address=hop)
-        path = "dhcp" if "network:dhcp" in {p["device_owner"] for p in ports} else "router"
-    return {
-        "name": inst.name,
-        "server_id": inst.server_id,
-        "network": inst.network,
-        "ip": inst.ip,
-        "metadata_next_hop": hop,
-        "path": path,
-        "hostname": facts.hostname,
-        "password_set": facts.password_set,
-        "package": facts.package,
-        "result": facts.result,
-        "boot_seconds": facts.boot_seconds,
-        "errors": facts.errors,
-    }
 
 
 async def kill_instance(
