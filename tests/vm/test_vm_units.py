@@ -240,6 +240,12 @@ def test_vm_facts_say_what_failed(tmp_path: Path) -> None:
     assert facts.result == "failed" and facts.errors == ["apt failed"] and facts.package is None
     (tmp_path / driver.CONSOLE).write_text(_report(cloud_init_ran=False, final_finished=None))
     assert "cloud-init did not run" in driver.facts(tmp_path, "cmt-hello").errors[0]
+    # cloud-init's fallback reports no error, yet read no metadata: a failed boot.
+    (tmp_path / driver.CONSOLE).write_text(
+        _report(datasource="DataSourceNone", hostname="localhost")
+    )
+    fallback = driver.facts(tmp_path, "cmt-hello")
+    assert fallback.result == "failed" and "DataSourceNone" in fallback.errors[0]
     # No report and no QEMU: a failed boot, not one that is still booting.
     (tmp_path / driver.CONSOLE).write_text("[ 1.0] Kernel panic\n")
     assert driver.facts(tmp_path, "cmt-hello").result == "failed"

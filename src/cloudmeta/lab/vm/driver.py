@@ -224,6 +224,10 @@ def facts(directory: Path, package: str) -> VmFacts:
         errors.append("cloud-init did not run (ds-identify found no datasource?)")
     elif not report.get("final_finished"):
         errors.append("cloud-init's final stage did not finish")
+    elif "DataSourceNone" in str(report.get("datasource") or "DataSourceNone"):
+        # cloud-init's fallback ends "done" without errors, but nothing of the instance's
+        # metadata was read: the hostname stays the image's, no user-data ran.
+        errors.append("cloud-init found no datasource and fell back to DataSourceNone")
     version = (report.get("packages") or {}).get(package)
     return VmFacts(
         result="ok" if not errors else "failed",
