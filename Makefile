@@ -43,14 +43,16 @@ lint: install
 typecheck: install
 	$(BIN)/mypy src/cloudmeta
 
+# Both cores: tests spread over PYTEST_WORKERS processes; an xdist_group (the VM tests) stays on one.
+PYTEST_WORKERS ?= 2
 pytest: install services
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test: install services lint typecheck pytest
 
-# Real QEMU guests (the lab's VM image is built once per machine): minutes under TCG.
+# Only the QEMU guest tests (make test runs them too; the image is built once per machine).
 test-vm: install services
-	CLOUDMETA_VM_TESTS=1 $(BIN)/pytest -q tests/vm
+	$(BIN)/pytest -q tests/vm
 
 bench: install services
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)

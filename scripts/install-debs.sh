@@ -12,5 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing Debian packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq || true
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Another apt (a second checkout's make, unattended-upgrades) may hold dpkg's lock: wait for it.
+lock=(-o DPkg::Lock::Timeout=900)
+apt-get "${lock[@]}" update -qq || true
+apt-get "${lock[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -25,7 +25,13 @@ from cloudmeta.lab.vm import configdrive, image
 from cloudmeta.linux import list_namespaces
 from support.cli import cli
 
-pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.timeout(600)]
+# One xdist group: the guests of both files run one after the other, never four at once.
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.vm,
+    pytest.mark.xdist_group("vm"),
+    pytest.mark.timeout(600),
+]
 
 CIDR, GATEWAY, DNS = "203.0.113.0/24", "203.0.113.1", "203.0.113.53"
 NAME = "cmt-vm-cd"

@@ -36,7 +36,13 @@ from cloudmeta.lab.vm.runtime import prepare
 from cloudmeta.linux import list_links
 from support.cli import cli
 
-pytestmark = [pytest.mark.root, pytest.mark.vm, pytest.mark.timeout(900)]
+# One xdist group: the guests of both files run one after the other, never four at once.
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.vm,
+    pytest.mark.xdist_group("vm"),
+    pytest.mark.timeout(900),
+]
 
 Lab = tuple[Config, AdminClient, LabState]
 
