@@ -20,7 +20,7 @@ from pathlib import Path
 
 import uvloop
 
-from bench import bootstorm, chain, limit_api, metrics_cost, report, scale, vmstorm
+from bench import bootstorm, chain, chain_aio, limit_api, metrics_cost, report, scale, vmstorm
 from bench.common import Row, Settings, machine
 
 Scenario = Callable[[Settings, Path], Awaitable[list[Row]]]
@@ -29,6 +29,7 @@ Scenario = Callable[[Settings, Path], Awaitable[list[Row]]]
 SCENARIOS: dict[str, tuple[Scenario, float]] = {
     "limit-api": (limit_api.run, 90),
     "chain": (chain.run, 240),
+    "chain-aio": (chain_aio.run, 180),
     "bootstorm": (bootstorm.run, 180),
     "scale": (scale.run, 240),
     "vm-storm": (vmstorm.run, 900),
@@ -38,7 +39,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 async def _main(args: argparse.Namespace) -> int:
-    settings = Settings.make(args.quick)
+    settings = Settings.make(args.quick, Path(args.profile) if args.profile else None)
     chosen = args.only.split(",") if args.only else list(SCENARIOS)
     rows: list[Row] = []
     failed: list[str] = []
@@ -92,6 +93,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds per scenario")
     parser.add_argument("--only", default="", help=f"comma list of {','.join(SCENARIOS)}")
     parser.add_argument("--out", default=str(RESULTS), help="where latest.* go")
+    parser.add_argument(
+        "--profile", default="", help="DIR: py-spy flame graphs of the all-in-one (chain-aio)"
+    )
     args = parser.parse_args()
     from cloudmeta.logs import setup_logging
 

@@ -17,27 +17,26 @@ from multidict import CIMultiDict
 from cloudmeta.agent.lookup import Owner
 from cloudmeta.config import Config
 from cloudmeta.http import Relay, UpstreamError, unavailable
-from cloudmeta.logs import get_logger
+from cloudmeta.logs import throttled_logger
 from cloudmeta.proxy.headers import clean_headers
-from cloudmeta.signing import sign_instance_id
+from cloudmeta.signing import InstanceSigner
 from cloudmeta.statefiles import shared_secret
 
 __all__ = ["Forwarder", "api_headers"]
 
 POOL_SIZE = 256
 
-log = get_logger("agent")
-
 
 def api_headers(
-    incoming: Iterable[tuple[str, str]], caller_ip: str, owner: Owner, secret: str
+    incoming: Iterable[tuple[str, str]], caller_ip: str, owner: Owner, sign: InstanceSigner
 ) -> CIMultiDict[str]:
     """The caller's end-to-end headers (the proxies' own rule, :func:`clean_headers`) plus
-    the signed identity, nothing it could forge."""
+    the signed identity, nothing it could forge (added, not set: :func:`clean_headers`
+    dropped every caller's copy)."""
     out = clean_headers(incoming, caller_ip, None)
-    out["X-Instance-ID"] = owner.instance_id
-    out["X-Tenant-ID"] = owner.project_id
-    out["X-Instance-ID-Signature"] = sign_instance_id(secret, owner.instance_id)
+    out.add("X-Instance-ID", owner.instance_id)
+    out.add("X-Tenant-ID", owner.project_id)
+    out.add("X-Instance-ID-Signature", sign(owner.instance_id))
     return out
 
 
@@ -50,7 +49,8 @@ class Forwarder:
 
     def __init__(self, config: Config) -> None:
         self._base = config.nova_metadata_url
-        self._secret = shared_secret(config)
+        self._sign = InstanceSigner(shared_secret(config))
+        self._log = throttled_logger("agent")  # a caller can drive these lines
         self._relay = Relay(
             self._base,
             aiohttp.TCPConnector,
@@ -74,11 +74,11 @@ class Forwarder:
         caller_ip: str,
         owner: Owner,
     ) -> web.Response:
-        out_headers = api_headers(headers, caller_ip, owner, self._secret)
+        out_headers = api_headers(headers, caller_ip, owner, self._sign)
         try:
             resp = await self._relay.send(method, path_qs, out_headers, body or None)
         except UpstreamError as exc:
-            log.warning(
+            self._log.warning(
                 "metadata API unreachable",
                 url=self._base,
                 error=str(exc) or type(exc).__name__,
@@ -88,13 +88,15 @@ class Forwarder:
                 "The remote metadata server is temporarily unavailable. Please try again later."
             )
         if resp.status == 403:
-            log.error(
+            self._log.error(
                 "metadata API refused the signature: the shared secrets differ "
                 "(metadata_proxy_shared_secret of the agent and of the metadata API)",
                 instance_id=owner.instance_id,
             )
         elif resp.status >= 500:
-            log.warning("metadata API failed", status=resp.status, instance_id=owner.instance_id)
+            self._log.warning(
+                "metadata API failed", status=resp.status, instance_id=owner.instance_id
+            )
             return unavailable(
                 "The remote metadata server experienced an error. Please try again later."
             )

@@ -33,7 +33,7 @@ from cloudmeta.http import (
     unavailable,
     unix_socket,
 )
-from cloudmeta.logs import get_logger
+from cloudmeta.logs import get_logger, throttled_logger
 from cloudmeta.metrics import RATE_LIMITED, instrument
 from cloudmeta.proxy.headers import FORWARDED_FOR, NETWORK_ID_HEADER, ROUTER_ID_HEADER, ProxyTarget
 from cloudmeta.proxy.inline import InlineListeners
@@ -55,6 +55,7 @@ class MetadataAgent:
         self.cache = PortCache(client)
         self.forwarder = Forwarder(config)
         self.limiter = _limiter(config)
+        self._log = throttled_logger("agent")  # the request paths' lines: a caller drives them
         self._feed: asyncio.Task[None] | None = None
         self._unix: Listener | None = None
         self._inline: InlineListeners | None = None
@@ -160,7 +161,7 @@ class MetadataAgent:
                 networks = await self.cache.router_networks(str(target.router_id))
             found = await self.cache.find(networks, caller)
         except Exception as exc:
-            log.warning("port lookup failed: admin API unavailable", error=str(exc))
+            self._log.warning("port lookup failed: admin API unavailable", error=str(exc))
             return unavailable(
                 "The port directory is temporarily unavailable. Please try again later."
             )
@@ -170,7 +171,7 @@ class MetadataAgent:
                 if target.network_id
                 else (f"router {target.router_id}")
             )
-            log.warning(
+            self._log.warning(
                 "no unique port for the caller",
                 network_id=target.network_id,
                 router_id=target.router_id,
