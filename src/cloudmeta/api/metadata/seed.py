@@ -1,7 +1,7 @@
 """``random_seed``: fresh random bytes in every ``meta_data.json``, as Nova's, for less.
 
 Nova answers ``base64(os.urandom(512))`` per request. One ``getrandom`` call per request was
-a measurable share of a cached answer (3.6 us of 3.8 us per seed here), so the bytes come from
+a visible share of a cached answer in the all-in-one's profile, so the bytes come from
 a pool read :data:`BATCH` seeds at a time and sliced without reuse: every byte of the pool
 goes into exactly one answer, then the pool is read anew. The service's processes are
 exec'd, never forked, so no two processes share a pool.
