@@ -25,6 +25,7 @@ from cloudmeta.agent.lookup import PortCache
 from cloudmeta.agent.ratelimit import RateLimiter
 from cloudmeta.config import Config, ProxyMode
 from cloudmeta.http import (
+    Handler,
     Limits,
     Listener,
     plain,
@@ -50,10 +51,12 @@ log = get_logger("agent")
 class MetadataAgent:
     """Owns the port cache (and its feed task), the API pool and the unix socket server."""
 
-    def __init__(self, config: Config, client: AdminClient) -> None:
+    def __init__(
+        self, config: Config, client: AdminClient, local_api: Handler | None = None
+    ) -> None:
         self._config = config
         self.cache = PortCache(client)
-        self.forwarder = Forwarder(config)
+        self.forwarder = Forwarder(config, local_api)
         self.limiter = _limiter(config)
         self._log = throttled_logger("agent")  # the request paths' lines: a caller drives them
         self._feed: asyncio.Task[None] | None = None
@@ -181,6 +184,8 @@ class MetadataAgent:
                 matches=found.matches,
             )
             return plain(404, f"Instance was not found on {where}.")
+        if not request.body_exists and self.forwarder.local:
+            return await self.forwarder.forward_local(request, caller.ip, found.owner)
         body = b""
         if request.body_exists:
             try:

@@ -1,0 +1,60 @@
+"""The all-in-one's agent reaches the metadata API of its own process in-process: a request
+without a body is answered by the API's handler under the signed identity, with no loopback
+HTTP exchange; one with a body still goes over HTTP (nova_metadata_port)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import aiohttp
+
+from cloudmeta.adminclient import AdminClient
+from cloudmeta.services import ServiceSet, running_services
+
+TOKEN = "cmt-admin-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_the_agent_answers_through_the_api_of_its_own_process(make_config: Any) -> None:
+    admin_port = _free_port()
+    config = make_config(
+        admin_token=TOKEN,
+        admin={"listen": "127.0.0.1", "port": admin_port},
+        api={"metadata_listen": "127.0.0.1", "metadata_listen_port": _free_port()},
+        admin_url=f"http://127.0.0.1:{admin_port}",
+        metadata_proxy_mode="process",
+        nova_metadata_port=_free_port(),  # nothing listens there: HTTP would be a 503
+    )
+    async with running_services(config, ServiceSet(api=True, metadata_agent=True)):
+        async with AdminClient(url=f"http://127.0.0.1:{admin_port}", token=TOKEN) as client:
+            project = await client.create_project("cmt-local")
+            net = await client.create_network("cmt-local", project_id=project["id"])
+            await client.create_subnet(net["id"], "192.0.2.0/24", project_id=project["id"])
+            server = await client.create_server(
+                "cmt-local-vm", [{"network_id": net["id"]}], project_id=project["id"]
+            )
+            port = await client.get_port(server["ports"][0])
+        headers = {
+            "X-Forwarded-For": port["fixed_ips"][0]["ip_address"],
+            "X-Neutron-Network-ID": net["id"],
+        }
+        connector = aiohttp.UnixConnector(path=str(config.proxy_socket_path))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            url = "http://agent/openstack/latest/meta_data.json"
+            spoofed = {**headers, "X-Instance-ID": "cmt-other", "X-Tenant-ID": "cmt-other"}
+            async with session.get(url, headers=spoofed) as resp:
+                assert resp.status == 200
+                assert json.loads(await resp.read())["uuid"] == server["id"]
+                assert resp.headers["ETag"].startswith('W/"')
+            async with session.get(url.replace("meta_data", "nothing"), headers=headers) as resp:
+                assert resp.status == 404
+            password = "http://agent/openstack/latest/password"
+            async with session.post(password, data=b"cmt-pw", headers=headers) as resp:
+                assert resp.status == 503  # a body goes over HTTP, to nova_metadata_port
