@@ -13,6 +13,7 @@ failing or slow API, which becomes 503 with ``Retry-After`` within ``nova_metada
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 import aiohttp
@@ -22,6 +23,7 @@ from multidict import CIMultiDict
 from cloudmeta.agent.lookup import Owner
 from cloudmeta.config import Config
 from cloudmeta.http import Handler, Relay, UpstreamError, unavailable
+from cloudmeta.http.longpoll import relay_extension
 from cloudmeta.logs import throttled_logger
 from cloudmeta.proxy.headers import clean_headers
 from cloudmeta.signing import InstanceSigner
@@ -54,6 +56,7 @@ class Forwarder:
 
     def __init__(self, config: Config, local: Handler | None = None) -> None:
         self._local = local
+        self._timeout = config.nova_metadata_timeout
         self._base = config.nova_metadata_url
         self._sign = InstanceSigner(shared_secret(config))
         self._log = throttled_logger("agent")  # a caller can drive these lines
@@ -103,10 +106,19 @@ class Forwarder:
     async def forward_local(
         self, request: web.BaseRequest, caller_ip: str, owner: Owner
     ) -> web.StreamResponse:
-        """The in-process API's answer to ``request`` (no body) under the signed identity."""
+        """The in-process API's answer to ``request`` (no body) under the signed identity,
+        within the same ``nova_metadata_timeout`` (plus a long-poll's wait) as over HTTP."""
         assert self._local is not None
         out_headers = api_headers(request.headers.items(), caller_ip, owner, self._sign)
-        resp = await self._local(request.clone(headers=out_headers, remote=caller_ip))
+        limit = self._timeout + relay_extension(request.rel_url.raw_path_qs)
+        try:
+            async with asyncio.timeout(limit):
+                resp = await self._local(request.clone(headers=out_headers, remote=caller_ip))
+        except TimeoutError:
+            self._log.warning("metadata API too slow", timeout=limit, instance_id=owner.instance_id)
+            return unavailable(
+                "The remote metadata server is temporarily unavailable. Please try again later."
+            )
         return self._mapped(resp, owner)
 
     def _mapped(self, resp: web.StreamResponse, owner: Owner) -> web.StreamResponse:
