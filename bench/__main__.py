@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import signal
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import uvloop
 
-from bench import bootstorm, chain, limit_api, metrics_cost, report, scale, vmstorm
+from bench import bootstorm, chain, chain_aio, limit_api, metrics_cost, report, scale, vmstorm
 from bench.common import Row, Settings, machine
 
 Scenario = Callable[[Settings, Path], Awaitable[list[Row]]]
@@ -29,6 +30,7 @@ Scenario = Callable[[Settings, Path], Awaitable[list[Row]]]
 SCENARIOS: dict[str, tuple[Scenario, float]] = {
     "limit-api": (limit_api.run, 90),
     "chain": (chain.run, 240),
+    "chain-aio": (chain_aio.run, 180),
     "bootstorm": (bootstorm.run, 180),
     "scale": (scale.run, 240),
     "vm-storm": (vmstorm.run, 900),
@@ -38,7 +40,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 async def _main(args: argparse.Namespace) -> int:
-    settings = Settings.make(args.quick)
+    settings = Settings.make(args.quick, Path(args.profile) if args.profile else None)
     chosen = args.only.split(",") if args.only else list(SCENARIOS)
     rows: list[Row] = []
     failed: list[str] = []
@@ -68,10 +70,21 @@ async def _main(args: argparse.Namespace) -> int:
             )
         print(f"   ({time.monotonic() - t0:.0f} s)", flush=True)
         rows.extend(got)
+    if args.merge:
+        rows = _kept(Path(args.out) / "latest.json", rows) + rows
     _write(Path(args.out), args.quick, rows, time.monotonic() - started)
     for problem in failed:
         print(f"FAILED {problem}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _kept(path: Path, fresh: list[Row]) -> list[Row]:
+    """The rows of an earlier ``latest.json`` that this run did not measure again."""
+    if not path.exists():
+        return []
+    names = {row.name for row in fresh}
+    old = json.loads(path.read_text())["scenarios"]
+    return [Row(**row) for row in old if row["name"] not in names]
 
 
 def _write(out: Path, quick: bool, rows: list[Row], seconds: float) -> None:
@@ -92,6 +105,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds per scenario")
     parser.add_argument("--only", default="", help=f"comma list of {','.join(SCENARIOS)}")
     parser.add_argument("--out", default=str(RESULTS), help="where latest.* go")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of OUT/latest.json that this run does not measure (with --only)",
+    )
+    parser.add_argument(
+        "--profile", default="", help="DIR: py-spy flame graphs of the all-in-one (chain-aio)"
+    )
     args = parser.parse_args()
     from cloudmeta.logs import setup_logging
 

@@ -41,12 +41,17 @@ class Settings:
     crawl_instances: int  # instances running the real cloud-init crawl
     scale_sizes: tuple[int, ...]
     scale_duration: float
+    aio_workers: int | str = 1  # the all-in-one's [api] metadata_workers
+    profile: Path | None = None  # where py-spy's flame graphs go (``--profile``), None: off
 
     @classmethod
-    def make(cls, quick: bool) -> Settings:
+    def make(cls, quick: bool, profile: Path | None = None) -> Settings:
         if quick:
-            return cls(True, 2.0, (1, 5), 5, (5,), 2, (100, 1000), 1.5)
-        return cls(False, 10.0, (1, 50, 200), 50, (25, 50, 100), 25, (100, 10_000, 100_000), 5.0)
+            return cls(True, 2.0, (1, 5), 5, (5,), 2, (100, 1000), 1.5, profile=profile)
+        return cls(
+            False, 10.0, (1, 50, 200), 50, (25, 50, 100), 25, (100, 10_000, 100_000), 5.0,
+            profile=profile,
+        )  # fmt: skip
 
 
 @dataclass
@@ -199,6 +204,18 @@ def process_tree(pid: int) -> list[int]:
             continue
         pids.extend(int(p) for p in text.split())
     return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` so far (``/proc/<pid>/stat`` fields 14, 15)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def machine() -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.chain import _bench_chain, _build, _ready
-from bench.common import META_IP, META_PATH, Row, Settings, need_tools, wrk
+from bench.common import META_IP, META_PATH, Row, Settings, cpu_seconds, need_tools, wrk
 from bench.services import config_of, start_api
 
 ROUNDS = 8  # per side; many short rounds make the median robust to a neighbour's burst
@@ -96,9 +96,9 @@ async def _round(
         url = f"http://{META_IP}{META_PATH}"
         await wrk(url, 1, namespace=instance)  # warm: caches, pools, the API's workers
         seconds = min(settings.duration, ROUND_SECONDS)
-        before = _cpu_seconds(pids)
+        before = cpu_seconds(pids)
         figures = await wrk(url, seconds, namespace=instance)
-        spent = _cpu_seconds(pids) - before
+        spent = cpu_seconds(pids) - before
         answered = figures["rps"] * max(1, round(seconds))
         figures["cpu_us"] = spent / answered * 1e6 if answered else 0.0
         return figures
@@ -175,18 +175,6 @@ def _pids(api_pid: int) -> list[int]:
     except OSError:
         children = []
     return [os.getpid(), api_pid, *(int(pid) for pid in children)]
-
-
-def _cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of ``pids`` so far (``/proc/<pid>/stat`` fields 14, 15)."""
-    ticks = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _row(enabled: bool, runs: list[dict[str, float]]) -> Row:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ def baseline_of(name: str) -> tuple[str, str] | None:
     memory-<mode>-K / memory-haproxy-K, scale-...-<n> / scale-...-100."""
     if name == "api":
         return "limit", "rps"
+    if name.endswith("-aio"):  # the all-in-one's rows among themselves
+        return ("chain-haproxy-aio", "rps") if name != "chain-haproxy-aio" else None
     if name.startswith("chain-") and name != "chain-haproxy":
         return "chain-haproxy", "rps"
     if name.startswith("memory-") and not name.startswith("memory-haproxy"):
@@ -36,26 +39,37 @@ def baseline_of(name: str) -> tuple[str, str] | None:
 def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, float | None]:
     api, limit = _find(rows, "api"), _find(rows, "limit")
     inline, haproxy = _find(rows, "chain-inline"), _find(rows, "chain-haproxy")
+    inline_aio, haproxy_aio = _find(rows, "chain-inline-aio"), _find(rows, "chain-haproxy-aio")
     storm = _find(rows, "boot-storm-100")
     vm_boot, vm_storm = _find(rows, "vm-boot-1"), _find(rows, "vm-storm-4")
     metrics_on = _find(rows, "chain-inline-metrics-on")
     metrics_off = _find(rows, "chain-inline-metrics-off")
-    scale = [
-        _div(row.p99_ms, base.p99_ms)
+    scale = {
+        row.name: _div(row.p99_ms, base.p99_ms)
         for row in rows
         if row.name.startswith("scale-") and row.name.endswith("-100000")
         for base in [_find(rows, row.name.rsplit("-", 1)[0] + "-100")]
         if base is not None
-    ]
+    }
     return {
         "api_over_limit": _div(api and api.rps, limit and limit.rps),
         "inline_over_haproxy_rps": _div(inline and inline.rps, haproxy and haproxy.rps),
         "inline_over_haproxy_p99": _div(inline and inline.p99_ms, haproxy and haproxy.p99_ms),
         "inline_pss_bytes_per_network": marginal.get("inline"),
         "boot_storm_100_seconds": storm.seconds if storm else None,
-        "scale_p99_100k_over_100": max((s for s in scale if s is not None), default=None),
+        "scale_p99_100k_over_100": _worst(scale.values()),
+        "scale_p99_100k_over_100_sqlite": _worst(
+            v for k, v in scale.items() if k.startswith("scale-sqlite-")
+        ),
+        "scale_p99_100k_over_100_postgresql": _worst(
+            v for k, v in scale.items() if k.startswith("scale-postgresql-")
+        ),
         "vm_boot_seconds": vm_boot.seconds if vm_boot else None,
         "vm_storm_4_seconds": vm_storm.seconds if vm_storm else None,
+        "inline_over_haproxy_rps_aio": _div(
+            inline_aio and inline_aio.rps, haproxy_aio and haproxy_aio.rps
+        ),
+        "inline_p99_ms_aio": inline_aio.p99_ms if inline_aio else None,
         "metrics_on_over_off_rps": _div(
             metrics_on and metrics_on.rps, metrics_off and metrics_off.rps
         ),
@@ -64,6 +78,10 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
             metrics_off and cpu_per_request(metrics_off),
         ),
     }
+
+
+def _worst(values: Iterable[float | None]) -> float | None:
+    return max((v for v in values if v is not None), default=None)
 
 
 def cpu_per_request(row: Row) -> float | None:

@@ -16,7 +16,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import ADMIN_TOKEN, META_PATH, Row, Settings, lua_headers, wrk, wrk_row
+from bench.common import (
+    ADMIN_TOKEN,
+    META_PATH,
+    Row,
+    Settings,
+    cpu_seconds,
+    lua_headers,
+    process_tree,
+    wrk,
+    wrk_row,
+)
 from bench.services import Api, config_of, signed_headers, small_inventory, start_api
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
@@ -75,13 +85,19 @@ async def _backend(settings: Settings, tmp: Path, kind: str, api: Api) -> list[R
             have = size
             for what, url, script in (("ports", lookup, ports_lua), ("meta", meta, meta_lua)):
                 await wrk(url, 1, script=script)
+                pids = process_tree(api.service.proc.pid) if api.service.proc else []
+                before = cpu_seconds(pids)
                 figures = await wrk(
                     url, settings.scale_duration, script=script, connections=SCALE_CONNECTIONS
                 )
-                rows.append(
-                    wrk_row(f"scale-{kind}-{what}-{size}", figures, settings.scale_duration,
-                            ports=size)
-                )  # fmt: skip
+                spent = cpu_seconds(pids) - before
+                row = wrk_row(f"scale-{kind}-{what}-{size}", figures, settings.scale_duration,
+                              ports=size)  # fmt: skip
+                # The API's CPU per request: its cost at n ports, whatever the neighbours do
+                # to p99 on a shared machine (the run queue).
+                served = max(1.0, figures["rps"] * round(settings.scale_duration))
+                row.note = f"cpu_us/request={spent * 1e6 / served:.1f}"
+                rows.append(row)
     finally:
         await store.close()
     return rows

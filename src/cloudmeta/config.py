@@ -100,9 +100,10 @@ class ApiSection(_Section):
 
     metadata_listen: str = "0.0.0.0"
     metadata_listen_port: int = Field(8775, ge=1, le=65535)
-    # Processes serving the metadata API on its port (SO_REUSEPORT; cloudmeta.api.workers).
-    # 1 keeps all-in-one one process; 2 on a dedicated 2-core API host (+45% req/s in the
-    # API bench, +100 MiB RSS).
+    # Processes serving the metadata API on its port (SO_REUSEPORT; cloudmeta.api.workers),
+    # or "auto": one per core. 1 keeps all-in-one one process (bench/README.md: on 2 cores a
+    # worker costs the all-in-one's chain CPU per request and gains nothing); 2 on a
+    # dedicated 2-core API host (+45% req/s in the API bench, +100 MiB RSS).
     metadata_workers: int = Field(1, ge=1, le=64)
     metadata_cache_expiration: int = Field(15, ge=0)
     identity: IdentityMode = IdentityMode.SIGNED
@@ -119,6 +120,14 @@ class ApiSection(_Section):
     config_drive_skip_versions: list[str] = Field(
         default_factory=lambda: list(CONFIG_DRIVE_SKIP_VERSIONS)
     )
+
+    @field_validator("metadata_workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: Any) -> Any:
+        """``auto``: one metadata API process per core of this machine (at most 64)."""
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return min(64, os.cpu_count() or 1)
+        return value
 
 
 IpVersion = Literal[4, 6]

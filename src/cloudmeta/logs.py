@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-__all__ = ["get_logger", "setup_logging"]
+__all__ = ["LogLimiter", "ThrottledLogger", "get_logger", "setup_logging", "throttled_logger"]
+
+# Error-path lines a caller can provoke (a 404 per unknown address, a malformed head): at most
+# LOG_BURST lines per event per LOG_WINDOW seconds, the rest counted into the next line.
+LOG_BURST = 10
+LOG_WINDOW = 60.0
 
 _SECRET_KEYS = frozenset(
     {"password", "secret", "token", "signature", "authorization", "user_data", "admin_token"}
@@ -52,3 +59,77 @@ def get_logger(component: str) -> Any:
     Lazy: module-level loggers made at import time still follow :func:`setup_logging`.
     """
     return structlog.get_logger(component=component)
+
+
+@dataclass(slots=True)
+class _Window:
+    start: float
+    lines: int = 0
+    suppressed: int = 0
+
+
+class LogLimiter:
+    """At most ``burst`` lines per key per ``window`` seconds (a fixed window per key).
+
+    Keys are the events' messages (a fixed set in the code), not anything the caller sends, so
+    an attacker varying addresses or paths can neither escape the cap nor grow the table.
+    """
+
+    def __init__(
+        self,
+        burst: int = LOG_BURST,
+        window: float = LOG_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._burst = burst
+        self._window = window
+        self._clock = clock
+        self._keys: dict[str, _Window] = {}
+
+    def allow(self, key: str) -> int | None:
+        """None: drop this line; else how many lines of ``key`` were dropped before it."""
+        now = self._clock()
+        state = self._keys.get(key)
+        if state is None or now - state.start >= self._window:
+            dropped = state.suppressed if state is not None else 0
+            self._keys[key] = _Window(now, 1)
+            return dropped
+        if state.lines >= self._burst:
+            state.suppressed += 1
+            return None
+        state.lines += 1
+        return 0
+
+
+class ThrottledLogger:
+    """A logger whose lines go through a :class:`LogLimiter`; a line let through after drops
+    says how many (``suppressed=N``), so the volume is bounded but nothing is silently lost."""
+
+    def __init__(self, logger: Any, limiter: LogLimiter) -> None:
+        self._logger = logger
+        self._limiter = limiter
+
+    def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        dropped = self._limiter.allow(event)
+        if dropped is None:
+            return
+        if dropped:
+            fields["suppressed"] = dropped
+        getattr(self._logger, level)(event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._emit("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._emit("warning", event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._emit("error", event, fields)
+
+    def exception(self, event: str, **fields: Any) -> None:
+        self._emit("exception", event, fields)
+
+
+def throttled_logger(component: str, limiter: LogLimiter | None = None) -> ThrottledLogger:
+    """:func:`get_logger` for the error paths a request can drive (one limiter per logger)."""
+    return ThrottledLogger(get_logger(component), limiter or LogLimiter())

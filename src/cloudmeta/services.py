@@ -21,7 +21,7 @@ from typing import Any
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.agent.embedded import start_embedded
 from cloudmeta.config import Config
-from cloudmeta.http import Limits, tcp_sockets
+from cloudmeta.http import Limits, QuietServer, tcp_sockets
 from cloudmeta.http import serve as serve_http
 from cloudmeta.linux.process import ProcessMonitor
 from cloudmeta.logs import get_logger
@@ -62,10 +62,11 @@ async def running_services(config: Config, services: ServiceSet) -> AsyncIterato
     """Start ``services`` in dependency order; stop them in reverse when the block ends."""
     async with AsyncExitStack() as stack:
         addresses: dict[str, tuple[str, int]] = {}
+        servers: dict[str, QuietServer] = {}
         if services.api:
             from cloudmeta.api.server import serve
 
-            addresses = await stack.enter_async_context(serve(config))
+            addresses = await stack.enter_async_context(serve(config, servers=servers))
         running = Running(addresses, None, [])
         running.metrics_address = await _serve_metrics(stack, config)
         if not (services.metadata_agent or services.dhcp or services.l3):
@@ -77,8 +78,14 @@ async def running_services(config: Config, services: ServiceSet) -> AsyncIterato
             action=config.check_child_processes_action.value,
         )
         stack.push_async_callback(monitor.close)
+        # The metadata API of this process answers this process's agent in-process.
+        local = servers.get("metadata")
         proxies, agent = await start_embedded(
-            config, client, monitor, unix_socket=services.metadata_agent
+            config,
+            client,
+            monitor,
+            unix_socket=services.metadata_agent,
+            local_api=local.request_handler if local is not None else None,
         )
         if agent is not None:
             stack.push_async_callback(agent.stop)

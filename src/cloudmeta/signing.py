@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-__all__ = ["sign_instance_id", "verify_instance_id"]
+__all__ = ["InstanceSigner", "sign_instance_id", "verify_instance_id"]
+
+SIGNATURES_KEPT = 65536  # instances whose signature the agent remembers
 
 
 def _key(secret: str | bytes) -> bytes:
@@ -24,3 +26,31 @@ def verify_instance_id(secret: str | bytes, instance_id: str, signature: str) ->
         return False
     expected = sign_instance_id(secret, instance_id)
     return hmac.compare_digest(expected.encode(), signature.encode(errors="replace"))
+
+
+class InstanceSigner:
+    """The agent's side: :func:`sign_instance_id` memoised per instance id.
+
+    The signature is a function of the id alone, so a hot instance costs a dict lookup
+    instead of an HMAC. Only ids of ports the agent found are signed (never caller input), and
+    ``limit`` bounds the table for a huge inventory (it starts afresh when full).
+    """
+
+    __slots__ = ("_key", "_known", "_limit")
+
+    def __init__(self, secret: str | bytes, limit: int = SIGNATURES_KEPT) -> None:
+        self._key = _key(secret)
+        self._limit = limit
+        self._known: dict[str, str] = {}
+
+    def __call__(self, instance_id: str) -> str:
+        signature = self._known.get(instance_id)
+        if signature is None:
+            signature = sign_instance_id(self._key, instance_id)
+            if len(self._known) >= self._limit:
+                self._known.clear()
+            self._known[instance_id] = signature
+        return signature
+
+    def __len__(self) -> int:
+        return len(self._known)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cloudmeta.agent.forward import api_headers
 from cloudmeta.agent.lookup import Owner
 from cloudmeta.proxy.headers import clean_headers
-from cloudmeta.signing import sign_instance_id
+from cloudmeta.signing import InstanceSigner, sign_instance_id
 
 INCOMING = [
     ("Accept", "*/*"),
@@ -22,7 +22,7 @@ INCOMING = [
 
 def test_api_headers_are_the_proxy_rule_plus_the_signed_identity() -> None:
     owner = Owner(instance_id="cmt-i", project_id="cmt-p")
-    out = api_headers(INCOMING, "192.0.2.10", owner, "s3cret")
+    out = api_headers(INCOMING, "192.0.2.10", owner, InstanceSigner("s3cret"))
     base = clean_headers(INCOMING, "192.0.2.10", None)
     identity = {
         "X-Instance-ID": "cmt-i",

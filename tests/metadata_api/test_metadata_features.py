@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -88,8 +89,9 @@ async def test_hot_instance_does_not_touch_the_database(api: Api) -> None:
 
 async def test_random_seed_is_fresh_per_request(api: Api) -> None:
     path = "/openstack/latest/meta_data.json"
-    seeds = {json.loads((await api.get(path))[1])["random_seed"] for _ in range(3)}
-    assert len(seeds) == 3
+    seeds = [json.loads((await api.get(path))[1])["random_seed"] for _ in range(3)]
+    assert seeds[0] != seeds[1] != seeds[2] != seeds[0]  # two consecutive answers differ
+    assert all(len(base64.b64decode(seed, validate=True)) == 512 for seed in seeds)  # Nova's
 
 
 async def test_tokens(api: Api) -> None:

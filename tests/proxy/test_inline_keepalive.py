@@ -64,3 +64,46 @@ async def test_inline_keepalive(
     assert budget is not None
     assert budget.open == 0 and budget.per_peer == {}
     assert budget.timed_out == (1 if mode == "trickle" else 0)
+
+
+async def test_connection_facts_are_read_once_per_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two requests on one keep-alive connection: one cookie read, the same target and peer
+    for both; a new connection reads its own."""
+    from cloudmeta.proxy import inline
+
+    reads: list[bytes] = []
+    real = inline.netns_cookie
+
+    def counting(sock: object) -> bytes:
+        cookie = real(sock)  # type: ignore[arg-type]
+        reads.append(cookie)
+        return cookie
+
+    monkeypatch.setattr(inline, "netns_cookie", counting)
+    seen: list[tuple[str, str, str]] = []
+
+    async def record(
+        request: web.BaseRequest, target: ProxyTarget, peer: str
+    ) -> web.StreamResponse:
+        seen.append((request.path, target.uuid, peer))
+        return web.Response(text=f"hello {request.path}\n")
+
+    namespace = f"cmt-{secrets.token_hex(3)}-cf"
+    linux.create_namespace(namespace)
+    listeners = InlineListeners(record, LIMITS)
+    try:
+        await linux.set_link(namespace, "lo", up=True)
+        await listeners.ensure(namespace, ProxyTarget(network_id="net-cf"), [Bind("127.0.0.1", 80)])
+        reads.clear()  # ensure() read the listener's own cookie
+        argv = [sys.executable, str(CLIENT), "127.0.0.1", "80", "again"]
+        out = (await linux.run(argv, namespace=namespace, timeout=30)).stdout.strip()
+        assert out.endswith("|True"), out
+        assert seen == [("/first", "net-cf", "127.0.0.1"), ("/second", "net-cf", "127.0.0.1")]
+        assert len(reads) == 1
+        await linux.run(argv, namespace=namespace, timeout=30)
+        assert len(reads) == 2 and len(seen) == 4
+    finally:
+        await listeners.close()
+        linux.delete_namespace(namespace)

@@ -178,3 +178,17 @@ def test_config_show_logs_the_deprecation_once(tmp_path: Path) -> None:
     assert shown["metadata_rate_limiting"]["rate_limit_enabled"] is True
     warnings = [line for line in result.stderr.splitlines() if "deprecated" in line]
     assert len(warnings) == 1 and "metadata_rate_limit=2.0" in warnings[0], result.stderr
+
+
+def test_metadata_workers_auto_is_one_per_core(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text('[api]\nmetadata_workers = "auto"\n')
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert load_config(file).api.metadata_workers == 6
+    monkeypatch.setenv("CLOUDMETA_API__METADATA_WORKERS", "3")
+    assert load_config(file).api.metadata_workers == 3
+    monkeypatch.setenv("CLOUDMETA_API__METADATA_WORKERS", "zero")
+    with pytest.raises(ConfigError):
+        load_config(file)

@@ -29,3 +29,14 @@ def test_verify() -> None:
 
 def test_the_agent_signs_with_the_one_implementation() -> None:
     assert agent_identity.sign_instance_id is signing.sign_instance_id
+
+
+def test_the_agent_signer_memoises_per_instance_within_a_bound() -> None:
+    signer = signing.InstanceSigner("s3cret", limit=2)
+    assert signer("inst-1") == signing.sign_instance_id("s3cret", "inst-1")
+    assert signer("inst-1") == signing.sign_instance_id("s3cret", "inst-1")
+    assert len(signer) == 1
+    signer("inst-2")
+    signer("inst-3")  # past the bound: the table starts afresh
+    assert len(signer) == 1
+    assert signer("inst-2") == signing.sign_instance_id(b"s3cret", "inst-2")

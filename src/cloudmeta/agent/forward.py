@@ -1,5 +1,10 @@
 """Forwarding to the metadata API over a keep-alive pool, and mapping its answer.
 
+In the all-in-one the metadata API runs in the agent's own process and loop: a request without
+a body is then handed to the API's handler directly (:meth:`Forwarder.forward_local`), as the
+same request with the same signed headers, checked by the same code, without the loopback
+HTTP exchange (a third of the event loop's time under load: bench/README.md).
+
 What the instance sees is decided here: the API's status passes through, except 403 (the
 shared secrets differ: logged loudly, since the instance cannot tell) and an unreachable,
 failing or slow API, which becomes 503 with ``Retry-After`` within ``nova_metadata_timeout``
@@ -8,6 +13,7 @@ failing or slow API, which becomes 503 with ``Retry-After`` within ``nova_metada
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 import aiohttp
@@ -16,28 +22,28 @@ from multidict import CIMultiDict
 
 from cloudmeta.agent.lookup import Owner
 from cloudmeta.config import Config
-from cloudmeta.http import Relay, UpstreamError, unavailable
-from cloudmeta.logs import get_logger
+from cloudmeta.http import Handler, Relay, UpstreamError, unavailable
+from cloudmeta.http.longpoll import relay_extension
+from cloudmeta.logs import throttled_logger
 from cloudmeta.proxy.headers import clean_headers
-from cloudmeta.signing import sign_instance_id
+from cloudmeta.signing import InstanceSigner
 from cloudmeta.statefiles import shared_secret
 
 __all__ = ["Forwarder", "api_headers"]
 
 POOL_SIZE = 256
 
-log = get_logger("agent")
-
 
 def api_headers(
-    incoming: Iterable[tuple[str, str]], caller_ip: str, owner: Owner, secret: str
+    incoming: Iterable[tuple[str, str]], caller_ip: str, owner: Owner, sign: InstanceSigner
 ) -> CIMultiDict[str]:
     """The caller's end-to-end headers (the proxies' own rule, :func:`clean_headers`) plus
-    the signed identity, nothing it could forge."""
+    the signed identity, nothing it could forge (added, not set: :func:`clean_headers`
+    dropped every caller's copy)."""
     out = clean_headers(incoming, caller_ip, None)
-    out["X-Instance-ID"] = owner.instance_id
-    out["X-Tenant-ID"] = owner.project_id
-    out["X-Instance-ID-Signature"] = sign_instance_id(secret, owner.instance_id)
+    out.add("X-Instance-ID", owner.instance_id)
+    out.add("X-Tenant-ID", owner.project_id)
+    out.add("X-Instance-ID-Signature", sign(owner.instance_id))
     return out
 
 
@@ -48,9 +54,12 @@ class Forwarder:
     pool lets go of them at half that, so it never reuses one the API is closing.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, local: Handler | None = None) -> None:
+        self._local = local
+        self._timeout = config.nova_metadata_timeout
         self._base = config.nova_metadata_url
-        self._secret = shared_secret(config)
+        self._sign = InstanceSigner(shared_secret(config))
+        self._log = throttled_logger("agent")  # a caller can drive these lines
         self._relay = Relay(
             self._base,
             aiohttp.TCPConnector,
@@ -73,12 +82,12 @@ class Forwarder:
         body: bytes,
         caller_ip: str,
         owner: Owner,
-    ) -> web.Response:
-        out_headers = api_headers(headers, caller_ip, owner, self._secret)
+    ) -> web.StreamResponse:
+        out_headers = api_headers(headers, caller_ip, owner, self._sign)
         try:
             resp = await self._relay.send(method, path_qs, out_headers, body or None)
         except UpstreamError as exc:
-            log.warning(
+            self._log.warning(
                 "metadata API unreachable",
                 url=self._base,
                 error=str(exc) or type(exc).__name__,
@@ -87,14 +96,43 @@ class Forwarder:
             return unavailable(
                 "The remote metadata server is temporarily unavailable. Please try again later."
             )
+        return self._mapped(resp, owner)
+
+    @property
+    def local(self) -> bool:
+        """Whether the metadata API answers in this process."""
+        return self._local is not None
+
+    async def forward_local(
+        self, request: web.BaseRequest, caller_ip: str, owner: Owner
+    ) -> web.StreamResponse:
+        """The in-process API's answer to ``request`` (no body) under the signed identity,
+        within the same ``nova_metadata_timeout`` (plus a long-poll's wait) as over HTTP."""
+        assert self._local is not None
+        out_headers = api_headers(request.headers.items(), caller_ip, owner, self._sign)
+        limit = self._timeout + relay_extension(request.rel_url.raw_path_qs)
+        try:
+            async with asyncio.timeout(limit):
+                resp = await self._local(request.clone(headers=out_headers, remote=caller_ip))
+        except TimeoutError:
+            self._log.warning("metadata API too slow", timeout=limit, instance_id=owner.instance_id)
+            return unavailable(
+                "The remote metadata server is temporarily unavailable. Please try again later."
+            )
+        return self._mapped(resp, owner)
+
+    def _mapped(self, resp: web.StreamResponse, owner: Owner) -> web.StreamResponse:
+        """What the instance sees of the API's answer."""
         if resp.status == 403:
-            log.error(
+            self._log.error(
                 "metadata API refused the signature: the shared secrets differ "
                 "(metadata_proxy_shared_secret of the agent and of the metadata API)",
                 instance_id=owner.instance_id,
             )
         elif resp.status >= 500:
-            log.warning("metadata API failed", status=resp.status, instance_id=owner.instance_id)
+            self._log.warning(
+                "metadata API failed", status=resp.status, instance_id=owner.instance_id
+            )
             return unavailable(
                 "The remote metadata server experienced an error. Please try again later."
             )

@@ -25,6 +25,7 @@ from cloudmeta.agent.lookup import PortCache
 from cloudmeta.agent.ratelimit import RateLimiter
 from cloudmeta.config import Config, ProxyMode
 from cloudmeta.http import (
+    Handler,
     Limits,
     Listener,
     plain,
@@ -33,7 +34,7 @@ from cloudmeta.http import (
     unavailable,
     unix_socket,
 )
-from cloudmeta.logs import get_logger
+from cloudmeta.logs import get_logger, throttled_logger
 from cloudmeta.metrics import RATE_LIMITED, instrument
 from cloudmeta.proxy.headers import FORWARDED_FOR, NETWORK_ID_HEADER, ROUTER_ID_HEADER, ProxyTarget
 from cloudmeta.proxy.inline import InlineListeners
@@ -50,11 +51,14 @@ log = get_logger("agent")
 class MetadataAgent:
     """Owns the port cache (and its feed task), the API pool and the unix socket server."""
 
-    def __init__(self, config: Config, client: AdminClient) -> None:
+    def __init__(
+        self, config: Config, client: AdminClient, local_api: Handler | None = None
+    ) -> None:
         self._config = config
         self.cache = PortCache(client)
-        self.forwarder = Forwarder(config)
+        self.forwarder = Forwarder(config, local_api)
         self.limiter = _limiter(config)
+        self._log = throttled_logger("agent")  # the request paths' lines: a caller drives them
         self._feed: asyncio.Task[None] | None = None
         self._unix: Listener | None = None
         self._inline: InlineListeners | None = None
@@ -160,7 +164,7 @@ class MetadataAgent:
                 networks = await self.cache.router_networks(str(target.router_id))
             found = await self.cache.find(networks, caller)
         except Exception as exc:
-            log.warning("port lookup failed: admin API unavailable", error=str(exc))
+            self._log.warning("port lookup failed: admin API unavailable", error=str(exc))
             return unavailable(
                 "The port directory is temporarily unavailable. Please try again later."
             )
@@ -170,7 +174,7 @@ class MetadataAgent:
                 if target.network_id
                 else (f"router {target.router_id}")
             )
-            log.warning(
+            self._log.warning(
                 "no unique port for the caller",
                 network_id=target.network_id,
                 router_id=target.router_id,
@@ -180,6 +184,8 @@ class MetadataAgent:
                 matches=found.matches,
             )
             return plain(404, f"Instance was not found on {where}.")
+        if not request.body_exists and self.forwarder.local:
+            return await self.forwarder.forward_local(request, caller.ip, found.owner)
         body = b""
         if request.body_exists:
             try:

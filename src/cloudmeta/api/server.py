@@ -94,11 +94,16 @@ async def _server(stack: AsyncExitStack, config: Config, served: Served) -> Quie
 
 @asynccontextmanager
 async def serve(
-    config: Config, apps: list[ServedApp] | None = None, *, store: Store | None = None
+    config: Config,
+    apps: list[ServedApp] | None = None,
+    *,
+    store: Store | None = None,
+    servers: dict[str, QuietServer] | None = None,
 ) -> AsyncIterator[dict[str, tuple[str, int]]]:
     """Start every app (and its workers) over ``store`` (by default one opened here, and closed
     after); yield ``{name: (host, port)}``. Every app is served by :func:`cloudmeta.http.serve`
-    with the same timeouts as every other listener of cloudmeta."""
+    with the same timeouts as every other listener of cloudmeta. ``servers`` gets each app's
+    low-level server, for a caller in this process (the all-in-one's agent)."""
     bound: dict[str, tuple[str, int]] = {}
     limits = Limits.timeouts(config)
     async with AsyncExitStack() as stack:
@@ -107,6 +112,8 @@ async def serve(
             stack.push_async_callback(store.close)
         for served in apps if apps is not None else SERVED_APPS:
             http = await _server(stack, config, await _enter(stack, served.factory(config, store)))
+            if servers is not None:
+                servers[served.name] = http
             host, port = served.address(config)
             workers = served.workers(config)
             listener = await serve_sockets(

@@ -4,7 +4,7 @@ agent -> metadata API) are :class:`Relay`. Core layer: imports config, logs, met
 pure path rules of :mod:`cloudmeta.documents`, nothing of the services."""
 
 from .gate import HEADER_TIMEOUT, Budget, HeadGate, Limits
-from .quiet import KEEPALIVE_TIMEOUT, QuietServer
+from .quiet import KEEPALIVE_TIMEOUT, QuietHandler, QuietServer
 from .relay import Relay, UpstreamError, is_forbidden_token_put, refuse_forwarded_token_put
 from .replies import RETRY_AFTER, plain, unavailable
 from .serve import Handler, Listener, serve, tcp_sockets, unix_socket
@@ -18,6 +18,7 @@ __all__ = [
     "HeadGate",
     "Limits",
     "Listener",
+    "QuietHandler",
     "QuietServer",
     "Relay",
     "UpstreamError",

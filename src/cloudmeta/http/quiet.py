@@ -18,19 +18,25 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from cloudmeta.logs import get_logger
+from cloudmeta.logs import throttled_logger
 
 __all__ = ["KEEPALIVE_TIMEOUT", "QuietHandler", "QuietServer"]
 
 KEEPALIVE_TIMEOUT = 30.0  # idle seconds between requests (haproxy: timeout http-keep-alive)
 
-log = get_logger("http")
+log = throttled_logger("http")  # malformed requests are the caller's to send
 
 
 class QuietHandler(RequestHandler):
-    """aiohttp's handler with a short, non-echoing answer to client errors."""
+    """aiohttp's handler with a short, non-echoing answer to client errors; ``facts`` is
+    where a listener keeps what it learnt of the connection once (the inline listeners: its
+    namespace cookie and peer), rather than asking the socket on every request."""
 
-    __slots__ = ()
+    __slots__ = ("facts",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.facts: Any = None
 
     @property
     def waiting(self) -> bool:

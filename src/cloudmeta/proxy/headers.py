@@ -64,22 +64,19 @@ def peer_host(peername: object) -> str:
     raise ValueError(f"not an IP peer: {peername!r}")
 
 
-def _spoofable(name: str) -> bool:
-    return name.lower().startswith(SPOOFABLE_PREFIXES)
-
-
 def clean_headers(
     headers: Iterable[tuple[str, str]], peer: str, target: ProxyTarget | None
 ) -> CIMultiDict[str]:
     """The caller's headers with identity claims and hop-by-hop fields dropped, then the
-    proxy's own: ``X-Forwarded-For: <peer>`` and the target's network/router header."""
+    proxy's own: ``X-Forwarded-For: <peer>`` and the target's network/router header (added:
+    every caller's copy was dropped). Each name is lowered once."""
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP or _spoofable(lower):
+        if lower in HOP_BY_HOP or lower.startswith(SPOOFABLE_PREFIXES):
             continue
         out.add(name, value)
-    out[FORWARDED_FOR] = peer
+    out.add(FORWARDED_FOR, peer)
     if target is not None:
-        out[target.header[0]] = target.header[1]
+        out.add(*target.header)
     return out

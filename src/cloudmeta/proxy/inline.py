@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from cloudmeta.http import Budget, Limits, Listener, QuietServer, serve, unavailable
+from cloudmeta.http import Budget, Limits, Listener, QuietHandler, QuietServer, serve, unavailable
 from cloudmeta.linux import open_socket_in_namespace
 from cloudmeta.logs import get_logger
 from cloudmeta.metrics import instrument
@@ -40,6 +40,14 @@ log = get_logger("proxy")
 def netns_cookie(sock: socket.socket) -> bytes:
     """The 8-byte cookie naming the network namespace ``sock`` lives in."""
     return sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+
+
+@dataclass(frozen=True, slots=True)
+class _Connection:
+    """What one accepted connection is: its namespace's cookie and the caller's address."""
+
+    cookie: bytes
+    peer: str
 
 
 @dataclass(slots=True)
@@ -138,11 +146,20 @@ class InlineListeners:
         await self._http.shutdown(1.0)
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
-        transport = request.transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is None:
-            return web.Response(status=500, text="connection already closed\n")
-        target = self._by_cookie.get(netns_cookie(sock))
-        if target is None:  # the namespace was just removed
+        protocol = request.protocol
+        facts: _Connection | None = getattr(protocol, "facts", None)
+        if facts is None:
+            # Once per connection: under uvloop each get_extra_info("socket") builds a socket
+            # object, and the cookie and the peer are two more system calls.
+            transport = request.transport
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is None:
+                return web.Response(status=500, text="connection already closed\n")
+            facts = _Connection(netns_cookie(sock), peer_host(sock.getpeername()))
+            if isinstance(protocol, QuietHandler):
+                protocol.facts = facts
+        # Per request: a namespace removed while its connections stay open is refused.
+        target = self._by_cookie.get(facts.cookie)
+        if target is None:
             return unavailable("metadata listener removed")
-        return await self._handler(request, target, peer_host(sock.getpeername()))
+        return await self._handler(request, target, facts.peer)

@@ -28,7 +28,7 @@ from cloudmeta.http import (
     unavailable,
 )
 from cloudmeta.linux.netns import make_listening_socket
-from cloudmeta.logs import get_logger
+from cloudmeta.logs import get_logger, throttled_logger
 from cloudmeta.proxy.binds import Bind
 from cloudmeta.proxy.headers import ProxyTarget, clean_headers, peer_host
 
@@ -81,6 +81,7 @@ class NsMetadataProxy:
             keepalive=self._limits.keepalive_timeout / 2,
         )
         self._listener: Listener | None = None
+        self._log = throttled_logger("proxy")  # the agent's outages, per request
 
     async def start(self, binds: Sequence[Bind]) -> None:
         await self._relay.start()
@@ -111,7 +112,7 @@ class NsMetadataProxy:
                 request.method, request.rel_url.raw_path_qs, headers, body
             )
         except UpstreamError as exc:
-            log.warning(
+            self._log.warning(
                 "metadata agent unreachable", socket=str(self._agent_socket), error=str(exc)
             )
             return unavailable("The metadata agent is unavailable. Please try again later.")

@@ -23,11 +23,9 @@ answers at once with the current document.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import hashlib
-import os
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -44,13 +42,14 @@ from cloudmeta.documents.openstack import dump, vendor_data2
 from cloudmeta.documents.paths import JSON
 from cloudmeta.http import QuietServer  # short 400s, bounded keep-alive
 from cloudmeta.http.longpoll import LongPollError, requested_wait
-from cloudmeta.logs import get_logger
+from cloudmeta.logs import get_logger, throttled_logger
 from cloudmeta.metrics import instrument
 from cloudmeta.statefiles import shared_secret
 
 from .cache import Entry, SyncedInstanceCache
 from .errors import MetadataError
 from .identity import Caller, SignatureCheck, signed_caller
+from .seed import SeedPool
 from .signing import IdentitySigner
 from .source import MetadataSource
 from .tokens import TOKEN_HEADER, TTL_HEADER, TokenAuthority, parse_ttl
@@ -167,6 +166,8 @@ class MetadataService:
         self._tokens = TokenAuthority.from_state(config.state_path)
         self._signer = IdentitySigner.from_state(config.state_path)
         self._waits: dict[str, int] = {}  # long-polls in progress by instance id
+        self._seeds = SeedPool()
+        self._log = throttled_logger("api")  # the request paths' lines: a caller drives them
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -189,7 +190,7 @@ class MetadataService:
         except MetadataError as exc:
             return _error(exc)
         except Exception:
-            _log.exception("metadata request failed", path=request.path[:MAX_PATH])
+            self._log.exception("metadata request failed", path=request.path[:MAX_PATH])
             return _error(MetadataError(500, _UNKNOWN))
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -245,7 +246,7 @@ class MetadataService:
         if none_match(request.headers.get("If-None-Match"), headers["ETag"]):
             return web.Response(status=304, headers={"ETag": headers["ETag"]})
         if isinstance(doc, Seeded):
-            return web.Response(body=doc.render(base64.b64encode(os.urandom(512))), headers=headers)
+            return web.Response(body=doc.render(self._seeds.next()), headers=headers)
         return web.Response(body=doc.data, headers=headers)
 
     def _resolve(self, entry: Entry, path: str, address: str | None) -> tuple[object, object]:
@@ -330,7 +331,7 @@ class MetadataService:
             if entry is None:
                 raise MetadataError(404, "The resource could not be found.")
             if entry.instance.project_id != caller.tenant_id:
-                _log.warning(
+                self._log.warning(
                     "tenant id does not match the instance's project",
                     instance_id=caller.instance_id,
                     tenant_id=caller.tenant_id,
@@ -341,7 +342,7 @@ class MetadataService:
         address = request.remote or ""
         ids = await self.cache.addresses(address)
         if len(ids) != 1:
-            _log.warning(
+            self._log.warning(
                 "no single instance holds the caller's address", address=address, found=ids
             )
             raise MetadataError(404, "The resource could not be found.")

@@ -1,0 +1,34 @@
+"""``random_seed`` stays fresh per request: the pool hands out every random byte once."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+
+from cloudmeta.api.metadata.seed import SEED_BYTES, SeedPool
+
+
+def test_seeds_are_512_random_bytes_each_and_differ() -> None:
+    pool = SeedPool()
+    seeds = [pool.next() for _ in range(200)]  # past several refills
+    assert len(set(seeds)) == len(seeds)
+    assert all(len(base64.b64decode(seed, validate=True)) == SEED_BYTES for seed in seeds)
+
+
+def test_no_byte_of_the_source_is_used_twice() -> None:
+    counter = itertools.count()
+    reads: list[int] = []
+
+    def source(size: int) -> bytes:
+        reads.append(size)
+        # Distinct 4-byte words: any reuse of a slice would show as a repeated word.
+        return b"".join(next(counter).to_bytes(4, "big") for _ in range(size // 4))
+
+    pool = SeedPool(size=8, batch=3, urandom=source)
+    words = []
+    for _ in range(7):
+        raw = base64.b64decode(pool.next())
+        assert len(raw) == 8
+        words += [raw[:4], raw[4:]]
+    assert len(set(words)) == len(words) == 14
+    assert reads == [24, 24, 24]  # one read per 3 seeds
