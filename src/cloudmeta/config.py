@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -185,6 +186,9 @@ class Config(BaseSettings):
 
     # Common (Neutron [DEFAULT])
     state_path: Path = Path("/var/lib/cloudmeta")
+    # The name an agent reports itself under (Neutron's ``host``); one agent of each type
+    # per host. The admin API keys DHCP ports and scheduling on it.
+    host: str = Field(default_factory=socket.gethostname, min_length=1, max_length=255)
     debug: bool = False
     log_format: str = Field("auto", pattern="^(auto|json|console)$")
     # Where the CLI and the agents find the admin API, and its bearer token.
@@ -210,6 +214,18 @@ class Config(BaseSettings):
     metadata_proxy_max_connections_per_peer: int = Field(256, ge=0)
     metadata_proxy_header_timeout: float = Field(10.0, gt=0)
     metadata_proxy_keepalive_timeout: float = Field(30.0, gt=0)
+    # Agents' heartbeats (Neutron's [AGENT] report_interval, [DEFAULT] agent_down_time): an
+    # agent reports every report_interval s; the admin API counts it dead after
+    # agent_down_time s without a report (Neutron: at least twice report_interval).
+    report_interval: float = Field(30.0, gt=0)
+    agent_down_time: float = Field(75.0, gt=0)
+    # Scheduling (neutron-server): DHCP agents per network, one L3 agent per router; a dead
+    # agent's networks and routers move to a live one. Neutron's
+    # allow_automatic_l3agent_failover defaults to false; cloudmeta moves routers by default
+    # (its routers are stateless namespaces, rebuilt in a second on the new agent).
+    dhcp_agents_per_network: int = Field(1, ge=1)
+    allow_automatic_dhcp_failover: bool = True
+    allow_automatic_l3agent_failover: bool = True
     # DHCP agent (neutron-dhcp-agent)
     force_metadata: bool = False
     enable_isolated_metadata: bool = False

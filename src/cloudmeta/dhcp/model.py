@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloudmeta.scheduler import dhcp_device_id
+
 __all__ = [
     "DHCP_DEVICE_OWNER",
     "METADATA_V4_CIDR",
@@ -44,11 +46,6 @@ ROUTER_INTERFACE_OWNERS = frozenset(
 
 class BundleError(ValueError):
     """The admin API answered a network bundle this agent cannot read (say which field)."""
-
-
-def dhcp_device_id(network_id: str) -> str:
-    """The ``device_id`` of this agent's port on a network (one DHCP agent per host)."""
-    return f"dhcp-{network_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +111,8 @@ class NetworkBundle:
     subnets: tuple[Subnet, ...] = ()
     ports: tuple[Port, ...] = ()
     routers: tuple[str, ...] = field(default=())
+    # The host of the agent reading the bundle: its port is the one named after it.
+    host: str = ""
 
     @property
     def dhcp_subnets(self) -> tuple[Subnet, ...]:
@@ -121,14 +120,14 @@ class NetworkBundle:
 
     def dhcp_port(self) -> Port | None:
         """This agent's own port on the network, if the inventory has one."""
-        wanted = dhcp_device_id(self.network.id)
+        wanted = dhcp_device_id(self.network.id, self.host)
         for port in self.ports:
             if port.device_owner == DHCP_DEVICE_OWNER and port.device_id == wanted:
                 return port
         return None
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> NetworkBundle:
+    def from_json(cls, data: Mapping[str, Any], host: str = "") -> NetworkBundle:
         """Read the admin API's bundle; a missing field raises :class:`BundleError`."""
         try:
             net = data["network"]
@@ -140,7 +139,7 @@ class NetworkBundle:
             routers = tuple(_router_id(r) for r in data.get("routers") or ())
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"network bundle from the admin API lacks or mistypes {exc}") from exc
-        return cls(network=network, subnets=subnets, ports=ports, routers=routers)
+        return cls(network=network, subnets=subnets, ports=ports, routers=routers, host=host)
 
 
 def _router_id(item: Any) -> str:

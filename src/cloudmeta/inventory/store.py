@@ -133,6 +133,15 @@ class Store:
             await session.commit()
         self._notify(revision)
 
+    @asynccontextmanager
+    async def write_quiet(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction without a revision or change records, for state no feed
+        follower reads (agents' heartbeats): it commits and wakes nobody."""
+        async with self._writer(), self._sessions() as session:
+            await session.connection(execution_options={BEGIN_OPTION: "IMMEDIATE"})
+            yield session
+            await session.commit()
+
     async def transact(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         """Run ``work`` in one write transaction, retrying when a unique constraint raced."""
         for attempt in range(_WRITE_RETRIES):
