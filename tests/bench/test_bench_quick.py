@@ -17,7 +17,7 @@ EXPECTED = ("limit", "api", "chain-inline", "chain-process", "chain-haproxy", "m
             "memory-process-", "memory-haproxy-", "boot-storm-", "boot-storm-cloud-init-",
             "scale-sqlite-ports-", "scale-sqlite-meta-", "scale-postgresql-ports-",
             "scale-postgresql-meta-", "chain-inline-metrics-on",
-            "chain-inline-metrics-off")  # fmt: skip
+            "chain-inline-metrics-off", "cross-host-delay")  # fmt: skip
 
 
 @pytest.mark.root
@@ -43,6 +43,7 @@ def test_quick_bench(tmp_path: Path) -> None:
         "inline_pss_bytes_per_network", "boot_storm_100_seconds", "scale_p99_100k_over_100",
         "vm_boot_seconds", "vm_storm_4_seconds",  # None in --quick: no real VMs there
         "metrics_on_over_off_rps", "metrics_on_over_off_cpu_per_request",
+        "cross_host_delay_p99_ms",
     }  # fmt: skip
     assert (tmp_path / "latest.md").read_text().count("\n| ") >= len(EXPECTED)
     assert (tmp_path / "latest.png").stat().st_size > 0
