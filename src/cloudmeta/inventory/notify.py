@@ -2,12 +2,14 @@
 
 Each write transaction sends ``NOTIFY cloudmeta_changes, '<revision>'`` before it commits
 (PostgreSQL delivers it with the commit, never for a rollback). :class:`ChangeListener` keeps
-one asyncpg connection of its own LISTENing on that channel and calls ``on_change`` for each
-notification. That connection runs nothing else, ever: it is not from SQLAlchemy's pool, so no
-query can overlap the listener on one connection (asyncpg refuses a second operation on a
-busy connection: "cannot switch to state ...; another operation is in progress"). When the
-connection is lost (a server restart, ``pg_terminate_backend``) it reconnects with backoff;
-meanwhile, and always on SQLite, the store's 0.5 s poll finds the changes.
+one asyncpg connection of its own LISTENing on that channel and calls
+``on_change(revision)`` for each notification, ``on_change(None)`` once LISTEN is in place
+(whatever committed before went unheard). That connection runs nothing else, ever: it is not
+from SQLAlchemy's pool, so no query can overlap the listener on one connection (asyncpg
+refuses a second operation on a busy connection: "cannot switch to state ...; another
+operation is in progress"). When the connection is lost (a server restart,
+``pg_terminate_backend``) it reconnects with backoff; meanwhile, and always on SQLite, the
+store's 0.5 s poll finds the changes.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _dsn(url: URL) -> str:
 class ChangeListener:
     """``start()`` once; ``listening`` says whether notifications arrive right now."""
 
-    def __init__(self, url: URL, on_change: Callable[[], None]) -> None:
+    def __init__(self, url: URL, on_change: Callable[[int | None], None]) -> None:
         self._dsn = _dsn(url)
         self._on_change = on_change
         self._task: asyncio.Task[None] | None = None
@@ -67,8 +69,12 @@ class ChangeListener:
                 await self._task
             self._task = None
 
-    def _notified(self, *_: object) -> None:
-        self._on_change()
+    def _notified(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            revision: int | None = int(payload)
+        except ValueError:
+            revision = None
+        self._on_change(revision)
 
     async def _run(self) -> None:
         backoff = _MIN_BACKOFF
@@ -96,7 +102,7 @@ class ChangeListener:
             self.listening = True
             self._connected.set()
             # Whatever committed before the LISTEN took effect: the waiters look again.
-            self._on_change()
+            self._on_change(None)
             await lost.wait()
         finally:
             self.listening = False

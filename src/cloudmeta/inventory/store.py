@@ -81,9 +81,11 @@ class Store:
         # SQLite allows one writer; queueing them here beats spinning on busy_timeout.
         self._write_lock = asyncio.Lock()
         self._changed = asyncio.Event()
+        # The highest revision known committed without a query (ours, or another host's NOTIFY).
+        self._heard = 0
         self._commits = 0
         self._shared = _map_revision_file(revision_file) if revision_file else None
-        self._listener = None if self._sqlite else ChangeListener(engine.url, self._wake_waiters)
+        self._listener = None if self._sqlite else ChangeListener(engine.url, self._heard_commit)
 
     @classmethod
     async def open(cls, config: Config, *, migrate: bool = True) -> Store:
@@ -194,9 +196,12 @@ class Store:
             # saw before this commit; racing writers may land out of order, which only costs
             # a reader one needless (empty) sync.
             _SLOT.pack_into(self._shared, 0, revision)
-        self._wake_waiters()
+        self._heard_commit(revision)
 
-    def _wake_waiters(self) -> None:
+    def _heard_commit(self, revision: int | None) -> None:
+        """Wake every change waiter: ``revision`` committed (None: something may have)."""
+        if revision is not None:
+            self._heard = max(self._heard, revision)
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -238,14 +243,18 @@ class Store:
         deadline = time.monotonic() + max(0.0, timeout)
         if self._listener is not None:
             self._listener.start()
+        woken = False
         while True:
             event = self._changed
+            if woken and self._heard > since:
+                return self._heard  # a notification said which revision: no query
             current = await self.revision()
             remaining = deadline - time.monotonic()
             if current != since or remaining <= 0:
                 return current
             with suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(POLL_INTERVAL, remaining))
+            woken = event.is_set()
 
     # -- reads the metadata API needs ---------------------------------------------------------
 
