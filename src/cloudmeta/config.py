@@ -196,7 +196,9 @@ class Config(BaseSettings):
     admin_token: SecretStr | None = None
     # Metadata agent (neutron-metadata-agent)
     metadata_proxy_shared_secret: SecretStr = SecretStr("")
-    nova_metadata_host: str = "127.0.0.1"
+    # One host, or a comma list of metadata API hosts ("host" or "host:port" each): the
+    # agent uses one and moves to the next when it stops answering (cloudmeta.agent.forward).
+    nova_metadata_host: str = Field("127.0.0.1", min_length=1)
     nova_metadata_port: int = Field(8775, ge=1, le=65535)
     nova_metadata_protocol: str = Field("http", pattern="^https?$")
     nova_metadata_timeout: float = Field(10.0, gt=0)
@@ -327,10 +329,27 @@ class Config(BaseSettings):
 
     @property
     def nova_metadata_url(self) -> str:
-        host = self.nova_metadata_host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"{self.nova_metadata_protocol}://{host}:{self.nova_metadata_port}"
+        """The first of :attr:`nova_metadata_urls`."""
+        return self.nova_metadata_urls[0]
+
+    @property
+    def nova_metadata_urls(self) -> list[str]:
+        """One base URL per entry of ``nova_metadata_host``, in the order given."""
+        return [
+            _metadata_url(self.nova_metadata_protocol, entry, self.nova_metadata_port)
+            for entry in self.nova_metadata_host.split(",")
+            if entry.strip()
+        ]
+
+    @field_validator("nova_metadata_host")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",")]
+        if not all(entries):
+            raise ValueError(
+                "a comma list of hosts without empty entries, e.g. 192.0.2.11,192.0.2.12"
+            )
+        return ",".join(entries)
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data, secrets replaced by ``***`` (the
@@ -341,6 +360,23 @@ class Config(BaseSettings):
                 del data[name]  # deprecated and unset: not part of the configuration
         data["database"]["connection"] = _mask_url(self.database.connection)
         return data
+
+
+def _metadata_url(protocol: str, entry: str, default_port: int) -> str:
+    """``host``, ``host:port``, ``v6`` or ``[v6]:port`` -> ``protocol://host:port``."""
+    host, port = entry, default_port
+    if entry.startswith("["):
+        inside, _, rest = entry[1:].partition("]")
+        host = inside
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+    elif entry.count(":") == 1:
+        name, _, number = entry.partition(":")
+        if number.isdigit():
+            host, port = name, int(number)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{protocol}://{host}:{port}"
 
 
 def _mask_url(url: str) -> str:

@@ -5,39 +5,26 @@ over a series of writes. Each host has its own state_path: no shared revision fi
 from __future__ import annotations
 
 import json
-import secrets
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.config import Config
 from cloudmeta.inventory import Store
 from cloudmeta.signing import sign_instance_id
-from inventory.dbfixtures import PG_ADMIN_DSN, PG_URL
+from inventory.dbfixtures import pg_url
 from support.serving import shipped
 
 pytestmark = pytest.mark.postgres
+__all__ = ["pg_url"]  # the fixture
 PATH = "/openstack/latest/meta_data.json"
 WRITES = 40
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    name = f"cmt_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield PG_URL.format(name=name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_a_write_on_host_a_is_answered_by_host_b(

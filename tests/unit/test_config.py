@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,28 @@ def test_config_show_logs_the_deprecation_once(tmp_path: Path) -> None:
     assert shown["metadata_rate_limiting"]["rate_limit_enabled"] is True
     warnings = [line for line in result.stderr.splitlines() if "deprecated" in line]
     assert len(warnings) == 1 and "metadata_rate_limit=2.0" in warnings[0], result.stderr
+
+
+def test_agent_and_scheduling_options_have_neutrons_names_and_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CLOUDMETA_HOST", raising=False)
+    config = load_config()
+    assert (config.report_interval, config.agent_down_time) == (30.0, 75.0)
+    assert config.dhcp_agents_per_network == 1
+    assert config.allow_automatic_dhcp_failover and config.allow_automatic_l3agent_failover
+    assert config.host == socket.gethostname()
+
+
+def test_nova_metadata_host_takes_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDMETA_NOVA_METADATA_HOST", "192.0.2.11, 192.0.2.12:9775,2001:db8::1")
+    config = load_config()
+    assert config.nova_metadata_urls == [
+        "http://192.0.2.11:8775",
+        "http://192.0.2.12:9775",
+        "http://[2001:db8::1]:8775",
+    ]
+    assert config.nova_metadata_url == "http://192.0.2.11:8775"
+    monkeypatch.setenv("CLOUDMETA_NOVA_METADATA_HOST", "192.0.2.11,,192.0.2.12")
+    with pytest.raises(ConfigError, match=r"nova_metadata_host.*CLOUDMETA_NOVA_METADATA_HOST"):
+        load_config()
