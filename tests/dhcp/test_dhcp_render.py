@@ -25,10 +25,8 @@ from cloudmeta.dhcp.render import (
     hosts_file,
     opts_file,
 )
-from cloudmeta.scheduler import dhcp_device_id
 
 NET = "5e1d4c3b-0000-4000-8000-000000000001"
-HOST = "cmt-host"
 SUB = "5e1d4c3b-0000-4000-8000-0000000000a1"
 SUB2 = "5e1d4c3b-0000-4000-8000-0000000000a2"
 SUB6 = "5e1d4c3b-0000-4000-8000-0000000000a6"
@@ -68,7 +66,7 @@ def port(pid: str, mac: str, ip: str, owner: str = "compute:nova", sub: str = SU
 
 
 DHCP_PORT = port(
-    "p-dhcp", "fa:16:3e:00:00:02", "192.0.2.2", "network:dhcp", device_id=dhcp_device_id(NET, HOST)
+    "p-dhcp", "fa:16:3e:00:00:02", "192.0.2.2", "network:dhcp", device_id=f"dhcp-{NET}"
 )
 VM_PORT = port("p-vm", "FA:16:3E:00:00:05", "192.0.2.5")
 ROUTER_PORT = port("p-rtr", "fa:16:3e:00:00:01", "192.0.2.1", "network:router_interface")
@@ -81,8 +79,7 @@ def bundle(subnets: list[dict[str, Any]] | None = None, ports: list[Any] | None 
             "subnets": subnets if subnets is not None else [subnet()],
             "ports": ports if ports is not None else [DHCP_PORT, VM_PORT],
             "routers": [],
-        },
-        host=HOST,
+        }
     )
 
 
@@ -248,13 +245,7 @@ def test_interface_addresses() -> None:
         "169.254.169.254/32",
     ]
     v6 = subnet(id=SUB6, ip_version=6, cidr="2001:db8::/64")
-    dual = port(
-        "p-dhcp",
-        "fa:16:3e:00:00:02",
-        "192.0.2.2",
-        "network:dhcp",
-        device_id=dhcp_device_id(NET, HOST),
-    )
+    dual = port("p-dhcp", "fa:16:3e:00:00:02", "192.0.2.2", "network:dhcp", device_id=f"dhcp-{NET}")
     dual["fixed_ips"].append({"subnet_id": SUB6, "ip_address": "2001:db8::2"})
     b = bundle([subnet(), v6], [dual])
     assert interface_cidrs(b, b.dhcp_port(), ISOLATED) == [

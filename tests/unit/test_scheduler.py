@@ -97,3 +97,4 @@ def test_liveness_and_device_ids() -> None:
     one, two = dhcp_device_id("net", "host-1"), dhcp_device_id("net", "host-2")
     assert one != two and one.startswith("dhcp") and one.endswith("-net")
     assert one == dhcp_device_id("net", "host-1")
+    assert dhcp_device_id("net") == "dhcp-net"  # no host: the one agent of older releases

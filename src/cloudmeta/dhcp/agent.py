@@ -311,7 +311,7 @@ class DhcpAgent:
             if exc.status == 404:
                 return None
             raise
-        return NetworkBundle.from_json(dict(data), host=self._config.host)
+        return NetworkBundle.from_json(dict(data))
 
     async def _converge(self, network_id: str) -> None:
         bundle = await self._fetch(network_id)
@@ -346,7 +346,7 @@ class DhcpAgent:
             )
         dnsmasq = served.dnsmasq if served else Dnsmasq(self._config, network_id, self._monitor)
         changed = dnsmasq.write_files(bundle, dhcp_ips_by_subnet(bundle, port), device.ifname)
-        signature = subnet_signature(bundle)
+        signature = subnet_signature(bundle, self._config.host)
         command = dnsmasq.command(bundle, device.ifname)
         restart = served is not None and served.signature != signature
         outcome = await dnsmasq.ensure(command, restart=restart)
@@ -376,7 +376,7 @@ class DhcpAgent:
 
     async def _ensure_port(self, bundle: NetworkBundle) -> tuple[Port, NetworkBundle]:
         """This agent's DHCP port with an address on every DHCP subnet (reused if it has)."""
-        port = bundle.dhcp_port()
+        port = bundle.dhcp_port(self._config.host)
         wanted = {s.id for s in bundle.dhcp_subnets}
         if port is not None and wanted <= {f.subnet_id for f in port.fixed_ips}:
             return port, bundle
@@ -391,14 +391,14 @@ class DhcpAgent:
             fixed_ips=[{"subnet_id": s.id} for s in bundle.dhcp_subnets],
         )
         fresh = await self._fetch(bundle.network.id)
-        port = fresh.dhcp_port() if fresh else None
+        port = fresh.dhcp_port(self._config.host) if fresh else None
         if fresh is None or port is None:
             raise DhcpError(f"network {bundle.network.id}: the DHCP port vanished after creation")
         _log.info("DHCP port created", network_id=fresh.network.id, port_id=port.id)
         return port, fresh
 
     async def _release_port(self, bundle: NetworkBundle | None) -> None:
-        port = bundle.dhcp_port() if bundle else None
+        port = bundle.dhcp_port(self._config.host) if bundle else None
         if port is not None:
             with contextlib.suppress(AdminError):
                 await self._client.delete_port(port.id)

@@ -111,23 +111,21 @@ class NetworkBundle:
     subnets: tuple[Subnet, ...] = ()
     ports: tuple[Port, ...] = ()
     routers: tuple[str, ...] = field(default=())
-    # The host of the agent reading the bundle: its port is the one named after it.
-    host: str = ""
 
     @property
     def dhcp_subnets(self) -> tuple[Subnet, ...]:
         return tuple(s for s in self.subnets if s.serves_dhcp)
 
-    def dhcp_port(self) -> Port | None:
-        """This agent's own port on the network, if the inventory has one."""
-        wanted = dhcp_device_id(self.network.id, self.host)
+    def dhcp_port(self, host: str = "") -> Port | None:
+        """The own port of the agent on ``host`` on the network, if the inventory has one."""
+        wanted = dhcp_device_id(self.network.id, host)
         for port in self.ports:
             if port.device_owner == DHCP_DEVICE_OWNER and port.device_id == wanted:
                 return port
         return None
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], host: str = "") -> NetworkBundle:
+    def from_json(cls, data: Mapping[str, Any]) -> NetworkBundle:
         """Read the admin API's bundle; a missing field raises :class:`BundleError`."""
         try:
             net = data["network"]
@@ -139,7 +137,7 @@ class NetworkBundle:
             routers = tuple(_router_id(r) for r in data.get("routers") or ())
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"network bundle from the admin API lacks or mistypes {exc}") from exc
-        return cls(network=network, subnets=subnets, ports=ports, routers=routers, host=host)
+        return cls(network=network, subnets=subnets, ports=ports, routers=routers)
 
 
 def _router_id(item: Any) -> str:

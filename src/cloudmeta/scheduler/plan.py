@@ -42,9 +42,12 @@ NETWORK = "network"
 ROUTER = "router"
 
 
-def dhcp_device_id(network_id: str, host: str) -> str:
+def dhcp_device_id(network_id: str, host: str = "") -> str:
     """The ``device_id`` of the DHCP port of ``host``'s agent on a network (Neutron's form:
-    ``dhcp<uuid5(DNS, host)>-<network>``), so two agents on one network never share a port."""
+    ``dhcp<uuid5(DNS, host)>-<network>``), so two agents on one network never share a port;
+    without a host ``dhcp-<network>``, the one agent per machine of older releases."""
+    if not host:
+        return f"dhcp-{network_id}"
     return f"dhcp{uuid.uuid5(uuid.NAMESPACE_DNS, host)}-{network_id}"
 
 
