@@ -199,3 +199,25 @@ async def test_cli_agent_list(make_config: Any, state_dir: Path) -> None:
                 text = out.decode()
                 assert "DHCP agent" in text and "cmt-h1" in text and ":-)" in text
                 assert network["id"] in text
+
+
+async def test_the_metadata_agent_reports_under_its_host(make_config: Any) -> None:
+    from cloudmeta.services import ServiceSet, running_services
+
+    base: Config = make_config()
+    async with running_admin(base) as (url, admin):
+        config = base.model_copy(
+            update={"admin_url": url, "host": "cmt-meta-host", "report_interval": 0.2}
+        )
+        async with running_services(config, ServiceSet(metadata_agent=True)):
+            deadline = time.monotonic() + 10
+            while not (found := await admin.list_agents(agent_type=AGENT_TYPE_METADATA)):
+                assert time.monotonic() < deadline, "the metadata agent never registered"
+                await asyncio.sleep(0.1)
+            (agent,) = found
+            assert agent["host"] == "cmt-meta-host" and agent["alive"]
+            assert agent["configurations"]["nova_metadata_host"] == config.nova_metadata_host
+            first = agent["heartbeat_at"]
+            while (await admin.get_agent(agent["id"]))["heartbeat_at"] == first:
+                assert time.monotonic() < deadline, "no heartbeat followed the registration"
+                await asyncio.sleep(0.1)
