@@ -12,7 +12,7 @@ import random
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +62,10 @@ class ApiHost:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signum)
+
     async def ready(self) -> None:
         api = self.config.api
         urls = [
@@ -110,15 +114,27 @@ async def hosts(
             host.kill()
 
 
-async def test_agent_moves_to_the_other_api_host_when_one_dies(
-    hosts: list[ApiHost], make_config: Callable[..., Config]
-) -> None:
+Ask = Callable[[], Awaitable[tuple[int, str | None, str | None]]]
+
+
+@dataclass
+class Chain:
+    ask: Ask
+    server_id: str
+    first_url: str
+    doomed: ApiHost  # the host the agent prefers
+    survivor: ApiHost
+
+
+@pytest.fixture
+async def chain(hosts: list[ApiHost], make_config: Callable[..., Config]) -> AsyncIterator[Chain]:
+    """A metadata agent on both hosts (its admin API: the one it does not prefer) and a
+    server; ``ask()`` is one meta_data.json through the agent's socket."""
     metadata = [h.config.api.metadata_listen for h in hosts]
-    port = hosts[0].config.api.metadata_listen_port
     base = make_config(
         host="cmt-agent-host",
         nova_metadata_host=",".join(metadata),
-        nova_metadata_port=port,
+        nova_metadata_port=hosts[0].config.api.metadata_listen_port,
         admin_token=TOKEN,
     )
     first_url = Forwarder(base).bases[0]
@@ -148,28 +164,56 @@ async def test_agent_moves_to_the_other_api_host_when_one_dies(
                 return response.status, uuid, response.headers.get("Retry-After")
 
         assert (await ask())[:2] == (200, server["id"])
-        doomed.kill()
-        killed = time.monotonic()
-        seen: list[tuple[float, int]] = []
-        while time.monotonic() - killed < 4:
-            status, uuid, retry_after = await ask()
-            seen.append((time.monotonic() - killed, status))
-            if status == 200:
-                assert uuid == server["id"]  # never another instance's document
-            else:
-                assert status == 503 and retry_after, (status, retry_after)
-            await asyncio.sleep(0.02)
-        unavailable = [t for t, status in seen if status != 200]
-        assert all(t < 2.0 for t in unavailable), unavailable
-        print(f"\n{len(unavailable)} of {len(seen)} answers 503 after killing {first_url}")
+        yield Chain(ask, server["id"], first_url, doomed, survivor)
 
-        survivor.kill()  # no host left: 503 with Retry-After, quickly
-        started = time.monotonic()
-        status, _, retry_after = await ask()
-        assert status == 503 and retry_after and time.monotonic() - started < 5
-        doomed.start()  # the first host back: used again once it answers
-        await doomed.ready()
-        deadline = time.monotonic() + 5
-        while (await ask())[:2] != (200, server["id"]):
-            assert time.monotonic() < deadline, "the restarted host was never used again"
-            await asyncio.sleep(0.1)
+
+async def _loop_after(chain: Chain, seconds: float) -> list[tuple[float, float, int]]:
+    """Ask for ``seconds``: (sent after the loss, answered after the loss, status) each; every
+    answer is the instance's own document or a 503 with Retry-After."""
+    lost = time.monotonic()
+    seen = []
+    while time.monotonic() - lost < seconds:
+        sent = time.monotonic() - lost
+        status, uuid, retry_after = await chain.ask()
+        seen.append((sent, time.monotonic() - lost, status))
+        if status == 200:
+            assert uuid == chain.server_id  # never another instance's document
+        else:
+            assert status == 503 and retry_after, (status, retry_after)
+        await asyncio.sleep(0.02)
+    return seen
+
+
+async def test_agent_moves_to_the_other_api_host_when_one_dies(chain: Chain) -> None:
+    chain.doomed.kill()
+    seen = await _loop_after(chain, 4)
+    unavailable = [sent for sent, _, status in seen if status != 200]
+    assert all(sent < 2.0 for sent in unavailable), unavailable
+    assert all(done - sent < 2.0 for sent, done, _ in seen)
+    print(f"\n{len(unavailable)} of {len(seen)} answers 503 after killing {chain.first_url}")
+
+    chain.survivor.kill()  # no host left: 503 with Retry-After, quickly
+    started = time.monotonic()
+    status, _, retry_after = await chain.ask()
+    assert status == 503 and retry_after and time.monotonic() - started < 5
+    chain.doomed.start()  # the first host back: used again once it answers
+    await chain.doomed.ready()
+    deadline = time.monotonic() + 10
+    while (await chain.ask())[:2] != (200, chain.server_id):
+        assert time.monotonic() < deadline, "the restarted host was never used again"
+        await asyncio.sleep(0.1)
+
+
+async def test_agent_moves_off_a_hung_api_host(chain: Chain) -> None:
+    """SIGSTOP: the host still accepts connections and answers nothing (as a host that lost
+    power holds the agent's pooled connections): the request in flight is cut short and
+    answered by the other host, all within 2 s."""
+    chain.doomed.signal(signal.SIGSTOP)
+    try:
+        seen = await _loop_after(chain, 5)
+    finally:
+        chain.doomed.signal(signal.SIGCONT)
+    slowest = max(done - sent for sent, done, _ in seen)
+    assert slowest < 2.0, seen[:5]
+    assert all(status == 200 for sent, _, status in seen if sent > 2.0)
+    print(f"\nhung host {chain.first_url}: slowest answer {slowest:.2f} s, {len(seen)} asked")
