@@ -38,6 +38,7 @@ class AgentReporter:
         self._interval = interval
         self._configurations = dict(configurations or {})
         self.agent_id: str | None = None
+        self._registering = asyncio.Lock()
 
     async def register(self) -> Agent:
         agent = await self._client.register_agent(self.agent_type, self.host, self._configurations)
@@ -50,8 +51,10 @@ class AgentReporter:
 
     async def refresh(self) -> Agent:
         """The agent's record as the admin API has it (registering first when needed)."""
-        if self.agent_id is None:
-            return await self.register()
+        first = await self._first_registration()
+        if first is not None:
+            return first
+        assert self.agent_id is not None
         try:
             return await self._client.get_agent(self.agent_id)
         except AdminError as exc:
@@ -61,14 +64,29 @@ class AgentReporter:
 
     async def report(self) -> Agent:
         """One heartbeat (a registration when the admin API does not know us)."""
-        if self.agent_id is None:
-            return await self.register()
+        first = await self._first_registration()
+        if first is not None:
+            return first
+        assert self.agent_id is not None
         try:
             return await self._client.report_agent(self.agent_id)
         except AdminError as exc:
             if exc.status != 404:
                 raise
             return await self.register()
+
+    async def _first_registration(self) -> Agent | None:
+        """Register once when nobody has yet (the heartbeat and the first sync start
+        together: one of them registers, the other goes on with the id)."""
+        if self.agent_id is not None:
+            return None
+        async with self._registering:
+            if self._registered():  # by whoever held the lock before us
+                return None
+            return await self.register()
+
+    def _registered(self) -> bool:
+        return self.agent_id is not None
 
     def concerns(self, batch: ChangeBatch) -> bool:
         """Whether the batch changes what this agent hosts."""
