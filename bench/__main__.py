@@ -21,7 +21,17 @@ from pathlib import Path
 
 import uvloop
 
-from bench import bootstorm, chain, chain_aio, limit_api, metrics_cost, report, scale, vmstorm
+from bench import (
+    bootstorm,
+    chain,
+    chain_aio,
+    crosshost,
+    limit_api,
+    metrics_cost,
+    report,
+    scale,
+    vmstorm,
+)
 from bench.common import Row, Settings, machine
 
 Scenario = Callable[[Settings, Path], Awaitable[list[Row]]]
@@ -35,6 +45,7 @@ SCENARIOS: dict[str, tuple[Scenario, float]] = {
     "scale": (scale.run, 240),
     "vm-storm": (vmstorm.run, 900),
     "metrics": (metrics_cost.run, 240),
+    "cross-host": (crosshost.run, 240),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

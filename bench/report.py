@@ -44,6 +44,7 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
     vm_boot, vm_storm = _find(rows, "vm-boot-1"), _find(rows, "vm-storm-4")
     metrics_on = _find(rows, "chain-inline-metrics-on")
     metrics_off = _find(rows, "chain-inline-metrics-off")
+    cross_host = _find(rows, "cross-host-delay")
     scale = {
         row.name: _div(row.p99_ms, base.p99_ms)
         for row in rows
@@ -77,6 +78,7 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
             metrics_on and cpu_per_request(metrics_on),
             metrics_off and cpu_per_request(metrics_off),
         ),
+        "cross_host_delay_p99_ms": cross_host.p99_ms if cross_host else None,
     }
 
 

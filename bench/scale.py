@@ -38,7 +38,7 @@ SCALE_CONNECTIONS = 8
 
 
 @contextlib.asynccontextmanager
-async def _database(kind: str) -> AsyncIterator[str]:
+async def database(kind: str) -> AsyncIterator[str]:
     """The ``[database] connection`` for ``kind``: SQLite's default file, or a fresh PG db."""
     if kind == "sqlite":
         yield ""
@@ -58,7 +58,7 @@ async def _database(kind: str) -> AsyncIterator[str]:
 async def run(settings: Settings, tmp: Path) -> list[Row]:
     rows: list[Row] = []
     for kind in ("sqlite", "postgresql"):
-        async with _database(kind) as url:
+        async with database(kind) as url:
             api = await start_api(tmp / kind, database=url)
             try:
                 rows += await _backend(settings, tmp, kind, api)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -194,6 +195,9 @@ class Config(BaseSettings):
 
     # Common (Neutron [DEFAULT])
     state_path: Path = Path("/var/lib/cloudmeta")
+    # The name an agent reports itself under (Neutron's ``host``); one agent of each type
+    # per host. The admin API keys DHCP ports and scheduling on it.
+    host: str = Field(default_factory=socket.gethostname, min_length=1, max_length=255)
     debug: bool = False
     log_format: str = Field("auto", pattern="^(auto|json|console)$")
     # Where the CLI and the agents find the admin API, and its bearer token.
@@ -201,7 +205,9 @@ class Config(BaseSettings):
     admin_token: SecretStr | None = None
     # Metadata agent (neutron-metadata-agent)
     metadata_proxy_shared_secret: SecretStr = SecretStr("")
-    nova_metadata_host: str = "127.0.0.1"
+    # One host, or a comma list of metadata API hosts ("host" or "host:port" each): the
+    # agent uses one and moves to the next when it stops answering (cloudmeta.agent.forward).
+    nova_metadata_host: str = Field("127.0.0.1", min_length=1)
     nova_metadata_port: int = Field(8775, ge=1, le=65535)
     nova_metadata_protocol: str = Field("http", pattern="^https?$")
     nova_metadata_timeout: float = Field(10.0, gt=0)
@@ -219,6 +225,18 @@ class Config(BaseSettings):
     metadata_proxy_max_connections_per_peer: int = Field(256, ge=0)
     metadata_proxy_header_timeout: float = Field(10.0, gt=0)
     metadata_proxy_keepalive_timeout: float = Field(30.0, gt=0)
+    # Agents' heartbeats (Neutron's [AGENT] report_interval, [DEFAULT] agent_down_time): an
+    # agent reports every report_interval s; the admin API counts it dead after
+    # agent_down_time s without a report (Neutron: at least twice report_interval).
+    report_interval: float = Field(30.0, gt=0)
+    agent_down_time: float = Field(75.0, gt=0)
+    # Scheduling (neutron-server): DHCP agents per network, one L3 agent per router; a dead
+    # agent's networks and routers move to a live one. Neutron's
+    # allow_automatic_l3agent_failover defaults to false; cloudmeta moves routers by default
+    # (its routers are stateless namespaces, rebuilt in a second on the new agent).
+    dhcp_agents_per_network: int = Field(1, ge=1)
+    allow_automatic_dhcp_failover: bool = True
+    allow_automatic_l3agent_failover: bool = True
     # DHCP agent (neutron-dhcp-agent)
     force_metadata: bool = False
     enable_isolated_metadata: bool = False
@@ -320,10 +338,27 @@ class Config(BaseSettings):
 
     @property
     def nova_metadata_url(self) -> str:
-        host = self.nova_metadata_host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"{self.nova_metadata_protocol}://{host}:{self.nova_metadata_port}"
+        """The first of :attr:`nova_metadata_urls`."""
+        return self.nova_metadata_urls[0]
+
+    @property
+    def nova_metadata_urls(self) -> list[str]:
+        """One base URL per entry of ``nova_metadata_host``, in the order given."""
+        return [
+            _metadata_url(self.nova_metadata_protocol, entry, self.nova_metadata_port)
+            for entry in self.nova_metadata_host.split(",")
+            if entry.strip()
+        ]
+
+    @field_validator("nova_metadata_host")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        entries = [entry.strip() for entry in value.split(",")]
+        if not all(entries):
+            raise ValueError(
+                "a comma list of hosts without empty entries, e.g. 192.0.2.11,192.0.2.12"
+            )
+        return ",".join(entries)
 
     def masked(self) -> dict[str, Any]:
         """The effective configuration as plain data, secrets replaced by ``***`` (the
@@ -334,6 +369,23 @@ class Config(BaseSettings):
                 del data[name]  # deprecated and unset: not part of the configuration
         data["database"]["connection"] = _mask_url(self.database.connection)
         return data
+
+
+def _metadata_url(protocol: str, entry: str, default_port: int) -> str:
+    """``host``, ``host:port``, ``v6`` or ``[v6]:port`` -> ``protocol://host:port``."""
+    host, port = entry, default_port
+    if entry.startswith("["):
+        inside, _, rest = entry[1:].partition("]")
+        host = inside
+        if rest.startswith(":") and rest[1:].isdigit():
+            port = int(rest[1:])
+    elif entry.count(":") == 1:
+        name, _, number = entry.partition(":")
+        if number.isdigit():
+            host, port = name, int(number)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{protocol}://{host}:{port}"
 
 
 def _mask_url(url: str) -> str:

@@ -117,6 +117,9 @@ class ThrottledLogger:
             fields["suppressed"] = dropped
         getattr(self._logger, level)(event, **fields)
 
+    def debug(self, event: str, **fields: Any) -> None:
+        self._emit("debug", event, fields)
+
     def info(self, event: str, **fields: Any) -> None:
         self._emit("info", event, fields)
 

@@ -18,7 +18,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from cloudmeta.adminclient import AdminClient
+from cloudmeta.adminclient import AdminClient, AgentReporter
 from cloudmeta.agent.embedded import start_embedded
 from cloudmeta.config import Config
 from cloudmeta.http import Limits, QuietServer, tcp_sockets
@@ -27,6 +27,7 @@ from cloudmeta.linux.process import ProcessMonitor
 from cloudmeta.logs import get_logger
 from cloudmeta.metrics import metrics_handler
 from cloudmeta.proxy.manager import MetadataProxyManager
+from cloudmeta.scheduler import AGENT_TYPE_METADATA
 
 __all__ = ["Running", "ServiceFailed", "ServiceSet", "run_until_signal", "running_services"]
 
@@ -93,6 +94,19 @@ async def running_services(config: Config, services: ServiceSet) -> AsyncIterato
         workers: list[
             tuple[str, Callable[[], Coroutine[Any, Any, None]], Callable[[], Awaitable[None]]]
         ] = []
+        if services.metadata_agent:
+            reporter = AgentReporter(
+                client,
+                AGENT_TYPE_METADATA,
+                config.host,
+                config.report_interval,
+                {
+                    "metadata_proxy_socket": str(config.proxy_socket_path),
+                    "nova_metadata_host": config.nova_metadata_host,
+                    "nova_metadata_port": config.nova_metadata_port,
+                },
+            )
+            workers.append(("metadata-report", reporter.run, _nothing))
         if services.dhcp:
             from cloudmeta.dhcp import DhcpAgent
 
@@ -125,6 +139,10 @@ async def _serve_metrics(stack: AsyncExitStack, config: Config) -> tuple[str, in
     host, port = listener.addresses[0][:2]  # type: ignore[index]
     _log.info("metrics listening", host=host, port=port)
     return str(host), int(port)
+
+
+async def _nothing() -> None:
+    """No clean-up (a reporter leaves nothing behind)."""
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

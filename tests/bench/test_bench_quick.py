@@ -17,7 +17,8 @@ EXPECTED = ("limit", "api", "chain-inline", "chain-process", "chain-haproxy", "m
             "memory-process-", "memory-haproxy-", "boot-storm-", "boot-storm-cloud-init-",
             "scale-sqlite-ports-", "scale-sqlite-meta-", "scale-postgresql-ports-",
             "scale-postgresql-meta-", "chain-inline-metrics-on",
-            "chain-inline-metrics-off", "chain-inline-aio", "chain-haproxy-aio")  # fmt: skip
+            "chain-inline-metrics-off", "chain-inline-aio", "chain-haproxy-aio",
+            "cross-host-delay")  # fmt: skip
 
 
 @pytest.mark.root
@@ -45,6 +46,7 @@ def test_quick_bench(tmp_path: Path) -> None:
         "metrics_on_over_off_rps", "metrics_on_over_off_cpu_per_request",
         "inline_over_haproxy_rps_aio", "inline_p99_ms_aio",
         "scale_p99_100k_over_100_sqlite", "scale_p99_100k_over_100_postgresql",
+        "cross_host_delay_p99_ms",
     }  # fmt: skip
     assert (tmp_path / "latest.md").read_text().count("\n| ") >= len(EXPECTED)
     assert (tmp_path / "latest.png").stat().st_size > 0

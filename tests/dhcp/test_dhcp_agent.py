@@ -20,6 +20,7 @@ from dhcp_cloud import DhcpCloud, curl_metadata, start_cloud, uuid_of
 from cloudmeta import linux
 from cloudmeta.config import Config
 from cloudmeta.linux.process import cmdline
+from cloudmeta.scheduler import dhcp_device_id
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -68,7 +69,8 @@ async def test_seed_scenario_force_metadata(make_cloud: CloudFactory) -> None:
 
     port = await dhcp_port(cloud, network_id)
     dhcp_ip = port["fixed_ips"][0]["ip_address"]
-    assert port["device_id"] == f"dhcp-{network_id}"
+    assert cloud.config is not None
+    assert port["device_id"] == dhcp_device_id(network_id, cloud.config.host)
     assert dhcp_ip == "192.0.2.2"  # the first free address, as Neutron's IPAM
     namespace = cloud.namespace(network_id)
     assert linux.namespace_exists(namespace)

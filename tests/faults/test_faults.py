@@ -197,9 +197,14 @@ async def pg_database() -> AsyncIterator[str]:
 
 
 @pytest.mark.postgres
-async def test_postgres_connections_terminated(make_config: Any, pg_database: str) -> None:
+async def test_postgres_connections_terminated(
+    make_config: Any, pg_database: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     """Every backend of our private database killed (as a server restart would): the store
-    reconnects by itself; a write acknowledged before is still there."""
+    reconnects by itself; a write acknowledged before is still there. The LISTEN connection of
+    the change feed (killed too) comes back, and no asyncpg connection was ever used by two
+    operations at once (asyncpg: "cannot switch to state ...; another operation is in
+    progress", once seen in the change feed here)."""
     url = f"postgresql://postgres@127.0.0.1:5432/{pg_database}"
     chain = await start_chain(make_config, ProxyMode.INLINE, database={"connection": url})
 
@@ -223,8 +228,14 @@ async def test_postgres_connections_terminated(make_config: Any, pg_database: st
 
     try:
         await under_load(chain, "PostgreSQL backends terminated", terminate)
+        assert chain.store is not None
+        assert await chain.store.listen(10.0), "the change feed's LISTEN never came back"
     finally:
         await chain.close()
+    captured = capfd.readouterr()
+    for text in (captured.out, captured.err):
+        assert "another operation is in progress" not in text
+        assert "cannot switch to state" not in text
 
 
 def test_sqlite_locker_really_locks(tmp_path: Path) -> None:

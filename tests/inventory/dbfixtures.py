@@ -57,3 +57,17 @@ async def store(db_config: Config) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture
+async def pg_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for tests that are about PostgreSQL alone (LISTEN/NOTIFY,
+    several API hosts on one database); dropped at the end."""
+    name = f"cmt_{secrets.token_hex(6)}"
+    admin = await pg_admin()
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield PG_URL.format(name=name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,28 @@ def test_metadata_workers_auto_is_one_per_core(
     monkeypatch.setenv("CLOUDMETA_API__METADATA_WORKERS", "zero")
     with pytest.raises(ConfigError):
         load_config(file)
+
+
+def test_agent_and_scheduling_options_have_neutrons_names_and_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CLOUDMETA_HOST", raising=False)
+    config = load_config()
+    assert (config.report_interval, config.agent_down_time) == (30.0, 75.0)
+    assert config.dhcp_agents_per_network == 1
+    assert config.allow_automatic_dhcp_failover and config.allow_automatic_l3agent_failover
+    assert config.host == socket.gethostname()
+
+
+def test_nova_metadata_host_takes_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDMETA_NOVA_METADATA_HOST", "192.0.2.11, 192.0.2.12:9775,2001:db8::1")
+    config = load_config()
+    assert config.nova_metadata_urls == [
+        "http://192.0.2.11:8775",
+        "http://192.0.2.12:9775",
+        "http://[2001:db8::1]:8775",
+    ]
+    assert config.nova_metadata_url == "http://192.0.2.11:8775"
+    monkeypatch.setenv("CLOUDMETA_NOVA_METADATA_HOST", "192.0.2.11,,192.0.2.12")
+    with pytest.raises(ConfigError, match=r"nova_metadata_host.*CLOUDMETA_NOVA_METADATA_HOST"):
+        load_config()

@@ -2,5 +2,13 @@
 
 from cloudmeta.adminclient.client import AdminClient, AdminError, ChangesPage
 from cloudmeta.adminclient.feed import ChangeBatch, follow_changes
+from cloudmeta.adminclient.report import AgentReporter
 
-__all__ = ["AdminClient", "AdminError", "ChangeBatch", "ChangesPage", "follow_changes"]
+__all__ = [
+    "AdminClient",
+    "AdminError",
+    "AgentReporter",
+    "ChangeBatch",
+    "ChangesPage",
+    "follow_changes",
+]

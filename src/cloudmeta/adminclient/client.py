@@ -14,6 +14,7 @@ from typing import Any, cast
 import aiohttp
 
 from cloudmeta.adminclient.types import (
+    Agent,
     Change,
     DhcpInfo,
     Keypair,
@@ -288,6 +289,30 @@ class AdminClient:
 
     async def clear_server_password(self, server_id: str) -> None:
         await self.request("DELETE", f"/v1/servers/{server_id}/password")
+
+    # -- agents --------------------------------------------------------------------------------
+
+    async def list_agents(self, **filters: str) -> list[Agent]:
+        """Agents, optionally by ``agent_type`` and ``host``."""
+        return cast(list[Agent], await self._list("agents", list(filters.items()) or None))
+
+    async def get_agent(self, agent_id: str) -> Agent:
+        return cast(Agent, await self._get("agents", "agent", agent_id))
+
+    async def register_agent(
+        self, agent_type: str, host: str, configurations: dict[str, Any] | None = None
+    ) -> Agent:
+        """Register (or re-register after a restart): the admin API schedules work to it."""
+        fields = {"agent_type": agent_type, "host": host, "configurations": configurations}
+        return cast(Agent, await self._create("agents", "agent", fields))
+
+    async def report_agent(self, agent_id: str) -> Agent:
+        """The heartbeat; AdminError 404 when the agent was forgotten (register again)."""
+        answer = await self.request("PUT", f"/v1/agents/{agent_id}", json={"agent": {}})
+        return cast(Agent, answer["agent"])
+
+    async def delete_agent(self, agent_id: str) -> None:
+        await self._delete("agents", agent_id)
 
     # -- the change feed ----------------------------------------------------------------------
 

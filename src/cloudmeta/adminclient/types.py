@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NotRequired, TypedDict
 
 __all__ = [
+    "Agent",
     "AllocationPool",
     "Change",
     "DhcpInfo",
@@ -147,3 +148,16 @@ class DhcpInfo(TypedDict):
     subnets: list[Subnet]
     ports: list[Port]
     routers: list[str]
+
+
+class Agent(TypedDict):
+    id: str
+    agent_type: str
+    host: str
+    alive: bool
+    configurations: dict[str, object]
+    created_at: str
+    started_at: str
+    heartbeat_at: str
+    networks: list[str]  # served as a DHCP agent
+    routers: list[str]  # hosted as an L3 agent

@@ -8,7 +8,8 @@ HTTP exchange (a third of the event loop's time under load: bench/README.md).
 What the instance sees is decided here: the API's status passes through, except 403 (the
 shared secrets differ: logged loudly, since the instance cannot tell) and an unreachable,
 failing or slow API, which becomes 503 with ``Retry-After`` within ``nova_metadata_timeout``
-(plus, for a change long-poll, the wait it asks for: :mod:`cloudmeta.http.longpoll`).
+(plus, for a change long-poll, the wait it asks for: :mod:`cloudmeta.http.longpoll`). With a
+list of API hosts a dead one is skipped and the request answered by the next (Forwarder).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from cloudmeta.agent.lookup import Owner
+from cloudmeta.agent.upstreams import Upstreams
 from cloudmeta.config import Config
-from cloudmeta.http import Handler, Relay, UpstreamError, unavailable
+from cloudmeta.http import Handler, UpstreamError, unavailable
 from cloudmeta.http.longpoll import relay_extension
 from cloudmeta.logs import throttled_logger
 from cloudmeta.proxy.headers import clean_headers
@@ -31,7 +33,7 @@ from cloudmeta.statefiles import shared_secret
 
 __all__ = ["Forwarder", "api_headers"]
 
-POOL_SIZE = 256
+_RETRYABLE = frozenset({"GET", "HEAD"})
 
 
 def api_headers(
@@ -48,31 +50,34 @@ def api_headers(
 
 
 class Forwarder:
-    """One keep-alive pool (a :class:`Relay`) to ``nova_metadata_url``.
+    """Signs and forwards to the metadata API host(s) (:class:`Upstreams`).
 
     The metadata API closes connections idle for ``metadata_proxy_keepalive_timeout``; the
-    pool lets go of them at half that, so it never reuses one the API is closing.
+    pools let go of them at half that, so they never reuse one the API is closing.
+
+    With several hosts a request that fails on one goes on to the next at once (GET and HEAD
+    always; a request with a body only when it never reached the host), so an instance sees no
+    error while another host answers; with every host down it gets 503 with ``Retry-After``.
+    A failed host is tried last until it answers a probe again.
     """
 
     def __init__(self, config: Config, local: Handler | None = None) -> None:
         self._local = local
         self._timeout = config.nova_metadata_timeout
-        self._base = config.nova_metadata_url
         self._sign = InstanceSigner(shared_secret(config))
         self._log = throttled_logger("agent")  # a caller can drive these lines
-        self._relay = Relay(
-            self._base,
-            aiohttp.TCPConnector,
-            timeout=config.nova_metadata_timeout,
-            pool=POOL_SIZE,
-            keepalive=config.metadata_proxy_keepalive_timeout / 2,
-        )
+        self._upstreams = Upstreams(config)
+
+    @property
+    def bases(self) -> list[str]:
+        """The hosts' URLs in this agent's order of preference."""
+        return [u.base for u in self._upstreams.all]
 
     async def start(self) -> None:
-        await self._relay.start()
+        await self._upstreams.start()
 
     async def close(self) -> None:
-        await self._relay.close()
+        await self._upstreams.close()
 
     async def forward(
         self,
@@ -84,15 +89,25 @@ class Forwarder:
         owner: Owner,
     ) -> web.StreamResponse:
         out_headers = api_headers(headers, caller_ip, owner, self._sign)
-        try:
-            resp = await self._relay.send(method, path_qs, out_headers, body or None)
-        except UpstreamError as exc:
-            self._log.warning(
-                "metadata API unreachable",
-                url=self._base,
-                error=str(exc) or type(exc).__name__,
-                instance_id=owner.instance_id,
-            )
+        resp: web.Response | None = None
+        upstreams = self._upstreams
+        for upstream in upstreams.candidates():
+            try:
+                resp = await upstreams.send(upstream, method, path_qs, out_headers, body or None)
+            except UpstreamError as exc:
+                (self._log.warning if upstreams.failed(upstream) else self._log.debug)(
+                    "metadata API unreachable",
+                    url=upstream.base,
+                    error=str(exc) or type(exc).__name__,
+                    instance_id=owner.instance_id,
+                    others=len(upstreams.all) - 1,
+                )
+                if method in _RETRYABLE or isinstance(exc, aiohttp.ClientConnectorError):
+                    continue
+                break
+            upstreams.answered(upstream)
+            break
+        if resp is None:
             return unavailable(
                 "The remote metadata server is temporarily unavailable. Please try again later."
             )

@@ -7,10 +7,13 @@ start, log, stop on SIGTERM and report errors the same way.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import click
 import uvloop
 
+from cloudmeta.adminclient import AdminClient
+from cloudmeta.cli.inventory_output import format_option, print_list, run_client
 from cloudmeta.cli.main import pass_config
 from cloudmeta.config import Config
 from cloudmeta.inventory import InventoryError
@@ -44,22 +47,60 @@ def _check_names(config: Config) -> None:
     interface_name(config.device_prefix, "0" * 36)
 
 
+def _serve(config: Config, services: ServiceSet, announce: bool) -> None:
+    try:
+        if services.dhcp or services.l3:
+            _check_names(config)
+        uvloop.run(run_until_signal(config, services, _announce(config) if announce else None))
+    except (InventoryError, ProxyError, LinuxError, ServiceFailed) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"cannot start: {exc}") from exc
+
+
 def _service_command(
     name: str, services: ServiceSet, doc: str, *, announce: bool = False
 ) -> click.Command:
     @click.command(name, help=doc)
     @pass_config
     def command(config: Config) -> None:
-        try:
-            if services.dhcp or services.l3:
-                _check_names(config)
-            uvloop.run(run_until_signal(config, services, _announce(config) if announce else None))
-        except (InventoryError, ProxyError, LinuxError, ServiceFailed) as exc:
-            raise click.ClickException(str(exc)) from exc
-        except OSError as exc:
-            raise click.ClickException(f"cannot start: {exc}") from exc
+        _serve(config, services, announce)
 
     return command
+
+
+@click.group("agent", invoke_without_command=True)
+@click.pass_context
+def agent_group(ctx: click.Context) -> None:
+    """Run the metadata agent (neutron-metadata-agent) on the unix socket
+    metadata_proxy_socket, for process and haproxy mode proxies; inline listeners live in the
+    process of the DHCP/L3 agent that owns them. `agent list` shows the registered agents."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(_run_metadata_agent)
+
+
+@pass_config
+def _run_metadata_agent(config: Config) -> None:
+    _serve(config, ServiceSet(metadata_agent=True), False)
+
+
+@agent_group.command("list")
+@click.option("--agent-type", default=None, help='only this type, e.g. "DHCP agent"')
+@click.option("--host", default=None, help="only agents of this host")
+@format_option
+@pass_config
+def agent_list(config: Config, agent_type: str | None, host: str | None, fmt: str) -> None:
+    """List agents as `openstack network agent list`: type, host, alive, and the networks
+    (DHCP agents) and routers (L3 agents) each hosts."""
+    filters = {k: v for k, v in (("agent_type", agent_type), ("host", host)) if v}
+
+    async def work(client: AdminClient) -> Any:
+        return await client.list_agents(**filters)
+
+    agents = run_client(config, work)
+    if fmt == "table":
+        agents = [{**a, "alive": ":-)" if a["alive"] else "XXX"} for a in agents]
+    print_list(agents, ["id", "agent_type", "host", "alive", "networks", "routers"], fmt)
 
 
 COMMANDS: list[click.Command] = [
@@ -79,13 +120,7 @@ COMMANDS: list[click.Command] = [
         proxies.""",
         announce=True,
     ),
-    _service_command(
-        "agent",
-        ServiceSet(metadata_agent=True),
-        """Run the metadata agent (neutron-metadata-agent) on the unix socket
-        metadata_proxy_socket, for process and haproxy mode proxies. Inline listeners live in
-        the process of the DHCP/L3 agent that owns them.""",
-    ),
+    agent_group,
     _service_command(
         "dhcp-agent",
         ServiceSet(dhcp=True),

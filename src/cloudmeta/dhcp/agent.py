@@ -4,6 +4,11 @@ Every change converges one network on what the admin API says (``_converge``): D
 interface, files, dnsmasq (adopted, reloaded or restarted), metadata proxy. A full sync at start
 and after the admin API comes back also removes what belongs to networks that are gone. A
 network that fails is retried with backoff; the others keep being served.
+
+The agent serves only the networks the admin API scheduled to it: it registers (as
+``host``) before its first full sync, reports every ``report_interval`` seconds, and rereads
+its own record whenever the feed says its share changed; a network moved away is torn down
+here (its DHCP port now belongs to the agent that took it over).
 """
 
 from __future__ import annotations
@@ -14,7 +19,13 @@ import time
 from dataclasses import dataclass
 
 from cloudmeta import linux
-from cloudmeta.adminclient import AdminClient, AdminError, ChangeBatch, follow_changes
+from cloudmeta.adminclient import (
+    AdminClient,
+    AdminError,
+    AgentReporter,
+    ChangeBatch,
+    follow_changes,
+)
 from cloudmeta.config import Config
 from cloudmeta.dhcp.antispoof import PortSecurity
 from cloudmeta.dhcp.decisions import (
@@ -32,13 +43,13 @@ from cloudmeta.dhcp.model import (
     BundleError,
     NetworkBundle,
     Port,
-    dhcp_device_id,
 )
 from cloudmeta.dhcp.render import allocations
 from cloudmeta.linux.names import bridge_name
 from cloudmeta.logs import get_logger
 from cloudmeta.metrics import FEED_APPLY, FEED_REVISION
 from cloudmeta.proxy import MetadataProxyManager, ProxyError
+from cloudmeta.scheduler import AGENT_TYPE_DHCP, dhcp_device_id
 
 __all__ = ["DhcpAgent"]
 
@@ -100,6 +111,14 @@ class DhcpAgent:
         self._revision = -1
         self._resync_pending = False
         self._applied = asyncio.Condition()
+        self.reporter = AgentReporter(
+            client,
+            AGENT_TYPE_DHCP,
+            config.host,
+            config.report_interval,
+            {"dhcp_driver": "dnsmasq", "namespace_prefix": config.namespace_prefix},
+        )
+        self._hosted: set[str] = set()
 
     # -- public surface ----------------------------------------------------------------------
 
@@ -125,7 +144,10 @@ class DhcpAgent:
         """Follow the admin API forever: full sync first (and after any gap), then changes."""
         self._monitor.start()
         # Dead dnsmasq and proxy children are the ProcessMonitor's alone (respawn | exit).
-        helpers = [asyncio.create_task(self._retry_loop(), name="dhcp-retry")]
+        helpers = [
+            asyncio.create_task(self._retry_loop(), name="dhcp-retry"),
+            asyncio.create_task(self.reporter.run(), name="dhcp-report"),
+        ]
         try:
             async for batch in follow_changes(self._client, poll_timeout=10.0):
                 started = time.perf_counter()
@@ -147,15 +169,16 @@ class DhcpAgent:
                     await task
 
     async def sync_all(self) -> None:
-        """Converge every network; tear down what belongs to networks that no longer exist."""
+        """Converge every network scheduled here; tear down the others."""
         async with self._lock:
             try:
-                wanted = {n["id"] for n in await self._client.list_networks()}
+                wanted = set((await self.reporter.refresh())["networks"])
             except AdminError as exc:
                 _log.warning("admin API unreachable; full sync postponed", error=str(exc))
                 self._resync_pending = True
                 return
             self._resync_pending = False
+            self._hosted = wanted
             _log.info("full sync", networks=len(wanted))
             for network_id in sorted(wanted):
                 await self._sync_one(network_id)
@@ -174,6 +197,11 @@ class DhcpAgent:
             await self._teardown(network_id)
 
     async def _sync_one(self, network_id: str) -> None:
+        if network_id not in self._hosted:
+            if network_id in self._served or _namespace_exists(self._config, network_id):
+                _log.info("network scheduled elsewhere", network_id=network_id)
+                await self._teardown(network_id)
+            return
         try:
             await self._converge(network_id)
         except (DhcpError, BundleError, ProxyError, linux.LinuxError, AdminError) as exc:
@@ -219,6 +247,15 @@ class DhcpAgent:
         """Converge each network the batch touches once: one hosts-file rewrite and at most one
         dnsmasq reload per network per batch, however many of its ports changed."""
         networks: set[str] = set()
+        if self.reporter.concerns(batch):
+            try:
+                hosted = set((await self.reporter.refresh())["networks"])
+            except AdminError as exc:
+                _log.warning("cannot read this agent's networks; full resync", error=str(exc))
+                self._resync_pending = True
+            else:
+                networks |= hosted ^ self._hosted
+                self._hosted = hosted
         port_ids = sorted({c["id"] for c in batch.changes if c["kind"] == "port"})
         try:
             networks |= await self._networks_of_ports(port_ids)
@@ -309,7 +346,7 @@ class DhcpAgent:
             )
         dnsmasq = served.dnsmasq if served else Dnsmasq(self._config, network_id, self._monitor)
         changed = dnsmasq.write_files(bundle, dhcp_ips_by_subnet(bundle, port), device.ifname)
-        signature = subnet_signature(bundle)
+        signature = subnet_signature(bundle, self._config.host)
         command = dnsmasq.command(bundle, device.ifname)
         restart = served is not None and served.signature != signature
         outcome = await dnsmasq.ensure(command, restart=restart)
@@ -339,7 +376,7 @@ class DhcpAgent:
 
     async def _ensure_port(self, bundle: NetworkBundle) -> tuple[Port, NetworkBundle]:
         """This agent's DHCP port with an address on every DHCP subnet (reused if it has)."""
-        port = bundle.dhcp_port()
+        port = bundle.dhcp_port(self._config.host)
         wanted = {s.id for s in bundle.dhcp_subnets}
         if port is not None and wanted <= {f.subnet_id for f in port.fixed_ips}:
             return port, bundle
@@ -350,18 +387,18 @@ class DhcpAgent:
             bundle.network.id,
             name="",
             device_owner=DHCP_DEVICE_OWNER,
-            device_id=dhcp_device_id(bundle.network.id),
+            device_id=dhcp_device_id(bundle.network.id, self._config.host),
             fixed_ips=[{"subnet_id": s.id} for s in bundle.dhcp_subnets],
         )
         fresh = await self._fetch(bundle.network.id)
-        port = fresh.dhcp_port() if fresh else None
+        port = fresh.dhcp_port(self._config.host) if fresh else None
         if fresh is None or port is None:
             raise DhcpError(f"network {bundle.network.id}: the DHCP port vanished after creation")
         _log.info("DHCP port created", network_id=fresh.network.id, port_id=port.id)
         return port, fresh
 
     async def _release_port(self, bundle: NetworkBundle | None) -> None:
-        port = bundle.dhcp_port() if bundle else None
+        port = bundle.dhcp_port(self._config.host) if bundle else None
         if port is not None:
             with contextlib.suppress(AdminError):
                 await self._client.delete_port(port.id)

@@ -141,10 +141,10 @@ def interface_cidrs(bundle: NetworkBundle, port: Port | None, policy: MetadataPo
     return cidrs
 
 
-def subnet_signature(bundle: NetworkBundle) -> tuple[object, ...]:
+def subnet_signature(bundle: NetworkBundle, host: str = "") -> tuple[object, ...]:
     """What needs a dnsmasq restart when it changes (command line, subnets, own addresses).
 
     Anything else (ports, routers) is a rewrite of the files and a SIGHUP.
     """
-    port = bundle.dhcp_port()
+    port = bundle.dhcp_port(host)
     return (bundle.network.mtu, bundle.dhcp_subnets, port.fixed_ips if port else ())

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloudmeta.scheduler import dhcp_device_id
+
 __all__ = [
     "DHCP_DEVICE_OWNER",
     "METADATA_V4_CIDR",
@@ -44,11 +46,6 @@ ROUTER_INTERFACE_OWNERS = frozenset(
 
 class BundleError(ValueError):
     """The admin API answered a network bundle this agent cannot read (say which field)."""
-
-
-def dhcp_device_id(network_id: str) -> str:
-    """The ``device_id`` of this agent's port on a network (one DHCP agent per host)."""
-    return f"dhcp-{network_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +116,9 @@ class NetworkBundle:
     def dhcp_subnets(self) -> tuple[Subnet, ...]:
         return tuple(s for s in self.subnets if s.serves_dhcp)
 
-    def dhcp_port(self) -> Port | None:
-        """This agent's own port on the network, if the inventory has one."""
-        wanted = dhcp_device_id(self.network.id)
+    def dhcp_port(self, host: str = "") -> Port | None:
+        """The own port of the agent on ``host`` on the network, if the inventory has one."""
+        wanted = dhcp_device_id(self.network.id, host)
         for port in self.ports:
             if port.device_owner == DHCP_DEVICE_OWNER and port.device_id == wanted:
                 return port

@@ -83,11 +83,13 @@ class Relay:
         timeout: float,
         pool: int,
         keepalive: float,
+        connect_timeout: float | None = None,
     ) -> None:
         self._base = base
         self._connector = connector
         self._total = timeout
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._connect = connect_timeout
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
         self._pool = pool
         self._keepalive = keepalive
         self._session: aiohttp.ClientSession | None = None
@@ -115,7 +117,11 @@ class Relay:
         if self._session is None:
             raise RuntimeError("Relay.start() was not called")
         extension = relay_extension(path_qs)
-        timeout = aiohttp.ClientTimeout(total=self._total + extension) if extension else None
+        timeout = (
+            aiohttp.ClientTimeout(total=self._total + extension, sock_connect=self._connect)
+            if extension
+            else None
+        )
         async with self._session.request(
             method,
             self._base + path_qs,

@@ -29,6 +29,7 @@ TOUCH_FIELDS = (
     "ip_addresses",
     "project_ids",
     "names",
+    "router_ids",
 )
 
 

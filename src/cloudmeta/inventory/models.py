@@ -33,14 +33,17 @@ __all__ = [
     "DEVICE_OWNER_COMPUTE_PREFIX",
     "DEVICE_OWNER_DHCP",
     "DEVICE_OWNER_ROUTER_INTERFACE",
+    "Agent",
     "Base",
     "Change",
     "FixedIP",
     "Keypair",
     "Network",
+    "NetworkDhcpAgentBinding",
     "Port",
     "Project",
     "Router",
+    "RouterL3AgentBinding",
     "Server",
     "ServerMetadata",
     "ServerTag",
@@ -260,3 +263,41 @@ class ServerTag(Base):
         ForeignKey("servers.id", ondelete="CASCADE"), primary_key=True
     )
     tag: Mapped[str] = mapped_column(String(60), primary_key=True)
+
+
+class Agent(Base):
+    """A DHCP, L3 or metadata agent as it reported itself (Neutron's ``agents`` table)."""
+
+    __tablename__ = "agents"
+    __table_args__ = (UniqueConstraint("agent_type", "host"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    agent_type: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(String(255))
+    configurations: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class NetworkDhcpAgentBinding(Base):
+    """A network served by a DHCP agent (Neutron's ``networkdhcpagentbindings``)."""
+
+    __tablename__ = "network_dhcp_agent_bindings"
+    network_id: Mapped[str] = mapped_column(
+        ForeignKey("networks.id", ondelete="CASCADE"), primary_key=True
+    )
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class RouterL3AgentBinding(Base):
+    """A router hosted by an L3 agent (Neutron's ``routerl3agentbindings``)."""
+
+    __tablename__ = "router_l3_agent_bindings"
+    router_id: Mapped[str] = mapped_column(
+        ForeignKey("routers.id", ondelete="CASCADE"), primary_key=True
+    )
+    agent_id: Mapped[str] = mapped_column(
+        ForeignKey("agents.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

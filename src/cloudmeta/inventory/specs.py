@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
+    "AgentReport",
     "FixedIPSpec",
     "HostRouteSpec",
     "KeypairCreate",
@@ -118,6 +119,22 @@ class PortCreate(_Spec):
 class RouterCreate(_Spec):
     name: Name = ""
     project_id: Id | None = None
+
+
+AgentType = Literal["DHCP agent", "L3 agent", "Metadata agent"]
+
+
+class AgentReport(_Spec):
+    """An agent's state report (Neutron's ``report_state``): who it is and how it is set up.
+
+    ``POST /v1/agents`` registers (or re-registers after a restart) by (agent_type, host);
+    ``PUT /v1/agents/{id}`` is the heartbeat and may leave the identity out."""
+
+    agent_type: AgentType | None = None
+    host: RequiredName | None = None
+    configurations: dict[str, Annotated[Text, StringConstraints(max_length=4096)] | int | bool] = (
+        Field(default_factory=dict, max_length=64)
+    )
 
 
 class RouterInterfaceSpec(_Spec):

@@ -4,7 +4,9 @@ Every write transaction first bumps the single ``store_state`` row. That row loc
 writers on PostgreSQL (and SQLite's write lock does the same), so revisions commit in order and
 the agents never see revision N+1 before N. The changes written in the same transaction name
 what changed and what each touches (:mod:`.changes`); :meth:`Store.wait_for_change` wakes at
-once on writes of this process and polls the database for writes of others.
+once on writes of this process, on PostgreSQL also on every other host's (LISTEN/NOTIFY,
+:mod:`.notify`), and polls the database every 0.5 s besides (the SQLite path, and the fallback
+while notifications are down).
 
 :meth:`Store.change_token` is the change signal for hot paths: a number read from an 8-byte
 shared file (``store_revision`` in ``state_path``) that every committing process on this host
@@ -24,7 +26,7 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -34,6 +36,7 @@ from cloudmeta.inventory.changes import ChangeRecord, Touches, merge_touches
 from cloudmeta.inventory.database import BEGIN_OPTION, create_engine, upgrade
 from cloudmeta.inventory.errors import Conflict
 from cloudmeta.inventory.models import Change, Port, Server, StoreState
+from cloudmeta.inventory.notify import ChangeListener, notify_statement
 from cloudmeta.logs import get_logger
 
 __all__ = ["REVISION_FILE", "ChangeRecord", "Store", "Tx"]
@@ -78,8 +81,11 @@ class Store:
         # SQLite allows one writer; queueing them here beats spinning on busy_timeout.
         self._write_lock = asyncio.Lock()
         self._changed = asyncio.Event()
+        # The highest revision known committed without a query (ours, or another host's NOTIFY).
+        self._heard = 0
         self._commits = 0
         self._shared = _map_revision_file(revision_file) if revision_file else None
+        self._listener = None if self._sqlite else ChangeListener(engine.url, self._heard_commit)
 
     @classmethod
     async def open(cls, config: Config, *, migrate: bool = True) -> Store:
@@ -90,6 +96,8 @@ class Store:
         return store
 
     async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
         await self.engine.dispose()
         if self._shared is not None:
             self._shared.close()
@@ -130,8 +138,19 @@ class Store:
             )
             if revision % 100 == 0:
                 await self._prune(session, revision)
+            if not self._sqlite:  # delivered with the commit, to every listening host
+                await session.execute(text(notify_statement()), {"revision": str(revision)})
             await session.commit()
         self._notify(revision)
+
+    @asynccontextmanager
+    async def write_quiet(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction without a revision or change records, for state no feed
+        follower reads (agents' heartbeats): it commits and wakes nobody."""
+        async with self._writer(), self._sessions() as session:
+            await session.connection(execution_options={BEGIN_OPTION: "IMMEDIATE"})
+            yield session
+            await session.commit()
 
     async def transact(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         """Run ``work`` in one write transaction, retrying when a unique constraint raced."""
@@ -177,8 +196,26 @@ class Store:
             # saw before this commit; racing writers may land out of order, which only costs
             # a reader one needless (empty) sync.
             _SLOT.pack_into(self._shared, 0, revision)
+        self._heard_commit(revision)
+
+    def _heard_commit(self, revision: int | None) -> None:
+        """Wake every change waiter: ``revision`` committed (None: something may have)."""
+        if revision is not None:
+            self._heard = max(self._heard, revision)
         self._changed.set()
         self._changed = asyncio.Event()
+
+    async def listen(self, timeout: float = 5.0) -> bool:  # noqa: ASYNC109
+        """Start following other hosts' commits (PostgreSQL); whether LISTEN is in place
+        within ``timeout``. :meth:`wait_for_change` starts it by itself."""
+        if self._listener is None:
+            return False
+        self._listener.start()
+        return await self._listener.wait_listening(timeout)
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None and self._listener.listening
 
     # -- the change feed -------------------------------------------------------------------
 
@@ -204,14 +241,20 @@ class Store:
     async def wait_for_change(self, since: int, timeout: float) -> int:  # noqa: ASYNC109
         """Wait until the revision passes ``since`` or ``timeout`` passes; return the revision."""
         deadline = time.monotonic() + max(0.0, timeout)
+        if self._listener is not None:
+            self._listener.start()
+        woken = False
         while True:
             event = self._changed
+            if woken and self._heard > since:
+                return self._heard  # a notification said which revision: no query
             current = await self.revision()
             remaining = deadline - time.monotonic()
             if current != since or remaining <= 0:
                 return current
             with suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(POLL_INTERVAL, remaining))
+            woken = event.is_set()
 
     # -- reads the metadata API needs ---------------------------------------------------------
 

@@ -21,10 +21,11 @@ __all__ = [
     "router_view",
     "server_view",
     "subnet_view",
+    "utc",
 ]
 
 
-def _utc(moment: datetime) -> datetime:
+def utc(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes; every stored time is UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -157,7 +158,7 @@ def server_view(server: Server) -> dict[str, Any]:
         "metadata": server.meta,
         "launch_index": server.launch_index,
         "config_drive": server.config_drive,
-        "created_at": _utc(server.created_at).isoformat(),
+        "created_at": utc(server.created_at).isoformat(),
         "tags": server.tags,
         "instance_metadata_tags": "enabled" if server.metadata_tags else "disabled",
         "ports": [port.id for port in server.ports],

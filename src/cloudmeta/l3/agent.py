@@ -4,6 +4,10 @@ At start it syncs every router and deletes stale ``<prefix>qrouter-*`` namespace
 follows the change feed. Each router has its own worker task, so a router whose namespace cannot
 be built is retried with exponential backoff while the others go on. A "resync" marker of the
 feed (history lost) triggers a full sync again.
+
+Only the routers the admin API scheduled to this agent are built: it registers (as ``host``)
+before its first full sync, reports every ``report_interval`` seconds, and rereads its own
+record when the feed says its share changed; a router moved to another agent is removed here.
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
-from cloudmeta.adminclient import AdminClient, follow_changes
+from cloudmeta.adminclient import AdminClient, AgentReporter, ChangeBatch, follow_changes
 from cloudmeta.config import Config
-from cloudmeta.l3.fetch import fetch_router, list_router_ids, routers_touched
+from cloudmeta.l3.fetch import fetch_router, routers_touched
 from cloudmeta.l3.manager import ProxyManager, RouterManager
 from cloudmeta.l3.model import L3Error, Router
 from cloudmeta.linux.process import ProcessMonitor
 from cloudmeta.logs import get_logger
 from cloudmeta.metrics import FEED_APPLY, FEED_REVISION
+from cloudmeta.scheduler import AGENT_TYPE_L3
 
 __all__ = ["BACKOFF_MAX", "BACKOFF_START", "L3Agent"]
 
@@ -111,6 +116,15 @@ class L3Agent:
         self._routers: dict[str, Router] = {}
         self._revision = -1
         self._applied = asyncio.Condition()
+        self.reporter = AgentReporter(
+            client,
+            AGENT_TYPE_L3,
+            config.host,
+            config.report_interval,
+            {"namespace_prefix": config.namespace_prefix, "metadata_port": config.metadata_port},
+        )
+        self._hosted: set[str] = set()
+        self._report: asyncio.Task[None] | None = None
 
     @property
     def routers(self) -> dict[str, Router]:
@@ -121,6 +135,7 @@ class L3Agent:
         """Full sync, then follow changes; a lost feed means a new full sync."""
         if self._monitor is not None:
             self._monitor.start()
+        self._report = asyncio.create_task(self.reporter.run(), name="l3-report")
         try:
             while True:
                 try:
@@ -131,6 +146,7 @@ class L3Agent:
                             await self.sync_all()
                         else:
                             touched = await routers_touched(self._client, batch, self._routers)
+                            touched |= await self._rehost(batch)
                             for router_id in touched:
                                 self._schedule(router_id)
                         async with self._applied:
@@ -148,7 +164,8 @@ class L3Agent:
 
     async def sync_all(self) -> None:
         """Schedule every router and delete namespaces of routers that no longer exist."""
-        wanted = set(await list_router_ids(self._client))
+        wanted = set((await self.reporter.refresh())["routers"])
+        self._hosted = wanted
         for router_id, worker in list(self._workers.items()):
             if worker.task.done():
                 del self._workers[router_id]
@@ -183,7 +200,7 @@ class L3Agent:
 
     async def _sync_router(self, router_id: str) -> bool:
         """Build or update the router; remove it if it is gone. Returns whether it exists."""
-        router = await fetch_router(self._client, router_id)
+        router = await fetch_router(self._client, router_id) if router_id in self._hosted else None
         if router is None:
             await self.manager.remove(router_id)
             if self._routers.pop(router_id, None) is not None:
@@ -193,8 +210,22 @@ class L3Agent:
         self._routers[router_id] = router
         return True
 
+    async def _rehost(self, batch: ChangeBatch) -> set[str]:
+        """The routers that came or went when the batch changed this agent's share."""
+        if not self.reporter.concerns(batch):
+            return set()
+        hosted = set((await self.reporter.refresh())["routers"])
+        moved = hosted ^ self._hosted
+        self._hosted = hosted
+        return moved
+
     async def close(self) -> None:
         """Stop the workers; namespaces and proxies stay (a restarted agent adopts them)."""
+        if self._report is not None:
+            self._report.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._report
+            self._report = None
         workers = list(self._workers.values())
         self._workers.clear()
         for worker in workers:

@@ -11,7 +11,6 @@ from cloudmeta.l3.model import Router, router_from_api
 __all__ = [
     "ROUTER_INTERFACE_OWNERS",
     "fetch_router",
-    "list_router_ids",
     "routers_touched",
 ]
 
@@ -51,10 +50,6 @@ async def fetch_router(client: AdminClient, router_id: str) -> Router | None:
         if subnet is not None:
             subnets.append(subnet)
     return router_from_api(router, ports, subnets)
-
-
-async def list_router_ids(client: AdminClient) -> list[str]:
-    return [str(r["id"]) for r in await client.list_routers()]
 
 
 def _changes(batch: Any) -> Iterable[Mapping[str, Any]]:

@@ -13,11 +13,12 @@ import re
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from cloudmeta.api.admin.handlers import ROUTES, STORE_KEY, error_response
+from cloudmeta.api.admin.handlers import ROUTES, SCHEDULING_KEY, STORE_KEY, error_response
 from cloudmeta.api.admin.metrics import metrics_route
 from cloudmeta.api.admin.openapi import openapi_document
 from cloudmeta.config import Config
 from cloudmeta.inventory import InventoryError, Store
+from cloudmeta.inventory.agents import Scheduling
 from cloudmeta.logs import get_logger
 from cloudmeta.statefiles import ensure_admin_token
 
@@ -84,6 +85,7 @@ def build_admin_app(config: Config, store: Store) -> web.Application:
         middlewares=_middlewares(ensure_admin_token(config)), client_max_size=MAX_BODY
     )
     app[STORE_KEY] = store
+    app[SCHEDULING_KEY] = Scheduling.from_config(config)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get("/openapi.json", _openapi)

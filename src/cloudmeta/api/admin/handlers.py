@@ -6,25 +6,33 @@ Each request is one store transaction: reads in ``store.read()``, changes in
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy import select
 
+from cloudmeta.api.admin.agents import AGENT_ROUTES
+from cloudmeta.api.admin.routing import (
+    SCHEDULING_KEY,
+    STORE_KEY,
+    Handler,
+    Route,
+    error_response,
+    parse_body,
+    store_of,
+)
 from cloudmeta.inventory import (
     Invalid,
     NotFound,
-    Store,
     Tx,
     compute_ops,
     network_ops,
     projects,
     queries,
 )
+from cloudmeta.inventory import agents as agent_ops
 from cloudmeta.inventory import views as v
 from cloudmeta.inventory.models import Keypair, Network, Port, Project, Router, Server, Subnet
 from cloudmeta.inventory.specs import (
@@ -39,51 +47,10 @@ from cloudmeta.inventory.specs import (
     SubnetCreate,
 )
 
-__all__ = ["ROUTES", "STORE_KEY", "Route", "error_response"]
+__all__ = ["ROUTES", "SCHEDULING_KEY", "STORE_KEY", "Route", "error_response"]
 
-STORE_KEY = web.AppKey("store", Store)
 S = TypeVar("S", bound=BaseModel)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_LONG_POLL = 300.0
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    body: type[BaseModel] | None = None  # request schema, wrapped as {body_key: {...}}
-    body_key: str | None = None
-    answer: str | None = None  # key of the answer object; None: no body (204)
-    query: tuple[str, ...] = ()
-
-
-def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"error": {"code": status, "message": message}}, status=status)
-
-
-def _store(request: web.Request) -> Store:
-    return request.app[STORE_KEY]
-
-
-async def _body(request: web.Request, spec: type[S], key: str | None) -> S:
-    """Parse the JSON body (``{key: {...}}`` when key is given) into ``spec``."""
-    try:
-        data = json.loads(await request.read() or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise Invalid("body: malformed JSON") from None
-    if key is not None:
-        if not isinstance(data, dict) or not isinstance(data.get(key), dict):
-            raise Invalid(f"body: expected a JSON object {{{key!r}: {{...}}}}")
-        data = data[key]
-    try:
-        return spec.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        prefix = f"{key}." if key else ""
-        raise Invalid(f"{prefix}{where}: {first['msg']}") from None
 
 
 def _object_id(request: web.Request) -> str:
@@ -109,7 +76,7 @@ def _lister(
         network_id = request.query.getall("network_id", [])
         if network_id and hasattr(model, "network_id"):
             query = query.where(model.network_id.in_(network_id))
-        async with _store(request).read() as session:
+        async with store_of(request).read() as session:
             rows = (await session.scalars(query)).all()
             return web.json_response({plural: [view(row) for row in rows]})
 
@@ -120,7 +87,7 @@ def _shower(
     singular: str, model: Any, view: Callable[[Any], dict[str, Any]], *options: Any
 ) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
-        async with _store(request).read() as session:
+        async with store_of(request).read() as session:
             found = await queries.get(session, model, _object_id(request), *options)
             return _one(singular, view(found))
 
@@ -130,7 +97,7 @@ def _shower(
 def _deleter(delete: Callable[[Tx, str], Awaitable[None]]) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         object_id = _object_id(request)
-        await _store(request).transact(lambda tx: delete(tx, object_id))
+        await store_of(request).transact(lambda tx: delete(tx, object_id))
         return web.Response(status=204)
 
     return handler
@@ -140,16 +107,16 @@ def _deleter(delete: Callable[[Tx, str], Awaitable[None]]) -> Handler:
 
 
 async def create_project(request: web.Request) -> web.StreamResponse:
-    spec = await _body(request, ProjectCreate, "project")
+    spec = await parse_body(request, ProjectCreate, "project")
 
     async def work(tx: Tx) -> dict[str, Any]:
         return v.project_view(await projects.create_project(tx, spec.name))
 
-    return _one("project", await _store(request).transact(work), 201)
+    return _one("project", await store_of(request).transact(work), 201)
 
 
 async def create_keypair(request: web.Request) -> web.StreamResponse:
-    spec = await _body(request, KeypairCreate, "keypair")
+    spec = await parse_body(request, KeypairCreate, "keypair")
 
     async def work(tx: Tx) -> dict[str, Any]:
         keypair, private_key = await compute_ops.create_keypair(tx, spec)
@@ -158,76 +125,79 @@ async def create_keypair(request: web.Request) -> web.StreamResponse:
             answer["private_key"] = private_key
         return answer
 
-    return _one("keypair", await _store(request).transact(work), 201)
+    return _one("keypair", await store_of(request).transact(work), 201)
 
 
 async def create_network(request: web.Request) -> web.StreamResponse:
-    spec = await _body(request, NetworkCreate, "network")
+    spec = await parse_body(request, NetworkCreate, "network")
 
     async def work(tx: Tx) -> dict[str, Any]:
-        return v.network_view(await network_ops.create_network(tx, spec))
+        network = await network_ops.create_network(tx, spec)
+        await agent_ops.schedule(tx, request.app[SCHEDULING_KEY])
+        return v.network_view(network)
 
-    return _one("network", await _store(request).transact(work), 201)
+    return _one("network", await store_of(request).transact(work), 201)
 
 
 async def create_subnet(request: web.Request) -> web.StreamResponse:
-    spec = await _body(request, SubnetCreate, "subnet")
+    spec = await parse_body(request, SubnetCreate, "subnet")
 
     async def work(tx: Tx) -> dict[str, Any]:
         return v.subnet_view(await network_ops.create_subnet(tx, spec))
 
-    return _one("subnet", await _store(request).transact(work), 201)
+    return _one("subnet", await store_of(request).transact(work), 201)
 
 
 async def create_port(request: web.Request) -> web.StreamResponse:
-    spec = await _body(request, PortCreate, "port")
+    spec = await parse_body(request, PortCreate, "port")
 
     async def work(tx: Tx) -> dict[str, Any]:
         port = await network_ops.create_port(tx, spec)
         return v.port_view(await network_ops.load_port(tx, port.id))
 
-    return _one("port", await _store(request).transact(work), 201)
+    return _one("port", await store_of(request).transact(work), 201)
 
 
 async def create_router(request: web.Request) -> web.StreamResponse:
-    spec = await _body(request, RouterCreate, "router")
+    spec = await parse_body(request, RouterCreate, "router")
 
     async def work(tx: Tx) -> dict[str, Any]:
         router = await network_ops.create_router(tx, spec)
+        await agent_ops.schedule(tx, request.app[SCHEDULING_KEY])
         return v.router_view(await network_ops.load_router(tx, router.id))
 
-    return _one("router", await _store(request).transact(work), 201)
+    return _one("router", await store_of(request).transact(work), 201)
 
 
 async def create_server(request: web.Request) -> web.StreamResponse:
-    spec = await _body(request, ServerCreate, "server")
+    spec = await parse_body(request, ServerCreate, "server")
 
     async def work(tx: Tx) -> dict[str, Any]:
         return v.server_view(await compute_ops.create_server(tx, spec))
 
-    return _one("server", await _store(request).transact(work), 201)
+    return _one("server", await store_of(request).transact(work), 201)
 
 
 async def update_server(request: web.Request) -> web.StreamResponse:
-    spec = await _body(request, ServerUpdate, "server")
+    spec = await parse_body(request, ServerUpdate, "server")
     server_id = _object_id(request)
 
     async def work(tx: Tx) -> dict[str, Any]:
         return v.server_view(await compute_ops.update_server(tx, server_id, spec))
 
-    return _one("server", await _store(request).transact(work))
+    return _one("server", await store_of(request).transact(work))
 
 
 def _router_interface(add: bool) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
-        spec = await _body(request, RouterInterfaceSpec, None)
+        spec = await parse_body(request, RouterInterfaceSpec, None)
         router_id = _object_id(request)
         change = network_ops.add_router_interface if add else network_ops.remove_router_interface
 
         async def work(tx: Tx) -> dict[str, Any]:
             return v.router_view(await change(tx, router_id, spec.subnet_id))
 
-        return _one("router", await _store(request).transact(work))
+        return _one("router", await store_of(request).transact(work))
 
     return handler
 
@@ -237,13 +207,13 @@ def _router_interface(add: bool) -> Handler:
 
 async def list_ports(request: web.Request) -> web.StreamResponse:
     filters = {name: request.query.getall(name, []) for name in request.query}
-    async with _store(request).read() as session:
+    async with store_of(request).read() as session:
         return web.json_response({"ports": await queries.find_port_views(session, **filters)})
 
 
 async def network_dhcp(request: web.Request) -> web.StreamResponse:
     network_id = _object_id(request)
-    async with _store(request).read() as session:
+    async with store_of(request).read() as session:
         network = await queries.get(session, Network, network_id)
         subnets = await session.scalars(
             select(Subnet).where(Subnet.network_id == network_id).order_by(Subnet.cidr)
@@ -280,7 +250,7 @@ async def changes(request: web.Request) -> web.StreamResponse:
     if since != int(since):
         raise Invalid("since: must be an integer revision")
     timeout = _number(request, "timeout", 30.0, MAX_LONG_POLL)
-    store = _store(request)
+    store = store_of(request)
     await store.wait_for_change(int(since), timeout)
     revision, found = await store.changes_since(int(since))
     listed = None if found is None else [c.as_dict() for c in found]
@@ -288,18 +258,18 @@ async def changes(request: web.Request) -> web.StreamResponse:
 
 
 async def revision(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"revision": await _store(request).revision()})
+    return web.json_response({"revision": await store_of(request).revision()})
 
 
 async def server_password(request: web.Request) -> web.StreamResponse:
-    async with _store(request).read() as session:
+    async with store_of(request).read() as session:
         server = await queries.get(session, Server, _object_id(request))
         return web.json_response({"password": server.password})
 
 
 async def clear_server_password(request: web.Request) -> web.StreamResponse:
     server_id = _object_id(request)
-    if not await _store(request).clear_password(server_id):
+    if not await store_of(request).clear_password(server_id):
         raise NotFound(f"server_id: no server with id {server_id!r}")
     return web.Response(status=204)
 
@@ -475,4 +445,5 @@ ROUTES: list[Route] = [
         clear_server_password,
         "Clear the password so the instance may post a new one",
     ),
+    *AGENT_ROUTES,
 ]
