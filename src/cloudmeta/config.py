@@ -210,6 +210,14 @@ class Config(BaseSettings):
     metadata_proxy_max_connections_per_peer: int = Field(256, ge=0)
     metadata_proxy_header_timeout: float = Field(10.0, gt=0)
     metadata_proxy_keepalive_timeout: float = Field(30.0, gt=0)
+    # This agent's host name (Neutron's `host`): it names a DHCP agent's ports, so several
+    # DHCP agents can serve one network ("" = one DHCP agent on this machine).
+    host: str = ""
+    # Metadata answered on every compute node for its own instances (OVN's localport, Neutron's
+    # distributed metadata data path): the metadata agent (`cloudmeta agent`) keeps a
+    # `qmeta-<network>` namespace holding 169.254.169.254 on each local bridge; the DHCP agent
+    # pushes 169.254.169.254/32 on-link instead of via its port (docs/multi-host.md).
+    distributed_metadata: bool = False
     # DHCP agent (neutron-dhcp-agent)
     force_metadata: bool = False
     enable_isolated_metadata: bool = False

@@ -93,7 +93,7 @@ class DhcpAgent:
         self._monitor = monitor
         self._bridge_namespace = bridge_namespace or config.bridge_namespace or None
         self._port_security = PortSecurity(self._bridge_namespace, config.device_prefix)
-        self._policy = MetadataPolicy(config.force_metadata, config.enable_isolated_metadata)
+        self._policy = MetadataPolicy.of(config)
         self._served: dict[str, _Served] = {}
         self._retry: dict[str, _Retry] = {}
         self._lock = asyncio.Lock()
@@ -309,7 +309,7 @@ class DhcpAgent:
             )
         dnsmasq = served.dnsmasq if served else Dnsmasq(self._config, network_id, self._monitor)
         changed = dnsmasq.write_files(bundle, dhcp_ips_by_subnet(bundle, port), device.ifname)
-        signature = subnet_signature(bundle)
+        signature = subnet_signature(bundle, self._config.host)
         command = dnsmasq.command(bundle, device.ifname)
         restart = served is not None and served.signature != signature
         outcome = await dnsmasq.ensure(command, restart=restart)
@@ -339,7 +339,7 @@ class DhcpAgent:
 
     async def _ensure_port(self, bundle: NetworkBundle) -> tuple[Port, NetworkBundle]:
         """This agent's DHCP port with an address on every DHCP subnet (reused if it has)."""
-        port = bundle.dhcp_port()
+        port = bundle.dhcp_port(self._config.host)
         wanted = {s.id for s in bundle.dhcp_subnets}
         if port is not None and wanted <= {f.subnet_id for f in port.fixed_ips}:
             return port, bundle
@@ -350,18 +350,18 @@ class DhcpAgent:
             bundle.network.id,
             name="",
             device_owner=DHCP_DEVICE_OWNER,
-            device_id=dhcp_device_id(bundle.network.id),
+            device_id=dhcp_device_id(bundle.network.id, self._config.host),
             fixed_ips=[{"subnet_id": s.id} for s in bundle.dhcp_subnets],
         )
         fresh = await self._fetch(bundle.network.id)
-        port = fresh.dhcp_port() if fresh else None
+        port = fresh.dhcp_port(self._config.host) if fresh else None
         if fresh is None or port is None:
             raise DhcpError(f"network {bundle.network.id}: the DHCP port vanished after creation")
         _log.info("DHCP port created", network_id=fresh.network.id, port_id=port.id)
         return port, fresh
 
     async def _release_port(self, bundle: NetworkBundle | None) -> None:
-        port = bundle.dhcp_port() if bundle else None
+        port = bundle.dhcp_port(self._config.host) if bundle else None
         if port is not None:
             with contextlib.suppress(AdminError):
                 await self._client.delete_port(port.id)

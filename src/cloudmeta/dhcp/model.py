@@ -7,6 +7,7 @@ they are tested with literals.
 from __future__ import annotations
 
 import ipaddress
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,9 +47,13 @@ class BundleError(ValueError):
     """The admin API answered a network bundle this agent cannot read (say which field)."""
 
 
-def dhcp_device_id(network_id: str) -> str:
-    """The ``device_id`` of this agent's port on a network (one DHCP agent per host)."""
-    return f"dhcp-{network_id}"
+def dhcp_device_id(network_id: str, host: str = "") -> str:
+    """The ``device_id`` of this agent's port on a network: one port per DHCP agent, so an
+    agent with a ``host`` name gets Neutron's ``dhcp<uuid5(host)>-<network>`` (two agents on
+    one network then hold two ports); without one, ``dhcp-<network>`` (one agent per machine)."""
+    if not host:
+        return f"dhcp-{network_id}"
+    return f"dhcp{uuid.uuid5(uuid.NAMESPACE_DNS, host)}-{network_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +124,9 @@ class NetworkBundle:
     def dhcp_subnets(self) -> tuple[Subnet, ...]:
         return tuple(s for s in self.subnets if s.serves_dhcp)
 
-    def dhcp_port(self) -> Port | None:
-        """This agent's own port on the network, if the inventory has one."""
-        wanted = dhcp_device_id(self.network.id)
+    def dhcp_port(self, host: str = "") -> Port | None:
+        """The own port of the agent on ``host`` on the network, if the inventory has one."""
+        wanted = dhcp_device_id(self.network.id, host)
         for port in self.ports:
             if port.device_owner == DHCP_DEVICE_OWNER and port.device_id == wanted:
                 return port
