@@ -79,8 +79,10 @@ async def _drop_database(server: str, name: str) -> None:
 def _spawn(
     config: Config, state: LabState, node: str, service: str, service_config: Config
 ) -> subprocess.Popen[bytes]:
-    base = lab_dir(config) / "logs"
-    proc = spawn_cloudmeta(service_config, service.split("@")[0], base / f"{node}.{service}.log")
+    """``cloudmeta <service>`` (an API host ``api-N`` runs ``cloudmeta api``) for ``node``."""
+    command = "api" if node == CONTROLLER else service
+    log = lab_dir(config) / "logs" / f"{node}.{service}.log"
+    proc = spawn_cloudmeta(service_config, command, log)
     with edit_state(config, state) as record:
         record.nodes[node].services[service] = proc.pid
     return proc
