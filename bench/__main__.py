@@ -20,7 +20,7 @@ from pathlib import Path
 
 import uvloop
 
-from bench import bootstorm, chain, limit_api, metrics_cost, report, scale, vmstorm
+from bench import bootstorm, chain, limit_api, metrics_cost, nodeloss, report, scale, vmstorm
 from bench.common import Row, Settings, machine
 
 Scenario = Callable[[Settings, Path], Awaitable[list[Row]]]
@@ -33,6 +33,7 @@ SCENARIOS: dict[str, tuple[Scenario, float]] = {
     "scale": (scale.run, 240),
     "vm-storm": (vmstorm.run, 900),
     "metrics": (metrics_cost.run, 240),
+    "node-loss": (nodeloss.run, 360),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -38,6 +38,7 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
     inline, haproxy = _find(rows, "chain-inline"), _find(rows, "chain-haproxy")
     storm = _find(rows, "boot-storm-100")
     vm_boot, vm_storm = _find(rows, "vm-boot-1"), _find(rows, "vm-storm-4")
+    node_loss = _find(rows, "node-loss")
     metrics_on = _find(rows, "chain-inline-metrics-on")
     metrics_off = _find(rows, "chain-inline-metrics-off")
     scale = [
@@ -56,6 +57,7 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
         "scale_p99_100k_over_100": max((s for s in scale if s is not None), default=None),
         "vm_boot_seconds": vm_boot.seconds if vm_boot else None,
         "vm_storm_4_seconds": vm_storm.seconds if vm_storm else None,
+        "node_loss_failover_seconds": node_loss.seconds if node_loss else None,
         "metrics_on_over_off_rps": _div(
             metrics_on and metrics_on.rps, metrics_off and metrics_off.rps
         ),
