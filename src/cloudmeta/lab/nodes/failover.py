@@ -14,7 +14,7 @@ from cloudmeta.lab import instance
 from cloudmeta.lab.nodes.hosts import kill_node
 from cloudmeta.lab.state import LabState, lab_dir
 
-__all__ = ["FailoverResult", "node_loss"]
+__all__ = ["FailoverResult", "node_loss", "summarize"]
 
 _INTERVAL = 0.1
 # Inside an instance: one line per request, "<time> ok <uuid>" or "<time> err <why>".
@@ -84,6 +84,14 @@ async def node_loss(
                 proc.kill()
                 await proc.wait()
     own = {i.name: i.server_id for i in insts}
+    return summarize(node, lost_at, outputs, own, bound)
+
+
+def summarize(
+    node: str, lost_at: float, outputs: dict[str, str], own: dict[str, str], bound: float
+) -> FailoverResult:
+    """The loops' lines (instance -> output) read against the loss at ``lost_at``; ``own`` is
+    each instance's server id, the only document it may ever get."""
     requests: dict[str, int] = {}
     failures, wrong, last = 0, 0, 0.0
     late: list[str] = []
