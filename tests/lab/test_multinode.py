@@ -26,7 +26,7 @@ from cloudmeta.lab.childenv import config_env
 from cloudmeta.lab.nodes.failover import node_loss
 from cloudmeta.lab.nodes.topology import database_name, node_fabric, vni_of, vxlan_link
 from cloudmeta.lab.state import LabState, load_state
-from cloudmeta.linux import list_links, list_namespaces
+from cloudmeta.linux import list_ebtables, list_links, list_namespaces
 from cloudmeta.linux.vxlan import flood_peers
 
 pytestmark = [pytest.mark.root, pytest.mark.postgres, pytest.mark.timeout(300)]
@@ -119,6 +119,14 @@ async def test_multinode_lab_boots_four_instances_and_survives_a_network_node(la
         # Two DHCP agents per network: one DHCP namespace on each network node.
         for node in ("network-1", "network-2"):
             assert f"{config.namespace_prefix}{node}-qdhcp-{network_id}" in list_namespaces()
+
+    # Each compute node: its localports' isolation, its instance ports' anti-spoofing.
+    for host in ("compute-1", "compute-2"):
+        fabric = node_fabric(config, host)
+        assert "--arp-ip-dst 169.254.169.254 -j DROP" in await list_ebtables(fabric, "filter")
+        nat = await list_ebtables(fabric, "nat")
+        for inst in state.instances.values():  # rendered for every port of the network
+            assert f"-i {inst.link} -j cm-{inst.link}" in nat, nat
 
     # Every instance reads meta_data.json in a loop; network-1 (DHCP + L3 agent) dies.
     result = await node_loss(config, state, "network-1", seconds=14.0, kill_after=4.0)

@@ -9,6 +9,11 @@ ebtables in the node's bridge namespace keep it local: the ARP and IP traffic of
 169.254.169.254 reaches only the localport, and frames of the localport's MAC (the same on
 every node, as OVN's) reach only local instance ports, never the overlay. So no network node
 stands in the metadata path at all; losing one costs metadata nothing.
+
+The localport trusts the source address as the DHCP path does, so the node's instance ports
+get the same anti-spoofing as on a network node (:class:`~cloudmeta.dhcp.antispoof.
+PortSecurity`, the ``nat`` table of the bridge namespace): the compute node is where they are
+plugged, so it is where their frames must be checked.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from cloudmeta import linux
 from cloudmeta.adminclient import AdminClient, AdminError
 from cloudmeta.adminclient.feed import follow_changes
 from cloudmeta.config import Config
+from cloudmeta.dhcp.antispoof import PortSecurity
+from cloudmeta.dhcp.model import NetworkBundle
 from cloudmeta.linux.names import bridge_name, link_name
 from cloudmeta.logs import get_logger
 from cloudmeta.proxy.manager import MetadataProxyManager
@@ -93,6 +100,7 @@ class LocalportAgent:
         self._fabric = config.bridge_namespace
         self._served: dict[str, tuple[str, ...]] = {}
         self._isolated = False
+        self._port_security = PortSecurity(self._fabric, config.device_prefix)
 
     @property
     def networks(self) -> dict[str, str]:
@@ -101,13 +109,25 @@ class LocalportAgent:
 
     async def run(self) -> None:
         async for batch in follow_changes(self._client, poll_timeout=10.0):
-            if batch.resync or batch.ids("network") or batch.ids("subnet"):
-                try:
+            try:
+                if batch.resync or batch.ids("network") or batch.ids("subnet"):
                     await self.sync_all()
-                except (AdminError, linux.LinuxError) as exc:
-                    _log.warning(
-                        "localport sync failed; retried on the next change", error=str(exc)
-                    )
+                if batch.resync or batch.ids("port") or batch.ids("server") or batch.ids("network"):
+                    await self.secure_ports()
+            except (AdminError, linux.LinuxError) as exc:
+                _log.warning("localport sync failed; retried on the next change", error=str(exc))
+
+    async def secure_ports(self) -> None:
+        """Anti-spoofing for every port of every served network, in this node's bridges."""
+        for network_id in list(self._served):
+            try:
+                bundle = NetworkBundle.from_json(await self._client.get_network_dhcp(network_id))
+            except AdminError as exc:
+                if exc.status != 404:
+                    raise
+                await self._port_security.forget(network_id)
+                continue
+            await self._port_security.update(bundle)
 
     async def sync_all(self) -> None:
         """Every network with an IPv4 subnet gets its localport; the others lose theirs."""
@@ -152,6 +172,7 @@ class LocalportAgent:
     async def _remove(self, network_id: str) -> None:
         namespace = localport_namespace(self._config, network_id)
         await self._proxies.remove(namespace)
+        await self._port_security.forget(network_id)
         await linux.cleanup(
             namespaces=[namespace],
             links=[localport_link(self._config.device_prefix, network_id)],
