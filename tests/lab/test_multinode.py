@@ -32,6 +32,7 @@ from cloudmeta.linux.vxlan import flood_peers
 pytestmark = [pytest.mark.root, pytest.mark.postgres, pytest.mark.timeout(300)]
 
 NODES = ("network-1", "network-2", "compute-1", "compute-2")
+_META = "http://169.254.169.254/openstack/latest/meta_data.json"
 FAILOVER_BOUND = 5.0  # seconds after the node's loss from which every request must succeed
 
 
@@ -139,3 +140,14 @@ async def test_multinode_lab_boots_four_instances_and_survives_a_network_node(la
     assert result.failover_seconds <= FAILOVER_BOUND
     # The lab did not restart the lost node's agents.
     assert "with its node; not restarting it" in lab.output.read_text()
+
+    # The localport trusts the source address: an instance taking another one's address (on
+    # the same network, another compute node) gets nothing, its frames dropped at its port.
+    me = next(r for r in rows if r["host"] == "compute-1" and r["network"] == "isolated")
+    victim = next(r for r in rows if r["host"] == "compute-2" and r["network"] == "isolated")
+    spoof = (
+        f"ip address add {victim['ip']}/32 dev eth0 && "
+        f"curl -s -m 3 --interface {victim['ip']} {_META}; echo rc=$?"
+    )
+    done = _cli(config, "lab", "exec", me["name"], "--", "sh", "-c", spoof, timeout=60)
+    assert "rc=0" not in done.stdout and victim["server_id"] not in done.stdout, done.stdout
