@@ -84,7 +84,9 @@ COMMANDS: list[click.Command] = [
         ServiceSet(metadata_agent=True),
         """Run the metadata agent (neutron-metadata-agent) on the unix socket
         metadata_proxy_socket, for process and haproxy mode proxies. Inline listeners live in
-        the process of the DHCP/L3 agent that owns them.""",
+        the process of the DHCP/L3 agent that owns them. With distributed_metadata (a compute
+        node) it also keeps a qmeta-<network> localport per network holding 169.254.169.254
+        for the node's own instances, and their anti-spoofing rules.""",
     ),
     _service_command(
         "dhcp-agent",
