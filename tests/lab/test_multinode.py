@@ -121,6 +121,16 @@ async def test_multinode_lab_boots_four_instances_and_survives_a_network_node(la
         for node in ("network-1", "network-2"):
             assert f"{config.namespace_prefix}{node}-qdhcp-{network_id}" in list_namespaces()
 
+    # `lab boot --host`: one more instance, placed where asked; a network node is refused.
+    booted = _cli(config, "lab", "boot", "extra-1", "--network", "routed", "--host", "compute-2")
+    assert booted.returncode == 0, booted.stdout[-2000:] + booted.stderr[-2000:]
+    extra = next(r for r in _status(config) if r["name"] == "extra-1")
+    assert (extra["host"], extra["result"], extra["path"]) == ("compute-2", "ok", "localport")
+    refused = _cli(config, "lab", "boot", "extra-2", "--network", "routed", "--host", "network-2")
+    assert refused.returncode != 0 and "not a live compute node" in refused.stderr
+    state = lab.state()
+    rows = _status(config)
+
     # Each compute node: its localports' isolation, its instance ports' anti-spoofing.
     for host in ("compute-1", "compute-2"):
         fabric = node_fabric(config, host)
