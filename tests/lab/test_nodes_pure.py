@@ -3,6 +3,10 @@ rules and the failover summary, with literals (the end-to-end test is test_multi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
+
 from cloudmeta.agent.localport import LOCALPORT_MAC, isolation_rules
 from cloudmeta.config import Config
 from cloudmeta.lab.nodes.failover import summarize
@@ -20,8 +24,10 @@ from cloudmeta.lab.nodes.topology import (
 SECRETS = Secrets("cmt-token", "cmt-secret")
 
 
-def _config() -> Config:
-    return Config(
+@pytest.fixture
+def config(make_config: Callable[..., Config]) -> Config:
+    """Without CLOUDMETA_* variables of the caller's shell (make_config drops them)."""
+    return make_config(
         state_path="/tmp/cmt-x",
         namespace_prefix="cmt-ab12cd-",
         device_prefix="cmt-42",
@@ -47,8 +53,7 @@ def test_plan_names_roles_and_underlay_addresses() -> None:
     ]
 
 
-def test_api_hosts_on_their_loopback_addresses_and_one_database() -> None:
-    config = _config()
+def test_api_hosts_on_their_loopback_addresses_and_one_database(config: Config) -> None:
     one, two = api_hosts(config)
     assert (one.ip, one.metadata_port, one.admin_url) == (
         "127.0.0.11",
@@ -64,8 +69,7 @@ def test_api_hosts_on_their_loopback_addresses_and_one_database() -> None:
     assert cfg.metadata_proxy_shared_secret.get_secret_value() == "cmt-secret"
 
 
-def test_a_node_has_its_own_state_names_bridges_and_api_host() -> None:
-    config = _config()
+def test_a_node_has_its_own_state_names_bridges_and_api_host(config: Config) -> None:
     node = plan(2, 2)[2]  # compute-1
     cfg = node_config(config, node, api_hosts(config)[1], SECRETS)
     assert str(cfg.state_path) == "/tmp/cmt-x/lab/nodes/compute-1"
@@ -103,3 +107,4 @@ def test_summarize_finds_the_failover_time_late_failures_and_wrong_documents() -
     assert result.failover_seconds == 6.5
     assert result.late == ["b at +6.5 s: URLError"]
     assert result.wrong == 1  # b got a's document
+    assert result.reasons == {"URLError": 2, "timeout": 1}

@@ -205,6 +205,14 @@ def lab_group() -> None:
     default=0,
     help="A multi-node lab: this many compute nodes (instances, metadata localports).",
 )
+@click.option(
+    "--metadata-path",
+    type=click.Choice(["localport", "dhcp"]),
+    default="localport",
+    show_default=True,
+    help="A multi-node lab's metadata: on each compute node, or through the network nodes "
+    "as Neutron does (its DHCP ports and routers; to compare what losing one costs).",
+)
 @click.option("--memory", type=click.IntRange(256, 65536), default=512, show_default=True)
 @click.option("--force-metadata", is_flag=True, help="Metadata through DHCP on every network.")
 @click.option("--proxy-mode", type=click.Choice([m.value for m in ProxyMode]), default=None)
@@ -219,6 +227,7 @@ def up_command(
     vms: int,
     network_nodes: int,
     compute_nodes: int,
+    metadata_path: str,
     memory: int,
     force_metadata: bool,
     proxy_mode: str | None,
@@ -259,7 +268,14 @@ def up_command(
         page: LabPage | None = None
         try:
             if multinode:  # every service restarted when it crashes, as systemd would
-                watches = await nodes.start_nodes(config, state, network_nodes, compute_nodes, say)
+                watches = await nodes.start_nodes(
+                    config,
+                    state,
+                    network_nodes,
+                    compute_nodes,
+                    say,
+                    distributed=metadata_path == "localport",
+                )
             elif (aio := await cloud.ensure_all_in_one(config, client, state, say)) is not None:
                 watches.append(  # ours: restarted when it crashes, as systemd would
                     asyncio.create_task(

@@ -28,7 +28,8 @@ while time.time() < end:
         with urllib.request.urlopen(url, timeout=1) as r:
             print(f"{{t:.3f}} ok {{json.load(r)['uuid']}}", flush=True)
     except Exception as e:
-        print(f"{{t:.3f}} err {{type(e).__name__}}", flush=True)
+        why = type(getattr(e, "reason", None) or e).__name__
+        print(f"{{t:.3f}} err {{why}}", flush=True)
     time.sleep({_INTERVAL})
 """
 
@@ -44,6 +45,7 @@ class FailoverResult:
     wrong: int  # answers with another instance's document (ever)
     failover_seconds: float  # loss -> last failed request (0.0 when none failed)
     late: list[str] = field(default_factory=list)  # failures more than ``bound`` s after
+    reasons: dict[str, int] = field(default_factory=dict)  # why requests failed: how many
 
 
 def _parse(text: str) -> list[tuple[float, bool, str]]:
@@ -95,6 +97,7 @@ def summarize(
     requests: dict[str, int] = {}
     failures, wrong, last = 0, 0, 0.0
     late: list[str] = []
+    reasons: dict[str, int] = {}
     for name, text in outputs.items():
         results = _parse(text)
         wrong += sum(1 for _, ok, uuid in results if ok and uuid != own[name])
@@ -103,7 +106,8 @@ def summarize(
         for t, ok, why in after:
             if not ok:
                 failures += 1
+                reasons[why] = reasons.get(why, 0) + 1
                 last = max(last, t - lost_at)
                 if t - lost_at > bound:
                     late.append(f"{name} at +{t - lost_at:.1f} s: {why}")
-    return FailoverResult(node, lost_at, requests, failures, wrong, round(last, 2), late)
+    return FailoverResult(node, lost_at, requests, failures, wrong, round(last, 2), late, reasons)

@@ -120,9 +120,11 @@ async def start_nodes(
     say: Say,
     *,
     server: str = DEFAULT_POSTGRESQL,
+    distributed: bool = True,
 ) -> list[asyncio.Task[None]]:
     """The controller (database, API hosts), the underlay, every node's agents; the tasks
-    supervising them (cancel them before the teardown)."""
+    supervising them (cancel them before the teardown). ``distributed=False``: metadata the
+    way Neutron serves it (through the network nodes), for comparison."""
     nodes = plan(network_nodes, compute_nodes)
     name = database_name(config)
     with edit_state(config, state) as record:
@@ -155,7 +157,7 @@ async def start_nodes(
     )
     for node in nodes:
         api = hosts[node.index % len(hosts)]
-        cfg = node_config(config, node, api, secrets)
+        cfg = node_config(config, node, api, secrets, distributed=distributed)
         for service in node_services(node):
             proc = _spawn(config, state, node.name, service, cfg)
 

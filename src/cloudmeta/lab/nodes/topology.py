@@ -166,9 +166,13 @@ def api_config(config: Config, host: ApiHost, database_url: str, secrets: Secret
     )
 
 
-def node_config(config: Config, node: LabNode, api: ApiHost, secrets: Secrets) -> Config:
+def node_config(
+    config: Config, node: LabNode, api: ApiHost, secrets: Secrets, *, distributed: bool = True
+) -> Config:
     """A node's agents' configuration: own state dir, names and bridge namespace; the API host
-    they use; metadata distributed (localports on compute nodes, on-link route from DHCP)."""
+    they use; metadata distributed (localports on compute nodes, on-link route from DHCP), or
+    with ``distributed=False`` Neutron's way (each DHCP agent pushes the route via its own
+    port; routed networks through the router), to compare."""
     return config.model_copy(
         update={
             "state_path": node_dir(config, node.name),
@@ -180,8 +184,8 @@ def node_config(config: Config, node: LabNode, api: ApiHost, secrets: Secrets) -
             "metadata_proxy_shared_secret": SecretStr(secrets.shared_secret),
             "nova_metadata_host": api.ip,
             "nova_metadata_port": api.metadata_port,
-            "distributed_metadata": True,
-            "enable_isolated_metadata": False,
+            "distributed_metadata": distributed,
+            "enable_isolated_metadata": not distributed,
             "force_metadata": False,
             "metrics_listen": "",
             "database": DatabaseSection(),
