@@ -47,12 +47,14 @@ METADATA_IP = "169.254.169.254"
 # The same on every node (OVN's localport): it never leaves the node, so it never clashes.
 LOCALPORT_MAC = "02:a9:fe:a9:fe:fe"
 _IFACE = "eth0"
+_NAMESPACE_STEM = "qmeta-"
 _LINK_STEM = "mp"
 _INSTANCE_STEM = "tap"  # instance ports on the bridge: veths and VM taps (Neutron's tap<port>)
 
 
-def localport_namespace(config: Config, network_id: str) -> str:
-    return f"{config.namespace_prefix}qmeta-{network_id}"
+def localport_namespace(namespace_prefix: str, network_id: str) -> str:
+    """OVN's ``ovnmeta-<network>``: where a node's localport of one network lives."""
+    return f"{namespace_prefix}{_NAMESPACE_STEM}{network_id}"
 
 
 def localport_link(device_prefix: str, network_id: str) -> str:
@@ -105,7 +107,7 @@ class LocalportAgent:
     @property
     def networks(self) -> dict[str, str]:
         """Served network id -> its localport namespace."""
-        return {n: localport_namespace(self._config, n) for n in self._served}
+        return {n: localport_namespace(self._config.namespace_prefix, n) for n in self._served}
 
     async def run(self) -> None:
         async for batch in follow_changes(self._client, poll_timeout=10.0):
@@ -142,13 +144,13 @@ class LocalportAgent:
         for network_id, cidrs in wanted.items():
             if self._served.get(network_id) != tuple(sorted(cidrs)):
                 await self._ensure(network_id, sorted(cidrs))
-        stem = f"{self._config.namespace_prefix}qmeta-"
+        stem = localport_namespace(self._config.namespace_prefix, "")
         stale = {ns[len(stem) :] for ns in linux.list_namespaces(stem)} | set(self._served)
         for network_id in stale - set(wanted):
             await self._remove(network_id)
 
     async def _ensure(self, network_id: str, cidrs: list[str]) -> None:
-        namespace = localport_namespace(self._config, network_id)
+        namespace = localport_namespace(self._config.namespace_prefix, network_id)
         bridge = bridge_name(self._config.device_prefix, network_id)
         await linux.create_bridge(self._fabric, bridge)
         if not linux.namespace_exists(namespace):
@@ -170,7 +172,7 @@ class LocalportAgent:
         _log.info("localport serving", network_id=network_id, namespace=namespace)
 
     async def _remove(self, network_id: str) -> None:
-        namespace = localport_namespace(self._config, network_id)
+        namespace = localport_namespace(self._config.namespace_prefix, network_id)
         await self._proxies.remove(namespace)
         await self._port_security.forget(network_id)
         await linux.cleanup(
@@ -183,8 +185,6 @@ class LocalportAgent:
 
     async def close(self) -> None:
         """Stop serving (the listeners close with the agent); the namespaces stay."""
-        for network_id in list(self._served):
+        for namespace in self.networks.values():
             with contextlib.suppress(Exception):
-                await asyncio.shield(
-                    self._proxies.remove(localport_namespace(self._config, network_id))
-                )
+                await asyncio.shield(self._proxies.remove(namespace))

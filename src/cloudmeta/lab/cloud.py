@@ -25,6 +25,7 @@ from typing import Any
 
 from cloudmeta import linux
 from cloudmeta.adminclient import AdminClient, AdminError
+from cloudmeta.agent.localport import localport_namespace
 from cloudmeta.config import Config
 from cloudmeta.dhcp.driver import pid_dir
 from cloudmeta.dhcp.render import DnsmasqFiles
@@ -456,7 +457,9 @@ async def _wait_port_served(
     if state.nodes:
         roots = [nodes.node_dir(config, n.name) for n in _lab_nodes(state) if n.role == "network"]
     files = [DnsmasqFiles(r / "dhcp" / network_id).host for r in roots if (r / "dhcp").is_dir()]
-    localport = f"{nodes.node_prefix(config, host)}qmeta-{network_id}" if host else None
+    localport = None
+    if host and state.localports:
+        localport = localport_namespace(nodes.node_prefix(config, host), network_id)
     deadline = time.monotonic() + timeout
     while files and time.monotonic() < deadline:
         listed = False

@@ -87,6 +87,7 @@ class LabState(BaseModel):
     namespaces: list[str] = Field(default_factory=list)
     nodes: dict[str, LabNode] = Field(default_factory=dict)  # a multi-node lab's hosts
     database: str | None = None  # its private PostgreSQL database (dropped by `lab down`)
+    localports: bool = False  # a multi-node lab's metadata on the compute nodes
 
 
 def lab_dir(config: Config) -> Path:

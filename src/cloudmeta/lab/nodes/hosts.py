@@ -129,6 +129,7 @@ async def start_nodes(
     name = database_name(config)
     with edit_state(config, state) as record:
         record.database = name
+        record.localports = distributed
         record.nodes = {CONTROLLER: LabNode(name=CONTROLLER, role=CONTROLLER)}
         record.nodes.update({n.name: n for n in nodes})
     await _create_database(server, name)
