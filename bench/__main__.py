@@ -28,6 +28,7 @@ from bench import (
     crosshost,
     limit_api,
     metrics_cost,
+    nodeloss,
     report,
     scale,
     vmstorm,
@@ -46,6 +47,7 @@ SCENARIOS: dict[str, tuple[Scenario, float]] = {
     "vm-storm": (vmstorm.run, 900),
     "metrics": (metrics_cost.run, 240),
     "cross-host": (crosshost.run, 240),
+    "node-loss": (nodeloss.run, 360),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -42,6 +42,7 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
     inline_aio, haproxy_aio = _find(rows, "chain-inline-aio"), _find(rows, "chain-haproxy-aio")
     storm = _find(rows, "boot-storm-100")
     vm_boot, vm_storm = _find(rows, "vm-boot-1"), _find(rows, "vm-storm-4")
+    node_loss = _find(rows, "node-loss")
     metrics_on = _find(rows, "chain-inline-metrics-on")
     metrics_off = _find(rows, "chain-inline-metrics-off")
     cross_host = _find(rows, "cross-host-delay")
@@ -71,6 +72,7 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
             inline_aio and inline_aio.rps, haproxy_aio and haproxy_aio.rps
         ),
         "inline_p99_ms_aio": inline_aio.p99_ms if inline_aio else None,
+        "node_loss_failover_seconds": node_loss.seconds if node_loss else None,
         "metrics_on_over_off_rps": _div(
             metrics_on and metrics_on.rps, metrics_off and metrics_off.rps
         ),

@@ -237,6 +237,11 @@ class Config(BaseSettings):
     dhcp_agents_per_network: int = Field(1, ge=1)
     allow_automatic_dhcp_failover: bool = True
     allow_automatic_l3agent_failover: bool = True
+    # Metadata answered on every compute node for its own instances (OVN's localport, Neutron's
+    # distributed metadata data path): the metadata agent (`cloudmeta agent`) keeps a
+    # `qmeta-<network>` namespace holding 169.254.169.254 on each local bridge; the DHCP agent
+    # pushes 169.254.169.254/32 on-link instead of via its port (docs/multi-host.md).
+    distributed_metadata: bool = False
     # DHCP agent (neutron-dhcp-agent)
     force_metadata: bool = False
     enable_isolated_metadata: bool = False

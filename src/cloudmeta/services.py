@@ -112,6 +112,11 @@ async def running_services(config: Config, services: ServiceSet) -> AsyncIterato
 
             dhcp = DhcpAgent(config, client, proxies, monitor)
             workers.append(("dhcp-agent", dhcp.run, dhcp.close))
+        if services.metadata_agent and config.distributed_metadata:
+            from cloudmeta.agent.localport import LocalportAgent
+
+            localport = LocalportAgent(config, client, proxies)
+            workers.append(("localport", localport.run, localport.close))
         if services.l3:
             from cloudmeta.l3.agent import L3Agent
 

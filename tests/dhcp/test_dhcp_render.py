@@ -15,7 +15,7 @@ from cloudmeta.dhcp.decisions import (
     should_enable_metadata,
     subnet_signature,
 )
-from cloudmeta.dhcp.model import BundleError, NetworkBundle
+from cloudmeta.dhcp.model import BundleError, NetworkBundle, dhcp_device_id
 from cloudmeta.dhcp.render import (
     DnsmasqFiles,
     DnsmasqSettings,
@@ -267,3 +267,29 @@ def test_signature_changes_on_subnet_not_on_ports() -> None:
 def test_bad_bundle_names_the_field() -> None:
     with pytest.raises(BundleError, match="network"):
         NetworkBundle.from_json({"subnets": []})
+
+
+def test_distributed_metadata_is_on_link_for_every_subnet_and_off_the_dhcp_port() -> None:
+    distributed = MetadataPolicy(enable_isolated_metadata=True, distributed=True)
+    for ports in ([DHCP_PORT, VM_PORT], [DHCP_PORT, VM_PORT, ROUTER_PORT]):  # isolated, routed
+        b = bundle(ports=ports)
+        assert opts_for(b, distributed) == (
+            f"tag:subnet-{SUB},option:classless-static-route,"
+            "169.254.169.254/32,0.0.0.0,0.0.0.0/0,192.0.2.1\n"
+            f"tag:subnet-{SUB},249,169.254.169.254/32,0.0.0.0,0.0.0.0/0,192.0.2.1\n"
+            f"tag:subnet-{SUB},option:router,192.0.2.1\n"
+        )
+        # The compute nodes' localports answer 169.254.169.254: no DHCP namespace holds it.
+        assert not should_enable_metadata(b, distributed)
+        assert interface_cidrs(b, b.dhcp_port(), distributed) == ["192.0.2.2/24"]
+
+
+def test_dhcp_ports_of_two_agents_are_told_apart_by_host() -> None:
+    one, two = dhcp_device_id(NET, "network-1"), dhcp_device_id(NET, "network-2")
+    assert one != two and one.startswith("dhcp") and one.endswith(f"-{NET}")
+    assert dhcp_device_id(NET) == f"dhcp-{NET}"  # one agent per machine, as before
+    theirs = port("p-d2", "fa:16:3e:00:00:03", "192.0.2.3", "network:dhcp", device_id=two)
+    b = bundle(ports=[DHCP_PORT, theirs, VM_PORT])
+    assert b.dhcp_port("network-2") is not None and b.dhcp_port("network-2").id == "p-d2"
+    assert b.dhcp_port("network-1") is None
+    assert b.dhcp_port().id == DHCP_PORT["id"]

@@ -74,7 +74,9 @@ def _service_command(
 def agent_group(ctx: click.Context) -> None:
     """Run the metadata agent (neutron-metadata-agent) on the unix socket
     metadata_proxy_socket, for process and haproxy mode proxies; inline listeners live in the
-    process of the DHCP/L3 agent that owns them. `agent list` shows the registered agents."""
+    process of the DHCP/L3 agent that owns them. With distributed_metadata (a compute node) it
+    also keeps a qmeta-<network> localport per network holding 169.254.169.254 for the node's
+    own instances, and their anti-spoofing rules. `agent list` shows the registered agents."""
     if ctx.invoked_subcommand is None:
         ctx.invoke(_run_metadata_agent)
 

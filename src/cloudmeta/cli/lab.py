@@ -22,7 +22,7 @@ from rich.table import Table
 from cloudmeta.adminclient import AdminClient, AdminError
 from cloudmeta.cli.main import pass_config
 from cloudmeta.config import Config, ProxyMode
-from cloudmeta.lab import cloud, instance
+from cloudmeta.lab import cloud, instance, nodes
 from cloudmeta.lab.cloud import DEMO_NETWORKS
 from cloudmeta.lab.cloudcfg import Datasource
 from cloudmeta.lab.errors import LabError
@@ -61,6 +61,7 @@ _VM_TOOLS = {
 }
 _COLUMNS = (
     ("name", "name"),
+    ("host", "host"),
     ("network", "network"),
     ("ip", "IP"),
     ("metadata_next_hop", "169.254.169.254 via"),
@@ -192,6 +193,26 @@ def lab_group() -> None:
     help="Namespace instances [default: 2, or 0 with --vms].",
 )
 @click.option("--vms", type=click.IntRange(0, 16), default=0, help="QEMU guests to boot too.")
+@click.option(
+    "--network-nodes",
+    type=click.IntRange(0, 8),
+    default=0,
+    help="A multi-node lab: this many network nodes (DHCP agents; the first one: L3 agent).",
+)
+@click.option(
+    "--compute-nodes",
+    type=click.IntRange(0, 8),
+    default=0,
+    help="A multi-node lab: this many compute nodes (instances, metadata localports).",
+)
+@click.option(
+    "--metadata-path",
+    type=click.Choice(["localport", "dhcp"]),
+    default="localport",
+    show_default=True,
+    help="A multi-node lab's metadata: on each compute node, or through the network nodes "
+    "as Neutron does (its DHCP ports and routers; to compare what losing one costs).",
+)
 @click.option("--memory", type=click.IntRange(256, 65536), default=512, show_default=True)
 @click.option("--force-metadata", is_flag=True, help="Metadata through DHCP on every network.")
 @click.option("--proxy-mode", type=click.Choice([m.value for m in ProxyMode]), default=None)
@@ -204,6 +225,9 @@ def up_command(
     config: Config,
     count: int | None,
     vms: int,
+    network_nodes: int,
+    compute_nodes: int,
+    metadata_path: str,
     memory: int,
     force_metadata: bool,
     proxy_mode: str | None,
@@ -215,6 +239,9 @@ def up_command(
     """Start the services, build the demo cloud, boot COUNT instances, print the table."""
     _preflight(ProxyMode(proxy_mode) if proxy_mode else None, vm=vms > 0)
     count = (0 if vms else 2) if count is None else count
+    multinode = bool(network_nodes or compute_nodes)
+    if multinode:
+        network_nodes, compute_nodes = max(network_nodes, 1), max(compute_nodes, 1)
     config = _lab_config(config, force_metadata, proxy_mode)
     console = _console()
     say: Callable[[str], None] = lambda line: console.print(f"[bold]lab[/] {line}")  # noqa: E731
@@ -237,18 +264,28 @@ def up_command(
             asyncio.get_running_loop().add_signal_handler(signum, task.cancel)
         state = LabState(owner_pid=os.getpid())
         save_state(config, state)
-        watch: asyncio.Task[None] | None = None
+        watches: list[asyncio.Task[None]] = []
         page: LabPage | None = None
         try:
-            aio = await cloud.ensure_all_in_one(config, client, state, say)
-            if aio is not None:  # ours: restarted when it crashes, as systemd would
-                watch = asyncio.create_task(
-                    supervise_all_in_one(
-                        cloud.aio_config(config),
-                        state,
-                        aio,
-                        lambda p: cloud.wait_all_in_one(config, client, p),
-                        say,
+            if multinode:  # every service restarted when it crashes, as systemd would
+                watches = await nodes.start_nodes(
+                    config,
+                    state,
+                    network_nodes,
+                    compute_nodes,
+                    say,
+                    distributed=metadata_path == "localport",
+                )
+            elif (aio := await cloud.ensure_all_in_one(config, client, state, say)) is not None:
+                watches.append(  # ours: restarted when it crashes, as systemd would
+                    asyncio.create_task(
+                        supervise_all_in_one(
+                            cloud.aio_config(config),
+                            state,
+                            aio,
+                            lambda p: cloud.wait_all_in_one(config, client, p),
+                            say,
+                        )
                     )
                 )
             if web:
@@ -256,11 +293,17 @@ def up_command(
             await cloud.build_cloud(config, client, state, say)
             by_name = {n.name: n.id for n in state.networks.values()}
             order = list(DEMO_NETWORKS)
+            hosts = cloud.compute_nodes(state)
             for i in range(count):
                 name = f"lab-{i + 1}"
                 network = order[i % len(order)]
-                inst = await cloud.boot_instance(config, client, state, name, by_name[network])
-                say(f"instance {name} on {network}: {inst.ip} ({inst.mac}), booting")
+                # Both networks on each compute node, then the next node.
+                host = hosts[(i // len(order)) % len(hosts)] if hosts else None
+                inst = await cloud.boot_instance(
+                    config, client, state, name, by_name[network], host=host
+                )
+                where = f" on {host}" if host else ""
+                say(f"instance {name}{where} on {network}: {inst.ip} ({inst.mac}), booting")
             if vms:
                 await _boot_vms(config, client, state, vms, memory, say)
             await _wait_all(config, state, console)
@@ -279,7 +322,7 @@ def up_command(
                 await asyncio.Event().wait()
             return rows
         finally:
-            if watch is not None:
+            for watch in watches:
                 watch.cancel()
             if page is not None:
                 await page.close()
@@ -336,6 +379,7 @@ def _require_state(config: Config) -> LabState:
     help="A qcow2/raw cloud image of yours (--vm; default: the lab's own image).",
 )
 @click.option("--memory", type=click.IntRange(256, 65536), default=512, show_default=True)
+@click.option("--host", default=None, help="Compute node of a multi-node lab [default: the first].")
 @click.option(
     "--config-drive",
     is_flag=True,
@@ -354,9 +398,11 @@ def boot_command(
     vm: bool,
     image_file: Path | None,
     memory: int,
+    host: str | None,
     config_drive: bool,
 ) -> None:
-    """Create server NAME on NETWORK and boot it as a lab instance (``--vm``: a QEMU guest)."""
+    """Create server NAME on NETWORK and boot it as a lab instance (``--vm``: a QEMU guest),
+    on compute node ``--host`` of a multi-node lab."""
     _preflight(vm=vm)
     if image_file is not None and not vm:
         raise click.UsageError("--image needs --vm")
@@ -389,6 +435,7 @@ def boot_command(
             datasource=Datasource(datasource),
             vm=options,
             config_drive=config_drive,
+            host=host,
         )
         if not wait:
             return None
@@ -412,6 +459,18 @@ def kill_command(config: Config, name: str) -> None:
     if name not in state.instances:
         raise click.ClickException(f"no lab instance {name}")
     _run(config, lambda client: cloud.kill_instance(config, client, state, name))
+
+
+@lab_group.command("kill-node")
+@click.argument("name")
+@pass_config
+def kill_node_command(config: Config, name: str) -> None:
+    """Lose node NAME of a multi-node lab: kill -9 all its processes, delete its namespaces
+    (bridges, VXLAN, underlay port); the lab does not restart it."""
+    _preflight()
+    state = _require_state(config)
+    at = _run(config, lambda _client: nodes.kill_node(config, state, name))
+    click.echo(f"node {name} gone at {datetime.fromtimestamp(at, UTC).isoformat()}")
 
 
 @lab_group.command("status")

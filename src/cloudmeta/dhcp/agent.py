@@ -104,7 +104,7 @@ class DhcpAgent:
         self._monitor = monitor
         self._bridge_namespace = bridge_namespace or config.bridge_namespace or None
         self._port_security = PortSecurity(self._bridge_namespace, config.device_prefix)
-        self._policy = MetadataPolicy(config.force_metadata, config.enable_isolated_metadata)
+        self._policy = MetadataPolicy.of(config)
         self._served: dict[str, _Served] = {}
         self._retry: dict[str, _Retry] = {}
         self._lock = asyncio.Lock()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cloudmeta.dhcp.model import (
     METADATA_V4_CIDR,
@@ -20,7 +21,11 @@ from cloudmeta.dhcp.model import (
     Subnet,
 )
 
+if TYPE_CHECKING:
+    from cloudmeta.config import Config
+
 __all__ = [
+    "ONLINK",
     "MetadataPolicy",
     "dhcp_ips_by_subnet",
     "interface_cidrs",
@@ -31,13 +36,24 @@ __all__ = [
     "subnet_signature",
 ]
 
+ONLINK = "0.0.0.0"  # an option 121 router meaning "on-link" (RFC 3442)
+
 
 @dataclass(frozen=True, slots=True)
 class MetadataPolicy:
-    """The two switches of Neutron's DHCP agent that decide metadata through DHCP."""
+    """The two switches of Neutron's DHCP agent that decide metadata through DHCP, and
+    cloudmeta's ``distributed_metadata``: metadata answered on every compute node (a localport,
+    :mod:`cloudmeta.agent.localport`), so the DHCP agent only pushes the on-link route."""
 
     force_metadata: bool = False
     enable_isolated_metadata: bool = False
+    distributed: bool = False
+
+    @classmethod
+    def of(cls, config: Config) -> MetadataPolicy:
+        return cls(
+            config.force_metadata, config.enable_isolated_metadata, config.distributed_metadata
+        )
 
 
 def isolated_subnets(bundle: NetworkBundle) -> dict[str, bool]:
@@ -54,7 +70,7 @@ def isolated_subnets(bundle: NetworkBundle) -> dict[str, bool]:
 def should_enable_metadata(bundle: NetworkBundle, policy: MetadataPolicy) -> bool:
     """Whether this network gets 169.254.169.254 on the DHCP port and a metadata proxy."""
     dhcp_subnets = bundle.dhcp_subnets
-    if not dhcp_subnets:
+    if not dhcp_subnets or policy.distributed:
         return False
     if policy.force_metadata:
         return True
@@ -87,9 +103,14 @@ def metadata_route_ip(
 
     Only the DHCP port: unlike Neutron, a routed subnet gets no ``169.254.169.254 via
     <gateway>`` route (issue 6); its default route already leads into the router's path.
+    With ``distributed`` every v4 subnet gets ``0.0.0.0`` (on-link, ``dev <if>``): the
+    instance's ARP for 169.254.169.254 is answered by its own compute node's localport, and no
+    network node stands in the path (issue 14).
     """
     if subnet.ip_version != 4:
         return None
+    if policy.distributed:
+        return ONLINK
     if (policy.force_metadata or (isolated and policy.enable_isolated_metadata)) and dhcp_ip:
         return dhcp_ip
     return None

@@ -87,7 +87,7 @@ class DnsmasqSettings:
             lease_duration=config.dhcp_lease_duration,
             dns_servers=tuple(config.dnsmasq_dns_servers),
             dns_domain=config.dns_domain,
-            metadata=MetadataPolicy(config.force_metadata, config.enable_isolated_metadata),
+            metadata=MetadataPolicy.of(config),
         )
 
 

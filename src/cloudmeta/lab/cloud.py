@@ -25,16 +25,18 @@ from typing import Any
 
 from cloudmeta import linux
 from cloudmeta.adminclient import AdminClient, AdminError
+from cloudmeta.agent.localport import localport_namespace
 from cloudmeta.config import Config
 from cloudmeta.dhcp.driver import pid_dir
 from cloudmeta.dhcp.render import DnsmasqFiles
 from cloudmeta.l3.model import bridge_port_name, router_namespace
-from cloudmeta.lab import instance, repo
+from cloudmeta.lab import instance, nodes, repo
 from cloudmeta.lab.cloudcfg import Datasource, lab_user_data
 from cloudmeta.lab.errors import LabError
 from cloudmeta.lab.state import (
     LabInstance,
     LabNetwork,
+    LabNode,
     LabState,
     edit_state,
     lab_dir,
@@ -80,6 +82,21 @@ def bridge_namespace(config: Config) -> str:
     """Where the lab's bridges live: the configured namespace, else ``<prefix>fabric``, so the
     DHCP agent can apply port security (MAC/IP anti-spoofing) there."""
     return config.bridge_namespace or f"{config.namespace_prefix}fabric"
+
+
+def _fabric(config: Config, host: str | None) -> str:
+    """The bridge namespace an instance of ``host`` is plugged into (the lab's own fabric on a
+    one-host lab)."""
+    return nodes.node_fabric(config, host) if host else bridge_namespace(config)
+
+
+def _lab_nodes(state: LabState) -> list[LabNode]:
+    """A multi-node lab's network and compute nodes (none on a one-host lab)."""
+    return [n for n in state.nodes.values() if n.role != nodes.CONTROLLER]
+
+
+def compute_nodes(state: LabState) -> list[str]:
+    return [n.name for n in _lab_nodes(state) if n.role == "compute"]
 
 
 def lab_running(state: LabState) -> bool:
@@ -154,6 +171,8 @@ async def build_cloud(
         network = await client.create_network(name, project_id=project["id"])
         with edit_state(config, state) as record:
             record.networks[network["id"]] = LabNetwork(id=network["id"], name=name, cidr=cidr)
+        if state.nodes:
+            await nodes.ensure_overlay(config, _lab_nodes(state), network["id"])
         subnet = await client.create_subnet(network["id"], cidr, name=f"{name}-subnet")
         with edit_state(config, state) as record:
             record.networks[network["id"]].subnet_id = subnet["id"]
@@ -201,7 +220,9 @@ async def ensure_repo(config: Config, client: AdminClient, state: LabState, netw
             found.repo_namespace, found.repo_link, found.repo_pid = namespace, link, None
         subnet = await client.get_subnet(port["fixed_ips"][0]["subnet_id"])
         prefixlen = ipaddress.ip_network(subnet["cidr"]).prefixlen
-        await _plug(config, state, namespace, link, network_id, port["mac_address"])
+        # On a multi-node lab the repository lives on the first compute node.
+        host = next(iter(compute_nodes(state)), None)
+        await _plug(config, state, namespace, link, network_id, port["mac_address"], host)
         await linux.add_address(namespace, _INSTANCE_IFACE, f"{ip}/{prefixlen}")
         pid = repo.start_server(
             namespace, ip, repo_dir, lab_dir(config) / f"repo-{network_id[:8]}.log"
@@ -223,7 +244,7 @@ async def _remove_repo(
     await cleanup(
         namespaces=[net.repo_namespace] if net.repo_namespace else [],
         links=[net.repo_link] if net.repo_link else [],
-        links_namespace=bridge_namespace(config),
+        links_namespace=_fabric(config, next(iter(compute_nodes(state)), None)),
     )
     if client is not None and net.repo_port_id:
         with contextlib.suppress(AdminError):
@@ -236,9 +257,16 @@ async def _remove_repo(
 
 
 async def _plug(
-    config: Config, state: LabState, namespace: str, link: str, network_id: str, mac: str
+    config: Config,
+    state: LabState,
+    namespace: str,
+    link: str,
+    network_id: str,
+    mac: str,
+    host: str | None = None,
 ) -> None:
-    """A fresh ``namespace`` whose ``eth0`` (``mac``) is a port on the network's bridge.
+    """A fresh ``namespace`` whose ``eth0`` (``mac``) is a port on the network's bridge (on
+    compute node ``host`` of a multi-node lab, where the overlay reaches that bridge).
 
     A namespace of that name that exists already belongs to nothing the record lists (a lab
     that lost it, a half-made boot): it is removed first, with whatever still runs inside, so
@@ -249,9 +277,11 @@ async def _plug(
         for name, names in ((namespace, record.namespaces), (bridge, record.bridges)):
             if name not in names:
                 names.append(name)
-    fabric = bridge_namespace(config)
+    fabric = _fabric(config, host)
     if linux.namespace_exists(namespace):
         await cleanup(namespaces=[namespace], links=[link], links_namespace=fabric)
+    if state.nodes:
+        await nodes.ensure_overlay(config, _lab_nodes(state), network_id)
     await linux.create_bridge(fabric, bridge)
     linux.create_namespace(namespace)
     await linux.set_link(namespace, "lo", up=True)
@@ -278,15 +308,18 @@ async def boot_instance(
     datasource: Datasource = Datasource.OPENSTACK,
     vm: VmOptions | None = None,
     config_drive: bool = False,
+    host: str | None = None,
 ) -> LabInstance:
     """Create the server through the API, plug its port, start its boot (do not wait).
 
     With ``vm`` the instance is a QEMU guest on a tap of the network's bridge; it gets a config
-    drive (a CD-ROM) when ``config_drive`` asks for one or ``force_config_drive`` is set."""
+    drive (a CD-ROM) when ``config_drive`` asks for one or ``force_config_drive`` is set. On a
+    multi-node lab it is placed on compute node ``host`` (default: the first one)."""
     with edit_state(config, state):
         pass  # what the others recorded meanwhile
     if name in state.instances:
         raise LabError(f"lab instance {name} exists: `cloudmeta lab kill {name}` first")
+    host = _placement(state, host)
     if user_data is None:
         repo_url = await ensure_repo(config, client, state, network_id)
         user_data = lab_user_data(f"{name}-lab", secrets.token_urlsafe(12), repo_url)
@@ -320,6 +353,7 @@ async def boot_instance(
         mac=port["mac_address"],
         datasource=datasource.value,
         vm=vm is not None,
+        host=host,
     )
     with edit_state(config, state) as record:
         taken = name in record.instances
@@ -335,8 +369,8 @@ async def boot_instance(
         )
         await _boot_vm(config, state, inst, replace(vm, cdrom=drive) if drive else vm)
         return inst
-    await _plug(config, state, inst.namespace, inst.link, network_id, port["mac_address"])
-    await _wait_port_served(config, network_id, port["mac_address"])
+    await _plug(config, state, inst.namespace, inst.link, network_id, port["mac_address"], host)
+    await _wait_port_served(config, state, network_id, port["mac_address"], host)
     paths = instance_paths(config, name)
     await asyncio.to_thread(
         instance.start,
@@ -349,6 +383,20 @@ async def boot_instance(
     return inst
 
 
+def _placement(state: LabState, host: str | None) -> str | None:
+    """The compute node an instance goes to (None on a one-host lab), or why not."""
+    computes = compute_nodes(state)
+    if not state.nodes:
+        if host:
+            raise LabError(f"--host {host}: this lab has one host (`lab up --compute-nodes N`)")
+        return None
+    host = host or (computes[0] if computes else None)
+    node = state.nodes.get(host or "")
+    if node is None or node.role != "compute" or node.dead:
+        raise LabError(f"--host {host}: not a live compute node (they are: {', '.join(computes)})")
+    return host
+
+
 async def _boot_vm(config: Config, state: LabState, inst: LabInstance, vm: VmOptions) -> None:
     """Plug a tap ``tap<port id>`` on the network's bridge (port security applies to it as to a
     namespace instance's veth) and start QEMU with the port's MAC on it."""
@@ -356,11 +404,13 @@ async def _boot_vm(config: Config, state: LabState, inst: LabInstance, vm: VmOpt
     with edit_state(config, state) as record:
         if bridge not in record.bridges:
             record.bridges.append(bridge)
-    fabric = bridge_namespace(config)
+    fabric = _fabric(config, inst.host)
+    if state.nodes:
+        await nodes.ensure_overlay(config, _lab_nodes(state), inst.network_id)
     await linux.create_bridge(fabric, bridge)
     await create_tap(fabric, inst.link, bridge=bridge)
     assert inst.mac is not None
-    await _wait_port_served(config, inst.network_id, inst.mac)
+    await _wait_port_served(config, state, inst.network_id, inst.mac, inst.host)
     await vm_driver.start(
         instance_paths(config, inst.name).dir,
         name=inst.name,
@@ -391,23 +441,33 @@ def last_step(config: Config, inst: LabInstance) -> str | None:
 
 async def _wait_port_served(
     config: Config,
+    state: LabState,
     network_id: str,
     mac: str,
+    host: str | None = None,
     timeout: float = 10.0,  # noqa: ASYNC109
 ) -> None:
-    """Nova's wait for ``network-vif-plugged``: boot once the network's dnsmasq lists the port.
+    """Nova's wait for ``network-vif-plugged``: boot once a dnsmasq of the network lists the
+    port (and, on compute node ``host``, its metadata localport is there).
 
-    Booting earlier makes the instance's first DHCPDISCOVER go unanswered. Only the DHCP agent
-    of this state dir is watched; after ``timeout`` the boot goes on (dhclient retries).
+    Booting earlier makes the instance's first DHCPDISCOVER go unanswered. Only the DHCP agents
+    of this lab's state dirs are watched; after ``timeout`` the boot goes on (dhclient retries).
     """
-    if not (config.state_path / "dhcp").is_dir():
-        return
-    hosts = DnsmasqFiles(config.state_path / "dhcp" / network_id).host
+    roots = [config.state_path]
+    if state.nodes:
+        roots = [nodes.node_dir(config, n.name) for n in _lab_nodes(state) if n.role == "network"]
+    files = [DnsmasqFiles(r / "dhcp" / network_id).host for r in roots if (r / "dhcp").is_dir()]
+    localport = None
+    if host and state.localports:
+        localport = localport_namespace(nodes.node_prefix(config, host), network_id)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            if mac.lower() in hosts.read_text().lower():
-                return
+    while files and time.monotonic() < deadline:
+        listed = False
+        for hosts in files:
+            with contextlib.suppress(OSError):
+                listed = listed or mac.lower() in hosts.read_text().lower()
+        if listed and (localport is None or linux.namespace_exists(localport)):
+            return
         await asyncio.sleep(0.1)
 
 
@@ -427,6 +487,8 @@ async def metadata_next_hop(
     except linux.LinuxError as exc:
         return None, "-", f"cannot read its routes: {exc}"
     by_dest = {r.destination: r.via for r in routes}
+    if "169.254.169.254/32" in by_dest and by_dest["169.254.169.254/32"] is None:
+        return "on-link", "localport", None  # answered on its own compute node
     hop = by_dest.get("169.254.169.254/32") or by_dest.get("default")
     if hop is None:
         shown = ", ".join(f"{r.destination} via {r.via}" for r in routes) or "none"
@@ -448,6 +510,7 @@ async def instance_row(client: AdminClient, config: Config, inst: LabInstance) -
     return {
         "name": inst.name,
         "server_id": inst.server_id,
+        "host": inst.host,
         "network": inst.network,
         "ip": inst.ip,
         "metadata_next_hop": hop,
@@ -506,7 +569,7 @@ async def kill_instance(
     await cleanup(
         namespaces=[namespace] if namespace else [],
         links=[inst.link] if inst else [],
-        links_namespace=bridge_namespace(config),
+        links_namespace=_fabric(config, inst.host if inst else None),
     )
     if inst is not None and client is not None:
         with contextlib.suppress(AdminError):
@@ -538,6 +601,9 @@ async def down(config: Config, state: LabState, client: AdminClient | None) -> N
     )
     for name in sorted(names):
         await kill_instance(config, client, state, name)
+    if state.nodes or state.database:
+        await _down_nodes(config, state)
+        return
     aio_ours = _all_in_one_was_ours(config, state)
     ours = [n.id for n in state.networks.values() if n.owned or aio_ours]
     agent_namespaces = [f"{config.namespace_prefix}qdhcp-{n}" for n in ours]
@@ -577,6 +643,15 @@ async def down(config: Config, state: LabState, client: AdminClient | None) -> N
         await asyncio.to_thread(_remove_all_agent_files, config)
     else:
         await asyncio.to_thread(_remove_agent_files, config, [*ours, state.router_id])
+    await asyncio.to_thread(shutil.rmtree, lab_dir(config), True)
+
+
+async def _down_nodes(config: Config, state: LabState) -> None:
+    """A multi-node lab goes whole: every node's agents and namespaces, the API hosts, the
+    underlay, the repository servers, the database, the lab dir (node state dirs in it)."""
+    await nodes.down_nodes(config, state)
+    repo_namespaces = [n.repo_namespace for n in state.networks.values() if n.repo_namespace]
+    await cleanup(namespaces=sorted({*state.namespaces, *repo_namespaces}))
     await asyncio.to_thread(shutil.rmtree, lab_dir(config), True)
 
 

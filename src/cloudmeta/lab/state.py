@@ -24,6 +24,7 @@ from cloudmeta.config import Config
 __all__ = [
     "LabInstance",
     "LabNetwork",
+    "LabNode",
     "LabState",
     "edit_state",
     "lab_dir",
@@ -47,6 +48,18 @@ class LabNetwork(BaseModel):
     repo_pid: int | None = None
 
 
+class LabNode(BaseModel):
+    """One host of a multi-node lab (the controller too): what it runs, where its traffic
+    enters the underlay. ``dead`` after ``lab kill-node``: its services are not restarted."""
+
+    name: str
+    role: str  # "controller", "network", "compute"
+    index: int = 0
+    underlay_ip: str | None = None
+    services: dict[str, int] = Field(default_factory=dict)  # service -> pid
+    dead: bool = False
+
+
 class LabInstance(BaseModel):
     name: str
     server_id: str
@@ -59,6 +72,7 @@ class LabInstance(BaseModel):
     mac: str | None = None
     datasource: str = "OpenStack"
     vm: bool = False  # a QEMU guest on a tap (``link``), not a namespace (``namespace`` is "")
+    host: str | None = None  # its compute node in a multi-node lab
 
 
 class LabState(BaseModel):
@@ -71,6 +85,9 @@ class LabState(BaseModel):
     instances: dict[str, LabInstance] = Field(default_factory=dict)
     bridges: list[str] = Field(default_factory=list)
     namespaces: list[str] = Field(default_factory=list)
+    nodes: dict[str, LabNode] = Field(default_factory=dict)  # a multi-node lab's hosts
+    database: str | None = None  # its private PostgreSQL database (dropped by `lab down`)
+    localports: bool = False  # a multi-node lab's metadata on the compute nodes
 
 
 def lab_dir(config: Config) -> Path:
