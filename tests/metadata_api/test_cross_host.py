@@ -1,6 +1,10 @@
 """Two API hosts on one PostgreSQL database: a write acknowledged by host A is answered from
 the new state by host B's metadata API (its cached document dropped by A's NOTIFY), measured
-over a series of writes. Each host has its own state_path: no shared revision file."""
+over a series of writes. Each host has its own state_path: no shared revision file.
+
+The change feed's fallback poll is set to a minute here, so that a write answered by B within
+the 5 s bound can only have been carried by A's NOTIFY: an event, not a latency bound, which a
+busy machine would break (the delays are printed; their figures are the bench's cross-host)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import pytest
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.config import Config
 from cloudmeta.inventory import Store
+from cloudmeta.inventory import store as store_module
 from cloudmeta.signing import sign_instance_id
 from inventory.dbfixtures import pg_url
 from support.serving import shipped
@@ -28,8 +33,12 @@ WRITES = 40
 
 
 async def test_a_write_on_host_a_is_answered_by_host_b(
-    make_config: Callable[..., Config], pg_url: str, tmp_path: Path
+    make_config: Callable[..., Config],
+    pg_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(store_module, "POLL_INTERVAL", 60.0)
     configs = [
         make_config(state_path=tmp_path / f"cmt-host-{h}", database={"connection": pg_url})
         for h in "ab"
@@ -70,7 +79,7 @@ async def test_a_write_on_host_a_is_answered_by_host_b(
             acked = time.perf_counter()
             while (found := await seq()) != str(index):
                 assert found in (None, str(index - 1)), found  # old or new, never other
-                assert time.perf_counter() - acked < 5, "host B never answered the write"
+                assert time.perf_counter() - acked < 5, "no NOTIFY reached host B"
             delays.append(time.perf_counter() - acked)
         delays.sort()
         p99 = delays[int(len(delays) * 0.99)]
@@ -78,5 +87,3 @@ async def test_a_write_on_host_a_is_answered_by_host_b(
             f"\ncross-host delay over {WRITES} writes: p50 "
             f"{statistics.median(delays) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
         )
-        # By B's 0.5 s poll alone the median would be ~250 ms.
-        assert statistics.median(delays) < 0.1
