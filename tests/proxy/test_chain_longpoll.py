@@ -134,13 +134,15 @@ async def test_long_poll_through_the_chain(chain: Chain) -> None:
         latencies.append(time.monotonic() - acked)
         assert status == 200 and new_etag != etag
         assert json.loads(body)["meta"] == {"cmt-role": "db"}
-    assert max(latencies) < 10  # woken by the change, not by the 30 s timeout
     record(
         "long-poll",
         f"wake after an admin write, {chain.config.metadata_proxy_mode}",
         polls=len(latencies),
+        min_s=min(latencies),
         max_s=max(latencies),
     )
-    if SOAK:
-        assert max(latencies) < WAKE_BOUND, latencies
+    # Issue 17's bound on the first answer (a wake by the feed's 0.5 s poll instead would miss
+    # it 3 times in 5); on every parked poll under soak, and 10 s (not the 30 s timeout) always.
+    assert min(latencies) < WAKE_BOUND, latencies
+    assert max(latencies) < (WAKE_BOUND if SOAK else 10), latencies
     assert (await fetch(ns, DOC, {"If-None-Match": new_etag}))[0] == 304
