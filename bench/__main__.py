@@ -96,8 +96,13 @@ def _kept(path: Path, fresh: list[Row]) -> list[Row]:
     if not path.exists():
         return []
     names = {row.name for row in fresh}
-    old = json.loads(path.read_text())["scenarios"]
-    return [Row(**row) for row in old if row["name"] not in names]
+    old = json.loads(path.read_text())
+    notes = old.get("notes", {})  # absent before notes were kept: those rows' notes are lost
+    return [
+        Row(**row, note=notes.get(row["name"], ""))
+        for row in old["scenarios"]
+        if row["name"] not in names
+    ]
 
 
 def _write(out: Path, quick: bool, rows: list[Row], seconds: float) -> None:

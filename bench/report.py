@@ -97,7 +97,14 @@ def cpu_per_request(row: Row) -> float | None:
 
 
 def write_json(path: Path, machine: dict[str, Any], rows: list[Row], r: dict[str, Any]) -> None:
-    data = {"machine": machine, "scenarios": [row.as_json() for row in rows], "ratios": r}
+    """The issue's schema, plus ``notes`` (row name -> note): a later ``--merge`` keeps a row
+    whole, and a ratio read from a note (the metrics' CPU per request) survives it."""
+    data = {
+        "machine": machine,
+        "scenarios": [row.as_json() for row in rows],
+        "ratios": r,
+        "notes": {row.name: row.note for row in rows if row.note},
+    }
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
