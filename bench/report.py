@@ -141,6 +141,18 @@ def markdown(machine: dict[str, Any], rows: list[Row], r: dict[str, Any]) -> str
         f"{machine['cpus']} CPUs ({machine['cpu_model']}), kernel {machine['kernel']}, "
         f"Python {machine['python']}, {machine['wrk']}",
         "",
+    ]
+    if machine.get("kept_from"):
+        runs = "; ".join(
+            f"{m.get('date')} ({m.get('cpu_model')}, kernel {m.get('kernel')})"
+            for m in machine["kept_from"]
+        )
+        lines += [
+            "Rows this run did not measure were kept from earlier runs (`--merge`), newest "
+            f"first: {runs}.",
+            "",
+        ]
+    lines += [
         "| scenario | req/s | p50 ms | p99 ms | failures | memory (PSS) | ratio to baseline "
         "| notes |",
         "|---|---:|---:|---:|---:|---:|---|---|",
