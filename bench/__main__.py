@@ -16,8 +16,9 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -83,9 +84,11 @@ async def _main(args: argparse.Namespace) -> int:
             )
         print(f"   ({time.monotonic() - t0:.0f} s)", flush=True)
         rows.extend(got)
+    earlier: list[dict[str, Any]] = []
     if args.merge:
         rows = _kept(Path(args.out) / "latest.json", rows) + rows
-    _write(Path(args.out), args.quick, rows, time.monotonic() - started)
+        earlier = _earlier(Path(args.out) / "latest.json")
+    _write(Path(args.out), args.quick, rows, time.monotonic() - started, earlier)
     for problem in failed:
         print(f"FAILED {problem}", file=sys.stderr)
     return 1 if failed else 0
@@ -96,15 +99,37 @@ def _kept(path: Path, fresh: list[Row]) -> list[Row]:
     if not path.exists():
         return []
     names = {row.name for row in fresh}
-    old = json.loads(path.read_text())["scenarios"]
-    return [Row(**row) for row in old if row["name"] not in names]
+    old = json.loads(path.read_text())
+    notes = old.get("notes", {})  # absent before notes were kept: those rows' notes are lost
+    return [
+        Row(**row, note=notes.get(row["name"], ""))
+        for row in old["scenarios"]
+        if row["name"] not in names
+    ]
 
 
-def _write(out: Path, quick: bool, rows: list[Row], seconds: float) -> None:
+def _earlier(path: Path) -> list[dict[str, Any]]:
+    """The machines of the runs whose rows a merge keeps: the previous run's, then those it
+    had kept (newest first), so a merged file never passes old rows off as this machine's."""
+    if not path.exists():
+        return []
+    info = dict(json.loads(path.read_text())["machine"])
+    before = info.pop("kept_from", [])
+    return [{k: info[k] for k in _PROVENANCE if k in info}, *before]
+
+
+_PROVENANCE = ("date", "hostname", "cpu_model", "kernel", "quick")
+
+
+def _write(
+    out: Path, quick: bool, rows: list[Row], seconds: float, earlier: Sequence[dict[str, Any]] = ()
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     info = machine()
     info["quick"] = quick
     info["total_seconds"] = round(seconds, 1)
+    if earlier:
+        info["kept_from"] = list(earlier)
     r = report.ratios(rows, report.marginal_pss(rows))
     report.write_json(out / "latest.json", info, rows, r)
     table = report.markdown(info, rows, r)

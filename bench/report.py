@@ -97,7 +97,14 @@ def cpu_per_request(row: Row) -> float | None:
 
 
 def write_json(path: Path, machine: dict[str, Any], rows: list[Row], r: dict[str, Any]) -> None:
-    data = {"machine": machine, "scenarios": [row.as_json() for row in rows], "ratios": r}
+    """The issue's schema, plus ``notes`` (row name -> note): a later ``--merge`` keeps a row
+    whole, and a ratio read from a note (the metrics' CPU per request) survives it."""
+    data = {
+        "machine": machine,
+        "scenarios": [row.as_json() for row in rows],
+        "ratios": r,
+        "notes": {row.name: row.note for row in rows if row.note},
+    }
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
@@ -134,6 +141,18 @@ def markdown(machine: dict[str, Any], rows: list[Row], r: dict[str, Any]) -> str
         f"{machine['cpus']} CPUs ({machine['cpu_model']}), kernel {machine['kernel']}, "
         f"Python {machine['python']}, {machine['wrk']}",
         "",
+    ]
+    if machine.get("kept_from"):
+        runs = "; ".join(
+            f"{m.get('date')} ({m.get('cpu_model')}, kernel {m.get('kernel')})"
+            for m in machine["kept_from"]
+        )
+        lines += [
+            "Rows this run did not measure were kept from earlier runs (`--merge`), newest "
+            f"first: {runs}.",
+            "",
+        ]
+    lines += [
         "| scenario | req/s | p50 ms | p99 ms | failures | memory (PSS) | ratio to baseline "
         "| notes |",
         "|---|---:|---:|---:|---:|---:|---|---|",

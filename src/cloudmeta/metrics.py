@@ -163,7 +163,8 @@ FEED_APPLY = Histogram(
 )
 RATE_LIMITED = Counter(
     "cloudmeta_rate_limited_requests",
-    "Metadata requests the agent refused with 429 (per-instance token bucket).",
+    "Metadata requests the agent refused with 429 ([metadata_rate_limiting]: a source "
+    "address over its base or burst window; haproxy mode's own 429s are not counted).",
 )
 PROCESS_STARTS = Counter(
     "cloudmeta_process_starts",

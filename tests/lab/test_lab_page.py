@@ -164,23 +164,31 @@ def test_page_shows_the_lab_live_and_each_instance_its_own_documents(
     page.wait_for_function(
         "() => !document.querySelector('#networks').textContent.includes('cmt-<b>')"
     )
+    state = load_state(lab_config)
+    assert state is not None
     rows = page.locator("#instances tr[data-name]")
     assert rows.count() == 2
     for i in range(2):
+        name = rows.nth(i).get_attribute("data-name") or ""
         cells = rows.nth(i).locator("td")
+        assert cells.nth(2).text_content() == state.instances[name].ip
         assert cells.nth(3).text_content() in ("dhcp", "router")
-        assert cells.nth(5).text_content() == f"{rows.nth(i).get_attribute('data-name')}-lab"
+        assert cells.nth(5).text_content() == f"{name}-lab"
+        assert float(cells.nth(7).text_content() or "") > 0, "no boot time"
     assert page.locator("#nodes tbody tr").count() == 1
     assert page.locator("#routers tbody tr", has_text="lab-router").count() == 1
-    # This branch may or may not serve /metrics: either the chart or "no metrics", never broken.
+    # The all-in-one's /metrics: a line per hop the instances' requests went through (the
+    # inline proxy, the agent, the API), requests/s and p99 for each.
     page.wait_for_function(
-        "() => document.querySelector('.metrics').dataset.status !== 'waiting for the first scrape'"
+        "() => document.querySelectorAll('#chart-rps polyline').length === 3"
+        " && document.querySelectorAll('#chart-p99 polyline').length === 3",
+        timeout=30_000,
     )
-    assert page.locator(".metrics").get_attribute("data-status") in ("ok", "no metrics")
+    assert page.locator(".metrics").get_attribute("data-status") == "ok"
+    assert page.locator("#metrics-legend").text_content() == "proxyagentapi"
+    status = page.locator("#metrics-status").text_content() or ""
+    assert all(f"{hop}: " in status for hop in ("proxy", "agent", "api")), status
     _shot(page, artefacts / "lab-page.png")
-
-    state = load_state(lab_config)
-    assert state is not None
     ids = {name: inst.server_id for name, inst in state.instances.items()}
     assert len(set(ids.values())) == 2
     for name, server_id in ids.items():

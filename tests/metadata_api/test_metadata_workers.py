@@ -219,7 +219,8 @@ async def test_a_long_poll_in_a_worker_wakes_on_an_admin_write(
     cloud_api: tuple[subprocess.Popen[bytes], Cloud, int, int],
 ) -> None:
     """The admin API commits in the parent; a poll parked in the worker learns of it from
-    the host's change token (not the store's 0.5 s poll): within 200 ms under soak."""
+    the host's change token (not the store's 0.5 s poll): the first within 200 ms, all of
+    them under soak."""
     proc, cloud, admin_port, meta_port = cloud_api
     server_id = cloud.servers["a0"]
     [worker] = _children(proc.pid)
@@ -255,10 +256,16 @@ async def test_a_long_poll_in_a_worker_wakes_on_an_admin_write(
             status, body = await poll
             latencies.append(time.monotonic() - acked)
             assert status == 200 and json.loads(body)["meta"] == {"role": "a", "cmt-role": "db"}
-        assert max(latencies) < 10  # woken by the change, not by the 30 s timeout
-        record("long-poll", "wake in a worker after an admin write", max_s=max(latencies))
-        if SOAK:
-            assert max(latencies) < 0.2, latencies
+        record(
+            "long-poll",
+            "wake in a worker after an admin write",
+            min_s=min(latencies),
+            max_s=max(latencies),
+        )
+        # Issue 17's 200 ms on the first answer (a wake by the store's 0.5 s poll instead would
+        # miss it 3 times in 5); on every parked poll under soak; 10 s (not the 30 s) always.
+        assert min(latencies) < 0.2, latencies
+        assert max(latencies) < (0.2 if SOAK else 10), latencies
     finally:
         for client in clients:
             await client.close()

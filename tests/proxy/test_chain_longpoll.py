@@ -1,7 +1,8 @@
 """GCE-style change long-poll through the whole chain (instance -> proxy -> agent -> API) in
 every proxy mode: ETag and If-None-Match, a poll woken by an admin's metadata write, the
 timeout answer, the per-instance cap, and a wait longer than the agent's forward timeout and
-the keep-alive and head timeouts (none of them cuts a request in progress)."""
+the keep-alive and head timeouts (none of them cuts a request in progress); parked polls count
+against the inline listener's connection cap per peer."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from cloudmeta import linux
 from cloudmeta.api.metadata.app import MAX_WAITS_PER_INSTANCE
 from cloudmeta.config import ProxyMode
 from support.report import SOAK, record
+from support.scrape import delta, scrape, total
 
 pytestmark = pytest.mark.root
 
@@ -134,13 +136,56 @@ async def test_long_poll_through_the_chain(chain: Chain) -> None:
         latencies.append(time.monotonic() - acked)
         assert status == 200 and new_etag != etag
         assert json.loads(body)["meta"] == {"cmt-role": "db"}
-    assert max(latencies) < 10  # woken by the change, not by the 30 s timeout
     record(
         "long-poll",
         f"wake after an admin write, {chain.config.metadata_proxy_mode}",
         polls=len(latencies),
+        min_s=min(latencies),
         max_s=max(latencies),
     )
-    if SOAK:
-        assert max(latencies) < WAKE_BOUND, latencies
+    # Issue 17's bound on the first answer (a wake by the feed's 0.5 s poll instead would miss
+    # it 3 times in 5); on every parked poll under soak, and 10 s (not the 30 s timeout) always.
+    assert min(latencies) < WAKE_BOUND, latencies
+    assert max(latencies) < (WAKE_BOUND if SOAK else 10), latencies
     assert (await fetch(ns, DOC, {"If-None-Match": new_etag}))[0] == 304
+
+
+async def test_parked_polls_count_against_the_per_peer_cap(make_config: object) -> None:
+    """A parked long-poll holds its connection: with a cap of 2 per peer, an instance with two
+    polls parked is refused a third connection by the gate (503, counted), and served again
+    once the polls have answered."""
+    chain = await start_chain(
+        make_config, ProxyMode.INLINE, metadata_proxy_max_connections_per_peer=2
+    )
+    try:
+        assert chain.client is not None
+        instance = await _one_instance(chain)
+        ns = instance.namespace
+        _, etag, _ = await fetch(ns, DOC)
+        polls = [
+            asyncio.create_task(
+                fetch(
+                    ns, f"{DOC}?wait_for_change=true&last_etag={etag}&timeout_sec=30", max_time=40
+                )
+            )
+            for _ in range(2)
+        ]
+        dhcp_ns = chain.name("d", 0)  # the inline listener's namespace: its metrics label
+        metrics = chain.config.admin_url + "/metrics"
+        end = time.monotonic() + 10
+        while total((await scrape(metrics))[1], "cloudmeta_open_connections", listener=dhcp_ns) < 2:
+            assert time.monotonic() < end, "the polls never both waited"
+            await asyncio.sleep(0.05)
+        _, before = await scrape(metrics)
+        status, _, _ = await fetch(ns, DOC, max_time=5)
+        _, after = await scrape(metrics)
+        assert status == 503
+        refused = "cloudmeta_refused_connections_total"
+        assert delta(after, before, refused, listener=dhcp_ns, reason="per_peer") == 1
+        assert not any(poll.done() for poll in polls)
+        await chain.client.update_server(instance.server_id, metadata={"cmt-role": "db"})
+        for status, new_etag, _ in await asyncio.gather(*polls):
+            assert status == 200 and new_etag != etag
+        assert (await fetch(ns, DOC))[0] == 200
+    finally:
+        await chain.close()

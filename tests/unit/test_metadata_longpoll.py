@@ -31,18 +31,22 @@ SECRET = "cmt-test-secret"
 PATH = "/openstack/latest/meta_data.json"
 
 
-def _request(server: Instance, query: str = "", **headers: str) -> web.BaseRequest:
+def _request(
+    server: Instance, query: str = "", path: str = PATH, **headers: str
+) -> web.BaseRequest:
     signed = {
         "X-Instance-ID": server.id,
         "X-Tenant-ID": server.project_id,
         "X-Instance-ID-Signature": sign_instance_id(SECRET.encode(), server.id),
         "X-Forwarded-For": "192.0.2.10",
     }
-    return make_mocked_request("GET", PATH + query, headers={**signed, **headers})
+    return make_mocked_request("GET", path + query, headers={**signed, **headers})
 
 
-async def _get(service: MetadataService, server: Instance, query: str = "") -> web.Response:
-    response = await service.handle(_request(server, query))
+async def _get(
+    service: MetadataService, server: Instance, query: str = "", path: str = PATH
+) -> web.Response:
+    response = await service.handle(_request(server, query, path))
     assert isinstance(response, web.Response)
     return response
 
@@ -106,6 +110,26 @@ async def test_a_poll_wakes_on_its_instance_change_only(
     assert answer.status == 200 and answer.headers["ETag"] != etag
     assert answer.body is not None and json.loads(bytes(answer.body))["meta"] == {"role": "db"}
     assert service.cache.waiting() == 0
+
+
+async def test_the_ec2_tree_polls_the_same_way(two: tuple[FakeSource, MetadataService]) -> None:
+    """An EC2 document (AWS's instance tags) has a strong ETag, answers 304 to it, and its
+    long-poll is woken by the server's change like the OpenStack tree's."""
+    source, service = two
+    a = replace(source.servers["cmt-a"], tags=("blue",), metadata_tags=True)
+    source.servers[a.id] = a
+    tags = "/latest/meta-data/tags/instance"
+    first = await _get(service, a, path=tags)
+    etag = first.headers["ETag"]
+    assert (first.status, first.body, etag[:1]) == (200, b"blue", '"')
+    assert (await service.handle(_request(a, "", tags, **{"If-None-Match": etag}))).status == 304
+    poll = asyncio.create_task(_get(service, a, f"?wait_for_change=true&last_etag={etag}", tags))
+    await _until(lambda: service.cache.waiting() == 1)
+    source.servers[a.id] = replace(a, tags=("blue", "green"))
+    source.commit(Changed("server", a.id, {}))
+    answer = await asyncio.wait_for(poll, 10)  # a bound so that a bug fails, not hangs
+    assert (answer.status, answer.body) == (200, b"blue\ngreen")
+    assert answer.headers["ETag"] not in (etag, "") and service.cache.waiting() == 0
 
 
 async def test_a_change_while_the_poll_loads_is_not_missed(
