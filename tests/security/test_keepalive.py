@@ -1,6 +1,8 @@
 """Keep-alive through the head gate: after one valid GET, the connection's next head is timed
-too (408), an idle connection is closed after the keep-alive timeout, a well-behaved next
-request (whole, split or pipelined) is served, and the listener's slot is given back."""
+too (408), also one that began in the same packet as the GET or while the GET was answered
+(timed from then, cut only once that answer is out), an idle connection is closed after the
+keep-alive timeout, a well-behaved next request (whole, split or pipelined) is served, and the
+listener's slot is given back."""
 
 from __future__ import annotations
 
@@ -20,7 +22,15 @@ KEEP = b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
 BOUND = 10.0  # generous: a loaded machine must not fail these, a hang must
 
 
+SLOW = 0.6  # seconds /slow takes to answer: twice TRICKLE's head timeout
+_slow_begun: list[asyncio.Event] = []  # set as /slow begins, for a test that waits for it
+
+
 async def _hello(request: web.BaseRequest) -> web.StreamResponse:
+    if request.path == "/slow":  # still answering when the gate's head timer fires
+        for begun in _slow_begun:
+            begun.set()
+        await asyncio.sleep(SLOW)
     return web.Response(text=f"hello {request.path}\n")
 
 
@@ -92,6 +102,52 @@ async def test_trickled_second_head_gets_408(listener: tuple[int, Budget]) -> No
         writer.close()
     assert rest.startswith(b"HTTP/1.1 408 "), rest
     assert time.monotonic() - began >= 0.25
+    assert budget.timed_out == 1
+    _freed(budget)
+
+
+@pytest.mark.parametrize("listener", [TRICKLE], indirect=True)
+@pytest.mark.parametrize("first", ["/first", "/slow"])
+async def test_a_next_head_begun_behind_a_request_is_timed_too(
+    listener: tuple[int, Budget], first: str
+) -> None:
+    """The start of a next head in the GET's own packet: it gets the same head timeout (not
+    the 30 s keep-alive), and a GET still being answered when it expires is answered first."""
+    port, budget = listener
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    began = time.monotonic()
+    try:
+        writer.write(f"GET {first} HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHo".encode())
+        reply = await _response(reader)
+        rest = await asyncio.wait_for(reader.read(), BOUND)
+    finally:
+        writer.close()
+    assert reply.startswith(b"HTTP/1.1 200 ") and f"hello {first}".encode() in reply, reply
+    assert rest.startswith(b"HTTP/1.1 408 "), rest
+    assert time.monotonic() - began >= 0.25
+    assert budget.timed_out == 1
+    _freed(budget)
+
+
+@pytest.mark.parametrize("listener", [TRICKLE], indirect=True)
+async def test_a_next_head_sent_while_the_request_is_answered_is_timed_too(
+    listener: tuple[int, Budget],
+) -> None:
+    port, budget = listener
+    begun = asyncio.Event()
+    _slow_begun.append(begun)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(begun.wait(), BOUND)  # being answered: the next head follows
+        writer.write(b"GET /second HTTP/1.1\r\nHo")
+        reply = await _response(reader)
+        rest = await asyncio.wait_for(reader.read(), BOUND)
+    finally:
+        writer.close()
+        _slow_begun.remove(begun)
+    assert b"hello /slow" in reply, reply
+    assert rest.startswith(b"HTTP/1.1 408 "), rest
     assert budget.timed_out == 1
     _freed(budget)
 

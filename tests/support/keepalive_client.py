@@ -1,6 +1,7 @@
 """Run INSIDE a namespace: one keep-alive GET, then ``idle`` (read to EOF), ``trickle`` (half
-a second head, read to EOF) or ``again`` (a whole second request). Prints the first line of
-what came after the first response (``EOF`` for nothing) and the seconds it took."""
+a second head, read to EOF) or ``again`` (a whole second request); ``behind`` sends half a
+second head in the GET's own packet. Prints the first line of what came after the first
+response (``EOF`` for nothing) and the seconds it took."""
 
 from __future__ import annotations
 
@@ -29,9 +30,11 @@ def _first_response(sock: socket.socket) -> bytes:
 
 def main(host: str, port: int, mode: str) -> None:
     with socket.create_connection((host, port), timeout=20) as sock:
-        sock.sendall(FIRST)
-        rest = _first_response(sock)
         began = time.monotonic()
+        sock.sendall(FIRST + SECOND[:20] if mode == "behind" else FIRST)
+        rest = _first_response(sock)
+        if mode != "behind":
+            began = time.monotonic()
         if mode == "trickle":
             sock.sendall(SECOND[:20])
         elif mode == "again":

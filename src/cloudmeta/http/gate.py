@@ -9,7 +9,11 @@ http-keep-alive`` and ``maxconn``):
   timer and a substring search per packet (no parser, no task); only a complete head (or one
   past :data:`MAX_HEAD`, which aiohttp then refuses) is handed to aiohttp;
 * every head, the first and each one after it on a keep-alive connection, must be complete
-  within ``header_timeout`` of its first byte, else 408 and the connection is closed;
+  within ``header_timeout`` of its first byte, else 408 and the connection is closed; a next
+  head that began while a request without a body was still being answered (in that
+  request's packet or after it) is timed from its first byte too, but cut only once that
+  answer is out, so a long-poll is never cut (after a body, whose bytes the gate does not
+  tell from a next head's, the keep-alive timeout bounds the wait for the answer's end);
 * between requests a connection may idle ``keepalive_timeout`` seconds (aiohttp's own timer,
   see :class:`~cloudmeta.http.quiet.QuietServer`); heads already pipelined are served;
 * a :class:`Budget` (one per listener, i.e. per network or router namespace) caps open
@@ -105,7 +109,16 @@ class HeadGate(asyncio.Protocol):
     """One connection: buffer the first head cheaply, then relay everything to aiohttp's
     handler, timing each later head from its first byte."""
 
-    __slots__ = ("_budget", "_buffer", "_factory", "_inner", "_peer", "_timer", "_transport")
+    __slots__ = (
+        "_budget",
+        "_buffer",
+        "_factory",
+        "_inner",
+        "_next_begun",
+        "_peer",
+        "_timer",
+        "_transport",
+    )
 
     def __init__(self, factory: Callable[[], QuietHandler], budget: Budget) -> None:
         self._factory = factory
@@ -115,6 +128,8 @@ class HeadGate(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._peer: str | None = None  # None: not counted in the budget
+        # The newest complete head has no body: a byte after it is the next head's.
+        self._next_begun = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -134,9 +149,15 @@ class HeadGate(asyncio.Protocol):
             waiting, heads = inner.waiting, inner.heads
             inner.data_received(data)
             if inner.heads != heads:
-                self._stop_timer()  # a head is complete (a later partial one is pipelined)
-            elif waiting and self._timer is None and self._transport is not None:
-                inner.hold_keepalive()  # the first bytes of a next head: time it
+                self._stop_timer()  # a head is complete; a next one may begin after it
+                self._heads_done(inner, data)
+            elif (
+                (waiting or self._next_begun)
+                and self._timer is None
+                and self._transport is not None
+            ):
+                # The first bytes of a next head (maybe while its predecessor is answered).
+                inner.hold_keepalive()
                 self._start_timer()
             return
         if self._transport is None:
@@ -163,9 +184,23 @@ class HeadGate(asyncio.Protocol):
         inner.connection_made(self._transport)
         head, self._buffer = bytes(self._buffer), bytearray()
         inner.data_received(head)
+        if inner.heads:
+            self._heads_done(inner, head)
+
+    def _heads_done(self, inner: QuietHandler, data: bytes) -> None:
+        """``data`` completed a head: time the next one if it has begun behind it already."""
+        inner.release_keepalive()
+        self._next_begun = inner.bodiless
+        if self._next_begun and self._transport is not None and _after_last_head(data):
+            inner.hold_keepalive()
+            self._start_timer()
 
     def _too_slow(self) -> None:
         self._timer = None
+        inner = self._inner
+        if inner is not None and not inner.waiting and self._transport is not None:
+            self._start_timer()  # an answer is still being made: the 408 waits behind it
+            return
         if self._transport is not None:
             self._budget.timed_out += 1
             log.debug("request head timed out", peer=self._peer)
@@ -193,6 +228,13 @@ class HeadGate(asyncio.Protocol):
         self._transport = None
         if self._inner is not None:
             self._inner.connection_lost(exc)
+
+
+def _after_last_head(data: bytes) -> bool:
+    """Whether bytes follow the last head end in ``data`` (a next head's first bytes)."""
+    crlf, lf = data.rfind(b"\r\n\r\n"), data.rfind(b"\n\n")
+    end = max(crlf + 4 if crlf >= 0 else 0, lf + 2 if lf >= 0 else 0)
+    return 0 < end < len(data)
 
 
 def gated(server: QuietServer, budget: Budget) -> Callable[[], HeadGate]:

@@ -4,7 +4,8 @@
 client sent) and logs one info line instead of aiohttp's traceback. Its connections close
 after ``keepalive_timeout`` idle seconds (aiohttp's default is an hour). The few aiohttp
 internals the head gate needs to time every request head (is the connection waiting for its
-next request? how many heads has it parsed?) are read here and nowhere else. The keep-alive
+next request? how many heads has it parsed? has the newest one a body?) are read here and
+nowhere else. The keep-alive
 timer runs only between requests: a request in progress (a change long-poll that waits
 minutes) is never cut by it, nor by the head gate, which times heads only.
 """
@@ -16,6 +17,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler
 
 from cloudmeta.logs import throttled_logger
@@ -32,11 +34,12 @@ class QuietHandler(RequestHandler):
     where a listener keeps what it learnt of the connection once (the inline listeners: its
     namespace cookie and peer), rather than asking the socket on every request."""
 
-    __slots__ = ("facts",)
+    __slots__ = ("_head_begun", "facts")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.facts: Any = None
+        self._head_begun = False
 
     @property
     def waiting(self) -> bool:
@@ -49,11 +52,30 @@ class QuietHandler(RequestHandler):
         """How many request heads this connection has parsed so far."""
         return self._request_count
 
+    @property
+    def bodiless(self) -> bool:
+        """The newest request parsed (still queued: read right after a head completed) has
+        no body, so any byte after its head begins the next head."""
+        messages = self._messages
+        return bool(messages) and messages[-1][1] is EMPTY_PAYLOAD
+
     def hold_keepalive(self) -> None:
-        """A next head has begun: its own timeout governs now, not the idle one."""
+        """A next head has begun: its own timeout governs now, not the idle one (also when
+        it began before the answer ahead of it, after which aiohttp arms the idle timer)."""
+        self._head_begun = True
         if self._keepalive_handle is not None:
             self._keepalive_handle.cancel()
             self._keepalive_handle = None
+
+    def release_keepalive(self) -> None:
+        """The head is complete: after its answer the idle timeout governs again."""
+        self._head_begun = False
+
+    def _process_keepalive(self) -> None:
+        if self._head_begun:  # the head gate times this connection now
+            self._keepalive_handle = None
+            return
+        super()._process_keepalive()
 
     def handle_error(
         self,
