@@ -150,3 +150,32 @@ async def test_cli_subnet_create_with_ipv6_modes(make_config: Any, state_dir: Pa
         )  # fmt: skip
         # click refuses a value Neutron does not have, and lists the ones it has
         assert code != 0 and "dhcpv6-stateful" in err, err
+
+
+async def test_ipv6_subnet_joins_the_routers_port_on_its_network(admin: AdminClient) -> None:
+    """One qr- port per network: the IPv6 gateway is added to the router's IPv4 port there
+    (two ports on one bridge would answer ARP for each other), and leaves it on removal."""
+    network = await admin.create_network("cmt-v6l-dual")
+    v4 = await admin.create_subnet(network["id"], "198.51.100.0/24")
+    v6 = await admin.create_subnet(
+        network["id"], "2001:db8:2::/64", ipv6_address_mode="dhcpv6-stateless",
+        ipv6_ra_mode="dhcpv6-stateless",
+    )  # fmt: skip
+    router = await admin.create_router("cmt-v6l-r")
+    await admin.add_router_interface(router["id"], v4["id"])
+    router = await admin.add_router_interface(router["id"], v6["id"])
+    assert {(i["subnet_id"], i["ip_address"]) for i in router["interfaces"]} == {
+        (v4["id"], "198.51.100.1"),
+        (v6["id"], "2001:db8:2::1"),
+    }
+    assert len({i["port_id"] for i in router["interfaces"]}) == 1
+    (port,) = await admin.list_ports(device_id=router["id"])
+    assert sorted(f["ip_address"] for f in port["fixed_ips"]) == ["198.51.100.1", "2001:db8:2::1"]
+    with pytest.raises(AdminError) as info:
+        await admin.add_router_interface(router["id"], v6["id"])
+    assert info.value.status == 409
+    router = await admin.remove_router_interface(router["id"], v6["id"])
+    assert [i["ip_address"] for i in router["interfaces"]] == ["198.51.100.1"]
+    assert [p["id"] for p in await admin.list_ports(device_id=router["id"])] == [port["id"]]
+    router = await admin.remove_router_interface(router["id"], v4["id"])
+    assert router["interfaces"] == [] and await admin.list_ports(device_id=router["id"]) == []

@@ -342,6 +342,20 @@ async def add_router_interface(tx: Tx, router_id: str, subnet_id: str) -> Router
     )
     if holder is not None:
         raise Conflict(f"subnet_id: gateway {subnet.gateway_ip} is held by port {holder}")
+    same_network = [p for p in router.interfaces if p.network_id == subnet.network_id]
+    if subnet.ip_version == 6 and same_network:
+        # An IPv6 subnet joins the router's port on that network (a dual-stack qr- device),
+        # as Neutron adds IPv6 subnets to an existing port: a second qr- port on the same
+        # bridge would answer ARP for the first one's address (ARP flux) and take the IPv4
+        # metadata requests past the REDIRECT rule of its twin.
+        port = same_network[0]
+        port.fixed_ips.append(
+            FixedIP(subnet_id=subnet.id, network_id=subnet.network_id, ip_address=subnet.gateway_ip)
+        )
+        await tx.session.flush()
+        tx.record("port", port.id, "update", port_touches(port))
+        tx.record("router", router.id, "update", _router_touches(router.interfaces))
+        return router
     port = Port(
         network_id=subnet.network_id,
         project_id=router.project_id,
@@ -362,6 +376,14 @@ async def add_router_interface(tx: Tx, router_id: str, subnet_id: str) -> Router
 async def remove_router_interface(tx: Tx, router_id: str, subnet_id: str) -> Router:
     router = await load_router(tx, router_id)
     for port in router.interfaces:
+        if any(ip.subnet_id == subnet_id for ip in port.fixed_ips) and len(port.fixed_ips) > 1:
+            # A dual-stack port loses one subnet's address and stays.
+            tx.record("port", port.id, "update", port_touches(port))
+            for fixed in [ip for ip in port.fixed_ips if ip.subnet_id == subnet_id]:
+                port.fixed_ips.remove(fixed)
+            tx.record("router", router.id, "update", _router_touches(router.interfaces))
+            await tx.session.flush()
+            return router
         if any(ip.subnet_id == subnet_id for ip in port.fixed_ips):
             await tx.session.delete(port)
             tx.record("port", port.id, "delete", port_touches(port))
