@@ -52,8 +52,8 @@ GOLDEN = """\
 -A cm-cmt-tapa1b2c3d4 -s fa:16:3e:00:00:05 -p IPv4 --ip-src 0.0.0.0 --ip-proto udp \
 --ip-sport 68 --ip-dport 67 -j ACCEPT
 -A cm-cmt-tapa1b2c3d4 -s fa:16:3e:00:00:05 -p IPv6 --ip6-src 2001:db8::5/128 -j ACCEPT
--A cm-cmt-tapa1b2c3d4 -s fa:16:3e:00:00:05 -p IPv6 --ip6-src fe80::f816:3eff:fe00:5/128 -j ACCEPT
 -A cm-cmt-tapa1b2c3d4 -s fa:16:3e:00:00:05 -p IPv6 --ip6-src ::/128 -j ACCEPT
+-A cm-cmt-tapa1b2c3d4 -s fa:16:3e:00:00:05 -p IPv6 --ip6-src fe80::/64 -j ACCEPT
 -A cm-cmt-tapa1b2c3d4 -j DROP
 """
 

@@ -33,7 +33,9 @@ __all__ = [
 METADATA_V4_IP = "169.254.169.254"
 METADATA_V4_CIDR = "169.254.169.254/32"
 METADATA_V6_IP = "fe80::a9fe:a9fe"
-METADATA_V6_CIDR = "fe80::a9fe:a9fe/64"
+# /128, not neutron-lib's /64, and added with ``nodad``: never tentative, and with two DHCP
+# agents on a network each namespace holds it (Neutron LP#1953165: DAD let only one).
+METADATA_V6_CIDR = "fe80::a9fe:a9fe/128"
 DHCP_DEVICE_OWNER = "network:dhcp"
 ROUTER_INTERFACE_OWNERS = frozenset(
     {

@@ -9,7 +9,9 @@ Per filtered port, frames entering from its bridge port (``tap`` + port id) must
 port's MAC as source and:
 * ARP: sender MAC = the port's MAC, sender IP in its fixed IPs (or 0.0.0.0, an RFC 5227 probe);
 * IPv4: source in its fixed IPs, or 0.0.0.0 for DHCP (UDP 68 -> 67);
-* IPv6: source in its fixed IPv6 IPs, the EUI-64 link-local of its MAC, or :: (DAD, MLD).
+* IPv6: source in its fixed IPv6 IPs, any ``fe80::/64`` address (EUI-64, stable-privacy,
+  temporary or static: the metadata path identifies the caller by its enforced MAC, not by its
+  link-local address), or :: (DAD, MLD).
 Everything else from that port is dropped. Ports of the network itself (``network:*``: DHCP,
 router interfaces) are trusted, as in Neutron.
 """
@@ -27,6 +29,7 @@ __all__ = ["PortFilter", "eui64_link_local", "port_filters", "render_ruleset"]
 
 TRUSTED_OWNER_PREFIX = "network:"
 CHAIN_PREFIX = "cm-"
+LINK_LOCAL = "fe80::/64"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +90,8 @@ def _port_rules(f: PortFilter) -> list[str]:
     rules.append(
         f"{head} -p IPv4 --ip-src 0.0.0.0 --ip-proto udp --ip-sport 68 --ip-dport 67 -j ACCEPT"
     )
-    rules += [
-        f"{head} -p IPv6 --ip6-src {ip}/128 -j ACCEPT"
-        for ip in [*v6, eui64_link_local(f.mac), "::"]
-    ]
+    rules += [f"{head} -p IPv6 --ip6-src {ip}/128 -j ACCEPT" for ip in [*v6, "::"]]
+    rules.append(f"{head} -p IPv6 --ip6-src {LINK_LOCAL} -j ACCEPT")
     rules.append(f"-A {f.chain} -j DROP")
     return rules
 

@@ -6,6 +6,9 @@ by the caller's event loop through ONE shared aiohttp low-level server. Which ne
 a connection belongs to is read from the accepted socket itself: its network-namespace cookie
 (``SO_NETNS_COOKIE``, Linux >= 5.14) is the same as its listener's, so the record per namespace
 is just ``cookie -> ProxyTarget`` plus the listening servers: no app or handler per network.
+IPv6 listeners keep each connection's SYN with its MAC header (:mod:`cloudmeta.linux.peer`),
+read once per connection with the cookie and the peer: a link-local caller is named by the
+MAC its frames came from, not by its address.
 Each namespace's sockets are served by :func:`cloudmeta.http.serve` behind one budget (head and
 keep-alive timeouts, connection cap per namespace and per peer), so a flood on one network
 stays there.
@@ -21,18 +24,19 @@ from aiohttp import web
 
 from cloudmeta.http import Budget, Limits, Listener, QuietHandler, QuietServer, serve, unavailable
 from cloudmeta.linux import open_socket_in_namespace
+from cloudmeta.linux.peer import enable_saved_syn, saved_syn_mac
 from cloudmeta.logs import get_logger
 from cloudmeta.metrics import instrument
 from cloudmeta.proxy.binds import Bind
 from cloudmeta.proxy.errors import ProxyError
-from cloudmeta.proxy.headers import ProxyTarget, peer_host
+from cloudmeta.proxy.headers import Peer, ProxyTarget, peer_host
 
 __all__ = ["InlineHandler", "InlineListeners", "netns_cookie"]
 
 SO_NETNS_COOKIE = getattr(socket, "SO_NETNS_COOKIE", 71)
 BACKLOG = 1024
 
-InlineHandler = Callable[[web.BaseRequest, ProxyTarget, str], Awaitable[web.StreamResponse]]
+InlineHandler = Callable[[web.BaseRequest, ProxyTarget, Peer], Awaitable[web.StreamResponse]]
 
 log = get_logger("proxy")
 
@@ -44,10 +48,10 @@ def netns_cookie(sock: socket.socket) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class _Connection:
-    """What one accepted connection is: its namespace's cookie and the caller's address."""
+    """What one accepted connection is: its namespace's cookie and the caller."""
 
     cookie: bytes
-    peer: str
+    peer: Peer
 
 
 @dataclass(slots=True)
@@ -59,7 +63,7 @@ class _Listener:
 
 
 class InlineListeners:
-    """Listeners per namespace, all dispatched to ``handler(request, target, peer_ip)``."""
+    """Listeners per namespace, all dispatched to ``handler(request, target, peer)``."""
 
     def __init__(
         self, handler: InlineHandler, limits: Limits | None = None, *, metrics: bool = True
@@ -69,7 +73,7 @@ class InlineListeners:
         dispatch = instrument(self._dispatch, "proxy", "inline", metrics)
         self._http = QuietServer(dispatch, keepalive_timeout=self._limits.keepalive_timeout)
         self._by_namespace: dict[str, _Listener] = {}
-        self._by_cookie: dict[bytes, ProxyTarget] = {}
+        self._by_cookie: dict[bytes, tuple[ProxyTarget, str]] = {}
 
     def __len__(self) -> int:
         return len(self._by_namespace)
@@ -94,15 +98,12 @@ class InlineListeners:
         sockets: list[socket.socket] = []
         try:
             for bind in wanted:
-                sockets.append(
-                    open_socket_in_namespace(
-                        namespace,
-                        bind.host,
-                        bind.port,
-                        interface=bind.interface,
-                        backlog=BACKLOG,
-                    )
+                sock = open_socket_in_namespace(
+                    namespace, bind.host, bind.port, interface=bind.interface, backlog=BACKLOG
                 )
+                sockets.append(sock)
+                if sock.family == socket.AF_INET6:
+                    enable_saved_syn(sock)
         except Exception as exc:
             for sock in sockets:
                 sock.close()
@@ -115,7 +116,7 @@ class InlineListeners:
             for sock in sockets:
                 sock.close()
             raise ProxyError(
-                f"namespace {namespace} already serves {other.uuid} under another name"
+                f"namespace {namespace} already serves {other[0].uuid} under another name"
             )
         listener = _Listener(
             target,
@@ -124,7 +125,7 @@ class InlineListeners:
             await serve(sockets, self._http, self._limits, shared=True, name=namespace),
         )
         self._by_namespace[namespace] = listener
-        self._by_cookie[cookie] = target
+        self._by_cookie[cookie] = (target, namespace)
         log.info(
             "inline metadata listener up",
             namespace=namespace,
@@ -150,16 +151,20 @@ class InlineListeners:
         facts: _Connection | None = getattr(protocol, "facts", None)
         if facts is None:
             # Once per connection: under uvloop each get_extra_info("socket") builds a socket
-            # object, and the cookie and the peer are two more system calls.
+            # object, and the cookie, the peer and the saved SYN are more system calls.
             transport = request.transport
             sock = transport.get_extra_info("socket") if transport is not None else None
             if sock is None:
                 return web.Response(status=500, text="connection already closed\n")
-            facts = _Connection(netns_cookie(sock), peer_host(sock.getpeername()))
+            cookie = netns_cookie(sock)
+            known = self._by_cookie.get(cookie)
+            mac = saved_syn_mac(sock) if sock.family == socket.AF_INET6 else None
+            namespace = known[1] if known is not None else None
+            facts = _Connection(cookie, Peer(peer_host(sock.getpeername()), mac, namespace))
             if isinstance(protocol, QuietHandler):
                 protocol.facts = facts
         # Per request: a namespace removed while its connections stay open is refused.
-        target = self._by_cookie.get(facts.cookie)
-        if target is None:
+        served = self._by_cookie.get(facts.cookie)
+        if served is None:
             return unavailable("metadata listener removed")
-        return await self._handler(request, target, facts.peer)
+        return await self._handler(request, served[0], facts.peer)

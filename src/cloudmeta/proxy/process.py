@@ -2,7 +2,9 @@
 
 The seed's literal picture (neutron-ns-metadata-proxy): started inside the namespace, it
 listens on the metadata address, rewrites the identity headers and relays over the agent's
-unix socket. Only :mod:`cloudmeta.proxy.headers` decides what crosses.
+unix socket. Only :mod:`cloudmeta.proxy.headers` decides what crosses. IPv6 listeners keep
+each connection's SYN, so the source MAC of a link-local caller goes with the request
+(``X-Neutron-Source-MAC``), read once per connection.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +24,7 @@ from aiohttp import web
 from cloudmeta.http import (
     Limits,
     Listener,
+    QuietHandler,
     Relay,
     UpstreamError,
     refuse_forwarded_token_put,
@@ -28,9 +32,10 @@ from cloudmeta.http import (
     unavailable,
 )
 from cloudmeta.linux.netns import make_listening_socket
+from cloudmeta.linux.peer import enable_saved_syn, saved_syn_mac
 from cloudmeta.logs import get_logger, throttled_logger
 from cloudmeta.proxy.binds import Bind
-from cloudmeta.proxy.headers import ProxyTarget, clean_headers, peer_host
+from cloudmeta.proxy.headers import Peer, ProxyTarget, clean_headers, peer_host
 
 __all__ = ["LIMIT_OPTIONS", "NsMetadataProxy", "limit_argv", "limits_from", "run_ns_metadata_proxy"]
 
@@ -89,6 +94,9 @@ class NsMetadataProxy:
             make_listening_socket(bind.host, bind.port, interface=bind.interface, backlog=1024)
             for bind in binds
         ]
+        for sock in sockets:
+            if sock.family == socket.AF_INET6:
+                enable_saved_syn(sock)
         self._listener = await serve(sockets, self.handle, self._limits)
         for bind in binds:
             log.info("metadata proxy listening", bind=str(bind), target=self._target.uuid)
@@ -102,10 +110,10 @@ class NsMetadataProxy:
         refused = refuse_forwarded_token_put(request)
         if refused is not None:
             return refused
-        peer = peer_host(
-            request.transport.get_extra_info("peername") if request.transport else None
-        )
-        headers = clean_headers(request.headers.items(), peer, self._target)
+        peer = _peer(request)
+        if peer is None:
+            return web.Response(status=500, text="connection already closed\n")
+        headers = clean_headers(request.headers.items(), peer.ip, self._target, peer.mac)
         body = await request.read() if request.body_exists else None
         try:
             return await self._relay.send(
@@ -116,6 +124,23 @@ class NsMetadataProxy:
                 "metadata agent unreachable", socket=str(self._agent_socket), error=str(exc)
             )
             return unavailable("The metadata agent is unavailable. Please try again later.")
+
+
+def _peer(request: web.BaseRequest) -> Peer | None:
+    """The caller, read once per connection (a saved SYN can be read only once)."""
+    protocol = request.protocol
+    peer: Peer | None = getattr(protocol, "facts", None)
+    if peer is not None:
+        return peer
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return None
+    mac = saved_syn_mac(sock) if sock.family == socket.AF_INET6 else None
+    peer = Peer(peer_host(sock.getpeername()), mac)
+    if isinstance(protocol, QuietHandler):
+        protocol.facts = peer
+    return peer
 
 
 async def run_ns_metadata_proxy(
