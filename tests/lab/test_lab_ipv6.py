@@ -6,74 +6,113 @@ DHCPv6 with Debian's dhclient -6), and cloud-init reading the metadata over fe80
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from labkit import assert_nothing_left
 from labkit import cli as _cli
 
+from cloudmeta.adminclient import AdminClient
 from cloudmeta.config import Config
+from cloudmeta.inventory.rules import eui64_address
 from cloudmeta.lab import cloud, instance
-from cloudmeta.lab.cloudcfg import METADATA_URL_V6
+from cloudmeta.lab.cloudcfg import Datasource, lab_cloud_cfg, metadata_urls
 from cloudmeta.lab.ipv6 import IPV6_ONLY, V6_SUBNETS
+from cloudmeta.lab.state import LabState, load_state, save_state
 from cloudmeta.linux import run
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
-_PREFIX = {"isolated": "2001:db8:1:", "routed": "2001:db8:2:", "ipv6-only": "2001:db8:3:"}
+V6_URL = "http://[fe80::a9fe:a9fe%eth0]"
+CIDRS = {name: v6.cidr for name, v6 in V6_SUBNETS.items()} | {IPV6_ONLY[0]: IPV6_ONLY[1].cidr}
 
 
-def _log(config: Config, name: str) -> str:
-    path = cloud.instance_paths(config, name).upper / "var/log/cloud-init.log"
-    return path.read_text() if path.exists() else ""
+def test_cloud_init_is_told_to_ask_ipv6_first() -> None:
+    assert metadata_urls(ipv4=True, ipv6=True) == [V6_URL, "http://169.254.169.254"]
+    assert metadata_urls(ipv4=False, ipv6=True) == [V6_URL]
+    assert metadata_urls() == ["http://169.254.169.254"]
+    cfg = json.loads(lab_cloud_cfg(Datasource.OPENSTACK, metadata_urls(ipv4=False, ipv6=True)))
+    assert cfg["datasource"]["OpenStack"]["metadata_urls"] == [V6_URL]
 
 
 def test_lab_up_ipv6_once(lab_config: Config) -> None:
-    """Three instances over the three networks: each has its port's IPv6 address, cloud-init
-    crawled its own instance, the IPv6-only one over fe80::a9fe:a9fe, the others too, where
-    the path answers; the table says which port answered fe80::a9fe:a9fe."""
+    """Three instances over the three networks: each has its port's IPv6 address (EUI-64 by
+    SLAAC, the pool's by DHCPv6-stateful), and cloud-init crawled its own instance over
+    fe80::a9fe:a9fe, answered by the DHCP port (no router) or the router (routed)."""
     report = lab_config.state_path / "report.json"
     args = ["lab", "up", "--ipv6", "--once", "--instances", "3", "--no-web"]
     try:
         done = _cli(lab_config, *args, "--report", str(report), timeout=280)
         rows: list[dict[str, Any]] = json.loads(report.read_text()) if report.exists() else []
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-        assert {r["network"] for r in rows} == {"isolated", "routed", "ipv6-only"}
+        assert {r["network"] for r in rows} == set(CIDRS)
         for row in rows:
             assert row["result"] == "ok", row
             assert row["hostname"] == f"{row['name']}-lab", row
-            assert row["package"] == "cmt-hello 1.0", row  # the repository over IPv6 too
-            assert row["ip6"] is not None and row["ip6"].startswith(_PREFIX[row["network"]]), row
-            assert row["errors"] == [], row
-        only = next(r for r in rows if r["network"] == IPV6_ONLY[0])
-        assert only["ip"] == only["ip6"] and only["metadata_next_hop"] is None
-        assert only["path6"] == "dhcp", only  # no router on it: its DHCP port answered
-        # SLAAC gives the EUI-64 address the inventory gave the port; DHCPv6 the pool's one.
-        stateful = next(r for r in rows if r["network"] == "isolated")
-        assert V6_SUBNETS["isolated"].mode == "dhcpv6-stateful"
-        assert stateful["ip6"] == "2001:db8:1::2" or "ff:fe" not in stateful["ip6"], stateful
-        assert "ff:fe" in only["ip6"] or "fffe" in only["ip6"].replace(":", ""), only
+            assert row["package"] == "cmt-hello 1.0", row  # the repository, over IPv6 too
+            assert row["errors"] == [], row  # it has its port's IPv6 address, among others
+            assert row["ip6"] is not None and row["ip6"] in row["ipv6_addresses"], row
+            cidr = CIDRS[row["network"]]
+            assert row["ip6"].startswith(cidr.split("::")[0] + ":"), row
+            # cloud-init 22.4.2 settled on the IPv6 URL, first in its list
+            assert row["metadata_url"] == V6_URL, row
+            assert row["path6"] == ("router" if row["network"] == "routed" else "dhcp"), row
+        by_net = {r["network"]: r for r in rows}
+        only = by_net[IPV6_ONLY[0]]
+        assert only["ip"] == only["ip6"] and only["metadata_next_hop"] is None, only
+        assert "f816:3eff:fe" in only["ip6"] and "f816:3eff:fe" in by_net["routed"]["ip6"]
+        assert "f816:3eff:fe" not in by_net["isolated"]["ip6"]  # DHCPv6-stateful: the pool
     finally:
         _cli(lab_config, "lab", "down", timeout=90)
     assert_nothing_left(lab_config)
 
 
-def test_cloud_init_config_asks_ipv6_first(lab_config: Config) -> None:
-    """What the instance's cloud-init is told: fe80::a9fe:a9fe%eth0 first (IPv6-only: only)."""
-    from cloudmeta.lab.cloudcfg import Datasource, lab_cloud_cfg, metadata_urls
+@pytest.fixture
+async def lab6(lab_config: Config) -> AsyncIterator[tuple[Config, AdminClient, LabState]]:
+    state = LabState()
+    save_state(lab_config, state)
+    client = AdminClient(lab_config)
+    try:
+        await cloud.ensure_all_in_one(lab_config, client, state, lambda _: None)
+        await cloud.build_cloud(lab_config, client, state, lambda _: None, ipv6=True)
+        yield lab_config, client, state
+    finally:
+        await cloud.down(lab_config, load_state(lab_config) or state, client)
+        await client.close()
+    assert_nothing_left(lab_config)
 
-    v6 = METADATA_URL_V6.format(iface="eth0")
-    assert metadata_urls(ipv4=True, ipv6=True) == [v6, "http://169.254.169.254"]
-    assert metadata_urls(ipv4=False, ipv6=True) == [v6]
-    assert metadata_urls() == ["http://169.254.169.254"]
-    cfg = json.loads(lab_cloud_cfg(Datasource.OPENSTACK, metadata_urls(ipv4=False, ipv6=True)))
-    assert cfg["datasource"]["OpenStack"]["metadata_urls"] == ["http://[fe80::a9fe:a9fe%eth0]"]
 
-
-async def _curl_v6(config: Config, name: str, path: str) -> tuple[int, str]:
+async def _curl(config: Config, name: str, url: str) -> tuple[int, str]:
     argv = instance.exec_argv(
-        cloud.instance_paths(config, name),
-        ["curl", "-gsS", "--max-time", "5", f"http://[fe80::a9fe:a9fe%25eth0]{path}"],
+        cloud.instance_paths(config, name), ["curl", "-gfsS", "--max-time", "5", url]
     )
     done = await run(argv, timeout=15, check=False)
     return done.returncode, done.stdout
+
+
+async def test_ipv6_only_instance_reads_its_own_metadata_as_cloud_init_23_does(
+    lab6: tuple[Config, AdminClient, LabState],
+) -> None:
+    """cloud-init 23.1+'s request sequence with RFC 6874's ``%25`` (the form it builds), by
+    curl in the IPv6-only instance: its own meta_data.json, and a network_data.json that
+    lists its network as Nova's ``ipv6_slaac`` with the address SLAAC gave it."""
+    config, client, state = lab6
+    net = next(n for n in state.networks.values() if n.name == IPV6_ONLY[0])
+    inst = await cloud.boot_instance(config, client, state, "v6l-1", net.id)
+    assert await instance.wait_booted(cloud.instance_paths(config, "v6l-1"), 90) == "ok"
+    base = "http://[fe80::a9fe:a9fe%25eth0]"
+    code, versions = await _curl(config, "v6l-1", f"{base}/openstack")
+    assert code == 0 and "latest" in versions.split()
+    code, body = await _curl(config, "v6l-1", f"{base}/openstack/latest/meta_data.json")
+    assert code == 0 and json.loads(body)["uuid"] == inst.server_id
+    code, body = await _curl(config, "v6l-1", f"{base}/openstack/latest/network_data.json")
+    assert code == 0
+    networks = json.loads(body)["networks"]
+    assert inst.mac is not None
+    slaac = str(eui64_address(IPV6_ONLY[1].cidr, inst.mac))
+    assert [(n["type"], n["ip_address"]) for n in networks] == [("ipv6_slaac", slaac)]
+    assert inst.ip6 == slaac
+    # No IPv4 at all: 169.254.169.254 is not reachable from it.
+    code, _ = await _curl(config, "v6l-1", "http://169.254.169.254/openstack")
+    assert code != 0

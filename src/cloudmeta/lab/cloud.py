@@ -556,6 +556,9 @@ async def instance_row(client: AdminClient, config: Config, inst: LabInstance) -
     v6: dict[str, Any] = {}
     if inst.ip6 is not None and not inst.vm:
         v6 = await ipv6_lab.status_fields(client, inst, _INSTANCE_IFACE)
+        log = instance_paths(config, inst.name).upper / "var/log/cloud-init.log"
+        with contextlib.suppress(OSError):
+            v6["metadata_url"] = ipv6_lab.metadata_source(log.read_text(errors="replace"))
         if inst.ip == inst.ip6:  # IPv6 only: no route to 169.254.169.254 is no fault
             hop, path, why = None, "-", None
     return {

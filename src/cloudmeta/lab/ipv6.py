@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "V6Subnet",
     "add_subnet",
     "global_addresses",
+    "metadata_source",
     "metadata_v6_neighbour",
     "path_of_mac",
     "status_fields",
@@ -49,6 +51,15 @@ IPV6_ONLY = ("ipv6-only", V6Subnet("2001:db8:3::/64", "slaac"))
 def url_host(ip: str) -> str:
     """``ip`` as the host part of a URL (IPv6 in brackets)."""
     return f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
+
+
+_SOURCE = re.compile(r"Using metadata source: '([^']+)'")
+
+
+def metadata_source(cloud_init_log: str) -> str | None:
+    """The metadata URL cloud-init's OpenStack datasource settled on (its log says so)."""
+    found = _SOURCE.findall(cloud_init_log)
+    return found[-1] if found else None
 
 
 async def global_addresses(namespace: str, ifname: str = "eth0") -> list[str]:
