@@ -214,6 +214,17 @@ async def build_cloud(
     await repo.build_repository(lab_dir(config) / "repo")
     await asyncio.gather(*(ensure_repo(config, client, state, n) for n in list(state.networks)))
     progress("apt repository cmt-hello served on each network")
+    if ipv6:
+        nets6 = [n for n in state.networks.values() if n.subnet6_id and n.repo_namespace]
+        answered = await asyncio.gather(
+            *(ipv6_lab.wait_metadata_path(n.repo_namespace or "") for n in nets6)
+        )
+        missing = [n.name for n, ok in zip(nets6, answered, strict=True) if not ok]
+        progress(
+            "fe80::a9fe:a9fe answers on every IPv6 network"
+            if not missing
+            else f"fe80::a9fe:a9fe does not answer on {', '.join(missing)} (IPv4 only there)"
+        )
 
 
 async def ensure_repo(config: Config, client: AdminClient, state: LabState, network_id: str) -> str:

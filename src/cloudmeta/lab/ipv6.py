@@ -7,6 +7,7 @@ the network's DHCP namespace (``ipv6_ra_mode`` = ``ipv6_address_mode``, see dhcp
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import re
@@ -30,6 +31,7 @@ __all__ = [
     "path_of_mac",
     "status_fields",
     "url_host",
+    "wait_metadata_path",
 ]
 
 
@@ -46,6 +48,29 @@ V6_SUBNETS = {
 }
 # The IPv6-only network: no router, no IPv4 subnet; SLAAC, the case cloud-init struggles with.
 IPV6_ONLY = ("ipv6-only", V6Subnet("2001:db8:3::/64", "slaac"))
+
+
+async def wait_metadata_path(namespace: str, timeout: float = 30.0) -> bool:  # noqa: ASYNC109
+    """Until ``fe80::a9fe:a9fe`` answers HTTP on ``namespace``'s ``eth0`` (any status: the
+    neighbour, the REDIRECT and the proxy are there); False after ``timeout``.
+
+    The lab asks from its repository's namespace, a port on the network like an instance's,
+    before it boots instances: the router's IPv6 path is built asynchronously (after the
+    interface is added), and cloud-init, asking the IPv6 URL first, would otherwise fall back
+    to 169.254.169.254 on a routed network that was still being built, and never to IPv6."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    url = f"http://[{METADATA_V6_IP}%25eth0]/"
+    while loop.time() < deadline:
+        result = await linux.run(
+            ["curl", "-gsS", "-o", "/dev/null", "--max-time", "1", url],
+            namespace=namespace,
+            check=False,
+        )
+        if result.returncode == 0:
+            return True
+        await asyncio.sleep(0.2)
+    return False
 
 
 def url_host(ip: str) -> str:
