@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 from cloudmeta.documents import FixedIp, Instance, Network, Port, Subnet, network_data
 
 NET = Network(id="n-6", name="v6only", mtu=1500)
