@@ -170,9 +170,27 @@ async def _scene(cloud: L3Cloud) -> Scene:
     )
 
 
+async def _stranger(cloud: L3Cloud, network_id: str) -> str:
+    """A namespace on the network's bridge whose MAC is no port of it (nothing filters it)."""
+    ns = cloud.ns("stranger")
+    linux.create_namespace(ns)
+    await linux.plug_veth(
+        ns,
+        "eth0",
+        mac="fa:16:3e:5e:e0:01",
+        host_ifname=f"cmt-s{cloud.tag}"[:15],
+        bridge=bridge_name(DEVICE_PREFIX, network_id),
+        bridge_namespace=cloud.bridge_namespace,
+    )
+    return ns
+
+
 @pytest.mark.parametrize("mode", list(ProxyMode), ids=str)
 async def test_ipv6_metadata_both_paths(
-    make_config: Callable[..., Config], state_dir: Path, mode: ProxyMode
+    make_config: Callable[..., Config],
+    state_dir: Path,
+    mode: ProxyMode,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cloud = await start_cloud(
         make_config,
@@ -200,6 +218,18 @@ async def test_ipv6_metadata_both_paths(
         router_ns = cloud.router_ns(scene.router_id)
         redirected = await iptables_counters(router_ns, "nat", NAT_CHAIN, ipv6=True)
         assert sum(c.packets for c in redirected) > 0, redirected
+
+        # A MAC that is no port of the network: 404, and the agent says so.
+        stranger = await _stranger(cloud, scene.dual)
+        capsys.readouterr()
+        status = 0
+        for _ in range(20):  # its link-local address may still be tentative
+            status, body = await _curl(stranger, seconds=2)
+            if status:
+                break
+            await asyncio.sleep(0.2)
+        assert status == 404, (status, body)
+        assert "no unique port for the caller" in capsys.readouterr().out
 
         tries, leaks, seen = await _spoofing(vms)
         record("attack", f"{mode}:ipv6-spoof", tries=tries, leaks=leaks, **seen)
