@@ -201,8 +201,9 @@ class MetadataAgent:
                 return plain(404, "Instance was not found: the caller's MAC is unknown.")
             caller = caller_from_forwarded(peer.ip, mac)
         if self.limiter is not None:
-            # Before the lookup, as haproxy's deny is before the agent: per source address.
-            wait = self.limiter.allow(target.uuid, caller.ip, time.monotonic())
+            # Before the lookup, as haproxy's deny is before the agent: per source address
+            # (per MAC for a link-local caller).
+            wait = self.limiter.allow(target.uuid, caller.ip, time.monotonic(), caller.mac)
             if wait > 0:
                 RATE_LIMITED.inc()
                 return plain(
