@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,12 @@ from cloudmeta.l3.model import bridge_port_name
 from cloudmeta.l3.rules import NAT_CHAIN
 from cloudmeta.linux.iptables import iptables_counters
 from cloudmeta.linux.names import bridge_name
+from cloudmeta.linux.peer import neighbours
 from support.report import record
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
+
+FORGE_ND = Path(__file__).resolve().parents[1] / "support" / "forge_nd.py"
 
 URL = "http://[fe80::a9fe:a9fe%25eth0]/openstack/latest/meta_data.json"
 DEVICE_PREFIX = "cmt-"
@@ -231,6 +235,14 @@ async def test_ipv6_metadata_both_paths(
         assert status == 404, (status, body)
         assert "no unique port for the caller" in capsys.readouterr().out
 
+        # Neighbour discovery naming the victim's MAC: dropped on the bridge, so neither
+        # metadata namespace ever maps an address to a MAC its owner did not announce.
+        for me, victim, ns in (
+            (vms["random"], vms["eui"], dhcp_namespace(cloud.config, scene.dual)),
+            (vms["router-random"], vms["router-eui"], router_ns),
+        ):
+            await _forged_nd(me, victim, ns)
+
         tries, leaks, seen = await _spoofing(vms)
         record("attack", f"{mode}:ipv6-spoof", tries=tries, leaks=leaks, **seen)
         assert leaks == 0
@@ -246,6 +258,14 @@ async def test_ipv6_metadata_both_paths(
             assert await _answers(vms[name]), name
     finally:
         await cloud.close()
+
+
+async def _forged_nd(me: Vm, victim: Vm, namespace: str) -> None:
+    argv = [sys.executable, str(FORGE_ND), me.link_local, "eth0", victim.mac]
+    await linux.run(argv, namespace=me.namespace)
+    await asyncio.sleep(0.3)
+    table = {(n.address, n.mac) for n in neighbours(namespace)}
+    assert (me.link_local, victim.mac) not in table, table
 
 
 async def _metadata_address_ready(cloud: L3Cloud, network_id: str) -> None:
