@@ -5,9 +5,9 @@
 * :meth:`MetadataAgent.answer` is the same path for the inline listeners, which know the
   network/router from the socket that accepted the connection: no headers trusted, no hop.
 
-A link-local IPv6 caller is resolved by the source MAC of its frames: the proxy's saved SYN
-(inline, process), else the neighbour table of the namespace it reached (haproxy, or a SYN
-answered with a syncookie); no MAC, or two for one address: 404.
+A link-local IPv6 caller is resolved by its MAC: the one the proxy read (inline, process: the
+neighbour entry, or the saved SYN), else the neighbour table of the namespace it reached
+(haproxy); no MAC, or two for one address: 404.
 """
 
 from __future__ import annotations
