@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,12 @@ from cloudmeta.l3.model import bridge_port_name
 from cloudmeta.l3.rules import NAT_CHAIN
 from cloudmeta.linux.iptables import iptables_counters
 from cloudmeta.linux.names import bridge_name
+from cloudmeta.linux.peer import neighbours
 from support.report import record
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
+
+FORGE_ND = Path(__file__).resolve().parents[1] / "support" / "forge_nd.py"
 
 URL = "http://[fe80::a9fe:a9fe%25eth0]/openstack/latest/meta_data.json"
 DEVICE_PREFIX = "cmt-"
@@ -170,9 +174,27 @@ async def _scene(cloud: L3Cloud) -> Scene:
     )
 
 
+async def _stranger(cloud: L3Cloud, network_id: str) -> str:
+    """A namespace on the network's bridge whose MAC is no port of it (nothing filters it)."""
+    ns = cloud.ns("stranger")
+    linux.create_namespace(ns)
+    await linux.plug_veth(
+        ns,
+        "eth0",
+        mac="fa:16:3e:5e:e0:01",
+        host_ifname=f"cmt-s{cloud.tag}"[:15],
+        bridge=bridge_name(DEVICE_PREFIX, network_id),
+        bridge_namespace=cloud.bridge_namespace,
+    )
+    return ns
+
+
 @pytest.mark.parametrize("mode", list(ProxyMode), ids=str)
 async def test_ipv6_metadata_both_paths(
-    make_config: Callable[..., Config], state_dir: Path, mode: ProxyMode
+    make_config: Callable[..., Config],
+    state_dir: Path,
+    mode: ProxyMode,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cloud = await start_cloud(
         make_config,
@@ -201,6 +223,26 @@ async def test_ipv6_metadata_both_paths(
         redirected = await iptables_counters(router_ns, "nat", NAT_CHAIN, ipv6=True)
         assert sum(c.packets for c in redirected) > 0, redirected
 
+        # A MAC that is no port of the network: 404, and the agent says so.
+        stranger = await _stranger(cloud, scene.dual)
+        capsys.readouterr()
+        status = 0
+        for _ in range(20):  # its link-local address may still be tentative
+            status, body = await _curl(stranger, seconds=2)
+            if status:
+                break
+            await asyncio.sleep(0.2)
+        assert status == 404, (status, body)
+        assert "no unique port for the caller" in capsys.readouterr().out
+
+        # Neighbour discovery naming the victim's MAC: dropped on the bridge, so neither
+        # metadata namespace ever maps an address to a MAC its owner did not announce.
+        for me, victim, ns in (
+            (vms["random"], vms["eui"], dhcp_namespace(cloud.config, scene.dual)),
+            (vms["router-random"], vms["router-eui"], router_ns),
+        ):
+            await _forged_nd(me, victim, ns)
+
         tries, leaks, seen = await _spoofing(vms)
         record("attack", f"{mode}:ipv6-spoof", tries=tries, leaks=leaks, **seen)
         assert leaks == 0
@@ -216,6 +258,14 @@ async def test_ipv6_metadata_both_paths(
             assert await _answers(vms[name]), name
     finally:
         await cloud.close()
+
+
+async def _forged_nd(me: Vm, victim: Vm, namespace: str) -> None:
+    argv = [sys.executable, str(FORGE_ND), me.link_local, "eth0", victim.mac]
+    await linux.run(argv, namespace=me.namespace)
+    await asyncio.sleep(0.3)
+    table = {(n.address, n.mac) for n in neighbours(namespace)}
+    assert (me.link_local, victim.mac) not in table, table
 
 
 async def _metadata_address_ready(cloud: L3Cloud, network_id: str) -> None:

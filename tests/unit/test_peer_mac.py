@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from cloudmeta.linux.errors import LinuxError
-from cloudmeta.linux.peer import Neighbour, mac_from_saved_syn, parse_neighbours
+from cloudmeta.linux.peer import Neighbour, caller_mac, mac_from_saved_syn, parse_neighbours
 
 DST, SRC = bytes.fromhex("fa163e000001"), bytes.fromhex("fa163e00000a")
 IPV6 = bytes([0x60]) + bytes(39)
@@ -73,3 +73,13 @@ def test_a_netlink_error_is_raised() -> None:
     error = struct.pack("=IHHII", 36, 2, 0, 1, 0) + struct.pack("=i", -22) + bytes(16)
     with pytest.raises(LinuxError, match="errno 22"):
         parse_neighbours(error)
+
+
+def test_the_neighbour_entry_names_the_caller_and_the_syn_gives_the_alarm() -> None:
+    a, b = "fa:16:3e:00:00:0a", "fa:16:3e:00:00:0b"
+    assert caller_mac(a, a) == (a, False)
+    assert caller_mac(None, a) == (a, False)  # a syncookie: no SYN saved
+    assert caller_mac(a, None) == (a, False)  # no entry (gone already): the SYN's
+    assert caller_mac(None, None) == (None, False)
+    # The answers go to b, so the connection is b's, whatever its SYN said.
+    assert caller_mac(a, b) == (b, True)

@@ -2,9 +2,10 @@
 
 Neutron identifies a caller by (IP, networks). An IPv6 link-local caller is not in the port
 database by address, and its address proves nothing (stable-privacy, temporary and static
-addresses carry no MAC; an EUI-64 one can be chosen by any guest), so it is found by the MAC
-its frames came from (port security enforces it): the proxy reads it from the connection's
-saved SYN (:mod:`cloudmeta.linux.peer`), or the agent from the namespace's neighbour table.
+addresses carry no MAC; an EUI-64 one can be chosen by any guest), so it is found by its MAC
+(port security enforces frames' and neighbour discovery's): the proxy reads the namespace's
+neighbour entry for it and the connection's saved SYN (:mod:`cloudmeta.linux.peer`), or, in
+haproxy mode, the agent reads the neighbour table.
 IPv4 and global IPv6 callers are found by address (port security limits them to the port's
 fixed IPs).
 """

@@ -5,9 +5,9 @@
 * :meth:`MetadataAgent.answer` is the same path for the inline listeners, which know the
   network/router from the socket that accepted the connection: no headers trusted, no hop.
 
-A link-local IPv6 caller is resolved by the source MAC of its frames: the proxy's saved SYN
-(inline, process), else the neighbour table of the namespace it reached (haproxy, or a SYN
-answered with a syncookie); no MAC, or two for one address: 404.
+A link-local IPv6 caller is resolved by its MAC: the one the proxy read (inline, process: the
+neighbour entry, or the saved SYN), else the neighbour table of the namespace it reached
+(haproxy); no MAC, or two for one address: 404.
 """
 
 from __future__ import annotations
@@ -201,8 +201,9 @@ class MetadataAgent:
                 return plain(404, "Instance was not found: the caller's MAC is unknown.")
             caller = caller_from_forwarded(peer.ip, mac)
         if self.limiter is not None:
-            # Before the lookup, as haproxy's deny is before the agent: per source address.
-            wait = self.limiter.allow(target.uuid, caller.ip, time.monotonic())
+            # Before the lookup, as haproxy's deny is before the agent: per source address
+            # (per MAC for a link-local caller).
+            wait = self.limiter.allow(target.uuid, caller.ip, time.monotonic(), caller.mac)
             if wait > 0:
                 RATE_LIMITED.inc()
                 return plain(

@@ -14,6 +14,14 @@ port's MAC as source and:
   link-local address), or :: (DAD, MLD).
 Everything else from that port is dropped. Ports of the network itself (``network:*``: DHCP,
 router interfaces) are trusted, as in Neutron.
+
+Neighbour discovery (:func:`nd_guard_chains`, ip6tables in the same namespace, which sees
+bridged frames through br_netfilter): since any link-local source is admitted, the link-layer
+address a port announces must be its own, or the metadata namespaces' neighbour entries (which
+steer the answers, and name the caller in haproxy mode) could point a neighbour's address at
+the attacker. A solicitation or advertisement from a port carries no option, or its own MAC
+as the first option (the kernel takes the first); router advertisements and redirects from
+instance ports are dropped.
 """
 
 from __future__ import annotations
@@ -23,9 +31,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cloudmeta.dhcp.model import NetworkBundle, Port
+from cloudmeta.linux.iptables import Chain
 from cloudmeta.linux.names import link_name
 
-__all__ = ["PortFilter", "eui64_link_local", "port_filters", "render_ruleset"]
+__all__ = ["PortFilter", "eui64_link_local", "nd_guard_chains", "port_filters", "render_ruleset"]
+
+ND_CHAIN = "cloudmeta-nd"
+# ICMPv6 type -> (offset of the options from the IPv6 header, the link-layer option's type)
+_ND_OPTIONS = {133: (48, 1), 135: (64, 1), 136: (64, 2)}
+_ND_DROPPED = (134, 137)  # router advertisement, redirect: never from an instance
+_ICMPV6_NEXT = "4&0xff00=0x3a00"  # no extension header before ICMPv6
 
 TRUSTED_OWNER_PREFIX = "network:"
 CHAIN_PREFIX = "cm-"
@@ -105,3 +120,26 @@ def render_ruleset(filters: Iterable[PortFilter]) -> str:
     for f in ordered:
         lines += _port_rules(f)
     return "\n".join(lines) + "\n"
+
+
+def _nd_rules(f: PortFilter) -> list[str]:
+    head = f"-m physdev --physdev-in {f.link} -p ipv6-icmp -m icmp6 --icmpv6-type"
+    raw = f.mac.replace(":", "")
+    rules = []
+    for kind, (offset, option) in _ND_OPTIONS.items():
+        bare = offset - 40  # the message without options
+        rules.append(f'{head} {kind} -m u32 --u32 "4>>16={bare:#x}&&{_ICMPV6_NEXT}" -j RETURN')
+        own = (
+            f"{_ICMPV6_NEXT}&&{offset}>>16={option << 8 | 1:#x}"
+            f"&&{offset}&0xffff=0x{raw[:4]}&&{offset + 4}=0x{raw[4:]}"
+        )
+        rules.append(f'{head} {kind} -m u32 --u32 "{own}" -j RETURN')
+    rules += [f"{head} {kind} -j DROP" for kind in (*_ND_OPTIONS, *_ND_DROPPED)]
+    return rules
+
+
+def nd_guard_chains(filters: Iterable[PortFilter]) -> tuple[Chain, ...]:
+    """The ip6tables chain checking every filtered port's neighbour discovery (bridged
+    frames reach the bridge namespace's ``FORWARD``)."""
+    rules = [rule for f in sorted(filters, key=lambda f: f.link) for rule in _nd_rules(f)]
+    return (Chain("filter", ND_CHAIN, tuple(rules), jump_from="FORWARD"),)

@@ -7,11 +7,15 @@ the source MAC of every frame a port sends. So the peer is named by that MAC:
 * **the saved SYN** (``TCP_SAVE_SYN = 2``, Linux >= 5.10): a listener keeps each connection's
   SYN with its MAC header, and ``TCP_SAVED_SYN`` on the accepted socket returns it once. One
   ``getsockopt`` per connection, and the MAC is the frame's own, not a claim in a packet;
-* **the neighbour table** (``RTM_GETNEIGH`` in the namespace) where the SYN is not saved: a
-  listener we do not own (haproxy) or a SYN answered with a syncookie. Weaker: an entry is
-  learnt from the link-layer option of neighbour discovery, which a guest writes itself.
+* **the neighbour table** (``RTM_GETNEIGH`` in the namespace): the MAC the answers go to, so
+  the one party that can hold the connection (port security checks the link-layer option of
+  every neighbour discovery message a port sends). This is the caller where it is known
+  (:func:`caller_mac`): a guest that claims its neighbour's link-local address gets the
+  neighbour's SYN-ACKs, but the connection is then its own, whatever the SYN said; the saved
+  SYN stands in for a missing entry and gives the alarm when the two disagree.
 
-Pure parsers (:func:`mac_from_saved_syn`, :func:`parse_neighbours`) plus thin socket calls.
+Pure parsers (:func:`mac_from_saved_syn`, :func:`parse_neighbours`, :func:`caller_mac`) plus
+thin socket calls.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from cloudmeta.linux.netns import in_namespace
 
 __all__ = [
     "Neighbour",
+    "NeighbourTable",
+    "caller_mac",
     "enable_saved_syn",
     "mac_from_saved_syn",
     "neighbours",
@@ -85,6 +91,14 @@ def saved_syn_mac(sock: socket.socket) -> str | None:
     return mac_from_saved_syn(data)
 
 
+def caller_mac(saved: str | None, neighbour: str | None) -> tuple[str | None, bool]:
+    """(the caller's MAC, whether the SYN's and the neighbour entry's disagree): the entry
+    names who receives the answers, so it wins; the SYN's MAC stands in without one."""
+    if neighbour is None:
+        return saved, False
+    return neighbour, saved is not None and saved != neighbour
+
+
 @dataclass(frozen=True, slots=True)
 class Neighbour:
     address: str
@@ -140,26 +154,65 @@ def _neighbour(body: bytes) -> Neighbour | None:
     return None
 
 
-def neighbours(namespace: str, family: int = socket.AF_INET6) -> list[Neighbour]:
-    """The neighbour table of ``namespace`` (one netlink dump; a few entries in a DHCP or
-    router namespace). Raises :class:`LinuxError` when the namespace is gone."""
-    sock = in_namespace(
-        namespace,
-        lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0),
-    )
-    with sock:
+def _netlink() -> socket.socket:
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+
+
+class NeighbourTable:
+    """A netlink socket in one namespace, kept open (it keeps the namespace alive: close it
+    with the listeners): :meth:`mac_of` is one ``RTM_GETNEIGH`` request, tens of µs."""
+
+    def __init__(self, sock: socket.socket, where: str) -> None:
+        self._sock = sock
+        self._where = where
+        self._seq = 0
         sock.settimeout(1.0)
-        request = _NDMSG.pack(family, 0, 0, 0, 0)
-        header = _NLMSG.pack(
-            _NLMSG.size + len(request), _RTM_GETNEIGH, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0
-        )
+
+    @classmethod
+    def open(cls, namespace: str | None = None) -> NeighbourTable:
+        """The table of ``namespace`` (the current one for None); LinuxError if it is gone."""
+        if namespace is None:
+            return cls(_netlink(), "this namespace")
+        return cls(in_namespace(namespace, _netlink), f"namespace {namespace}")
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _ask(self, flags: int, body: bytes) -> list[Neighbour]:
+        self._seq += 1
+        header = _NLMSG.pack(_NLMSG.size + len(body), _RTM_GETNEIGH, flags, self._seq, 0)
         try:
-            sock.sendto(header + request, (0, 0))
+            self._sock.sendto(header + body, (0, 0))
             found: list[Neighbour] = []
             while True:
-                part, done = parse_neighbours(sock.recv(65536))
+                part, done = parse_neighbours(self._sock.recv(65536))
                 found += part
-                if done:
+                if done or not flags & _NLM_F_DUMP:
                     return found
         except OSError as exc:
-            raise LinuxError(f"neighbour table of {namespace}: {exc}") from exc
+            raise LinuxError(f"neighbour table of {self._where}: {exc}") from exc
+
+    def dump(self, family: int = socket.AF_INET6) -> list[Neighbour]:
+        """Every entry (a few in a DHCP or router namespace)."""
+        return self._ask(_NLM_F_REQUEST | _NLM_F_DUMP, _NDMSG.pack(family, 0, 0, 0, 0))
+
+    def mac_of(self, address: str, ifindex: int) -> str | None:
+        """The MAC of ``address`` on interface ``ifindex``, None without a usable entry."""
+        ip = ipaddress.ip_address(address)
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        dst = struct.pack("=HH", _RTATTR.size + len(ip.packed), _NDA_DST) + ip.packed
+        try:
+            found = self._ask(_NLM_F_REQUEST, _NDMSG.pack(family, ifindex, 0, 0, 0) + dst)
+        except LinuxError:
+            return None  # ENOENT: no entry
+        return found[0].mac if found else None
+
+
+def neighbours(namespace: str, family: int = socket.AF_INET6) -> list[Neighbour]:
+    """The neighbour table of ``namespace`` by one dump on a socket opened for it. Raises
+    :class:`LinuxError` when the namespace is gone."""
+    table = NeighbourTable.open(namespace)
+    try:
+        return table.dump(family)
+    finally:
+        table.close()
