@@ -91,10 +91,10 @@ async def _curl(config: Config, name: str, url: str) -> tuple[int, str]:
     return done.returncode, done.stdout
 
 
-async def test_ipv6_only_instance_reads_its_own_metadata_as_cloud_init_23_does(
+async def test_ipv6_only_instance_reads_its_own_metadata_as_cloud_init_24_does(
     lab6: tuple[Config, AdminClient, LabState],
 ) -> None:
-    """cloud-init 23.1+'s request sequence with RFC 6874's ``%25`` (the form it builds), by
+    """cloud-init 24.2+'s request sequence with RFC 6874's ``%25`` (the form it builds), by
     curl in the IPv6-only instance: its own meta_data.json, and a network_data.json that
     lists its network as Nova's ``ipv6_slaac`` with the address SLAAC gave it."""
     config, client, state = lab6
