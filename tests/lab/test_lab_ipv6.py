@@ -52,7 +52,9 @@ def test_lab_up_ipv6_once(lab_config: Config) -> None:
             assert row["hostname"] == f"{row['name']}-lab", row
             assert row["package"] == "cmt-hello 1.0", row  # the repository, over IPv6 too
             assert row["errors"] == [], row  # it has its port's IPv6 address, among others
-            assert row["ip6"] is not None and row["ip6"] in row["ipv6_addresses"], row
+            # exactly its port's address: RA flags as the mode says (no A flag on the stateful
+            # network, so no SLAAC address beside the DHCPv6 one)
+            assert row["ip6"] is not None and row["ipv6_addresses"] == [row["ip6"]], row
             cidr = CIDRS[row["network"]]
             assert row["ip6"].startswith(cidr.split("::")[0] + ":"), row
             # cloud-init 22.4.2 settled on the IPv6 URL, first in its list
