@@ -17,7 +17,6 @@ from cloudmeta.adminclient import AdminClient
 from cloudmeta.config import Config
 from cloudmeta.inventory.rules import eui64_address
 from cloudmeta.lab import cloud, instance
-from cloudmeta.lab.cloudcfg import Datasource, lab_cloud_cfg, metadata_urls
 from cloudmeta.lab.ipv6 import IPV6_ONLY, V6_SUBNETS
 from cloudmeta.lab.state import LabState, load_state, save_state
 from cloudmeta.linux import run
@@ -26,14 +25,6 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
 V6_URL = "http://[fe80::a9fe:a9fe%eth0]"
 CIDRS = {name: v6.cidr for name, v6 in V6_SUBNETS.items()} | {IPV6_ONLY[0]: IPV6_ONLY[1].cidr}
-
-
-def test_cloud_init_is_told_to_ask_ipv6_first() -> None:
-    assert metadata_urls(ipv4=True, ipv6=True) == [V6_URL, "http://169.254.169.254"]
-    assert metadata_urls(ipv4=False, ipv6=True) == [V6_URL]
-    assert metadata_urls() == ["http://169.254.169.254"]
-    cfg = json.loads(lab_cloud_cfg(Datasource.OPENSTACK, metadata_urls(ipv4=False, ipv6=True)))
-    assert cfg["datasource"]["OpenStack"]["metadata_urls"] == [V6_URL]
 
 
 def test_lab_up_ipv6_once(lab_config: Config) -> None:
