@@ -42,6 +42,7 @@ Scenario = Callable[[Settings, Path], Awaitable[list[Row]]]
 SCENARIOS: dict[str, tuple[Scenario, float]] = {
     "limit-api": (limit_api.run, 90),
     "chain": (chain.run, 240),
+    "chain-v6": (chain.run_v6, 180),
     "chain-aio": (chain_aio.run, 180),
     "bootstorm": (bootstorm.run, 180),
     "scale": (scale.run, 240),

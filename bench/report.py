@@ -46,6 +46,7 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
     metrics_on = _find(rows, "chain-inline-metrics-on")
     metrics_off = _find(rows, "chain-inline-metrics-off")
     cross_host = _find(rows, "cross-host-delay")
+    inline_v6, inline_v4 = _find(rows, "chain-inline-v6"), _find(rows, "chain-inline-v4")
     scale = {
         row.name: _div(row.p99_ms, base.p99_ms)
         for row in rows
@@ -81,6 +82,13 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
             metrics_off and cpu_per_request(metrics_off),
         ),
         "cross_host_delay_p99_ms": cross_host.p99_ms if cross_host else None,
+        "inline_v6_over_v4_rps": _div(inline_v6 and inline_v6.rps, inline_v4 and inline_v4.rps),
+        "inline_v6_over_v4_p99": _div(
+            inline_v6 and inline_v6.p99_ms, inline_v4 and inline_v4.p99_ms
+        ),
+        "inline_v6_over_v4_cpu_per_request": _div(
+            inline_v6 and cpu_per_request(inline_v6), inline_v4 and cpu_per_request(inline_v4)
+        ),
     }
 
 
@@ -89,7 +97,8 @@ def _worst(values: Iterable[float | None]) -> float | None:
 
 
 def cpu_per_request(row: Row) -> float | None:
-    """The median CPU microseconds per request of a metrics row (kept in its note)."""
+    """The CPU microseconds per request of a row that keeps it in its note (metrics: the
+    median; chain-v6: the mean of its turns)."""
     for part in row.note.split(";"):
         if part.strip().startswith("cpu_us/request="):
             return float(part.split("=", 1)[1])

@@ -100,3 +100,12 @@ def test_the_agent_enforces_it_unless_haproxy_does(
     )
     assert (_limiter(enabled) is None) is (mode is ProxyMode.HAPROXY)
     assert _limiter(make_config(metadata_proxy_mode=mode)) is None  # Neutron's default: off
+
+
+def test_a_link_local_caller_is_counted_by_its_mac_whatever_its_address() -> None:
+    limiter = RateLimiter(10, 2, 10, 2, (6,))
+    mac = "fa:16:3e:00:00:01"
+    assert limiter.allow("net", "fe80::1", 0.0, mac) == 0
+    assert limiter.allow("net", "fe80::2", 0.1, mac) == 0
+    assert limiter.allow("net", "fe80::3", 0.2, mac) > 0  # a new address is no new budget
+    assert limiter.allow("net", "fe80::3", 0.3, "fa:16:3e:00:00:02") == 0

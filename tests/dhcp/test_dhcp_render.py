@@ -252,7 +252,7 @@ def test_interface_addresses() -> None:
         "192.0.2.2/24",
         "2001:db8::2/64",
         "169.254.169.254/32",
-        "fe80::a9fe:a9fe/64",
+        "fe80::a9fe:a9fe/128",
     ]
     routed = bundle(ports=[DHCP_PORT, ROUTER_PORT])
     assert interface_cidrs(routed, routed.dhcp_port(), ISOLATED) == ["192.0.2.2/24"]

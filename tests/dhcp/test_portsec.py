@@ -5,7 +5,13 @@ from __future__ import annotations
 import ipaddress
 
 from cloudmeta.dhcp.model import FixedIp, Network, NetworkBundle, Port
-from cloudmeta.dhcp.portsec import PortFilter, eui64_link_local, port_filters, render_ruleset
+from cloudmeta.dhcp.portsec import (
+    PortFilter,
+    eui64_link_local,
+    nd_guard_chains,
+    port_filters,
+    render_ruleset,
+)
 
 _NET = "5d0c3a71-0000-4000-8000-000000000001"
 _VM = Port(
@@ -52,8 +58,8 @@ GOLDEN = """\
 -A cm-cmt-tapa1b2c3d4 -s fa:16:3e:00:00:05 -p IPv4 --ip-src 0.0.0.0 --ip-proto udp \
 --ip-sport 68 --ip-dport 67 -j ACCEPT
 -A cm-cmt-tapa1b2c3d4 -s fa:16:3e:00:00:05 -p IPv6 --ip6-src 2001:db8::5/128 -j ACCEPT
--A cm-cmt-tapa1b2c3d4 -s fa:16:3e:00:00:05 -p IPv6 --ip6-src fe80::f816:3eff:fe00:5/128 -j ACCEPT
 -A cm-cmt-tapa1b2c3d4 -s fa:16:3e:00:00:05 -p IPv6 --ip6-src ::/128 -j ACCEPT
+-A cm-cmt-tapa1b2c3d4 -s fa:16:3e:00:00:05 -p IPv6 --ip6-src fe80::/64 -j ACCEPT
 -A cm-cmt-tapa1b2c3d4 -j DROP
 """
 
@@ -88,3 +94,28 @@ def test_eui64_link_local_matches_the_kernels() -> None:
     assert eui64_link_local("fa:16:3e:00:00:05") == "fe80::f816:3eff:fe00:5"
     assert eui64_link_local("02:00:00:00:00:01") == "fe80::ff:fe00:1"
     assert ipaddress.ip_address(eui64_link_local("00:11:22:33:44:55")).is_link_local
+
+
+def test_neighbour_discovery_may_announce_only_the_ports_own_mac() -> None:
+    (chain,) = nd_guard_chains([PortFilter("cmt-tapa1b2c3d4", "fa:16:3e:00:00:05", ())])
+    assert (chain.table, chain.name, chain.jump_from) == ("filter", "cloudmeta-nd", "FORWARD")
+    head = "-m physdev --physdev-in cmt-tapa1b2c3d4 -p ipv6-icmp -m icmp6 --icmpv6-type"
+    next_header = "4&0xff00=0x3a00"
+    assert chain.rules == (
+        # router solicitation: no option, or its own MAC first
+        f'{head} 133 -m u32 --u32 "4>>16=0x8&&{next_header}" -j RETURN',
+        f'{head} 133 -m u32 --u32 "{next_header}&&48>>16=0x101&&48&0xffff=0xfa16'
+        '&&52=0x3e000005" -j RETURN',
+        # neighbour solicitation (source link-layer option) and advertisement (target)
+        f'{head} 135 -m u32 --u32 "4>>16=0x18&&{next_header}" -j RETURN',
+        f'{head} 135 -m u32 --u32 "{next_header}&&64>>16=0x101&&64&0xffff=0xfa16'
+        '&&68=0x3e000005" -j RETURN',
+        f'{head} 136 -m u32 --u32 "4>>16=0x18&&{next_header}" -j RETURN',
+        f'{head} 136 -m u32 --u32 "{next_header}&&64>>16=0x201&&64&0xffff=0xfa16'
+        '&&68=0x3e000005" -j RETURN',
+        f"{head} 133 -j DROP",
+        f"{head} 135 -j DROP",
+        f"{head} 136 -j DROP",
+        f"{head} 134 -j DROP",  # router advertisements and redirects: never from an instance
+        f"{head} 137 -j DROP",
+    )

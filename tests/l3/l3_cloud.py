@@ -191,11 +191,13 @@ async def start_cloud(
     state_dir: Path,
     *,
     unix_socket: bool = False,
+    tag: str = "",
     **overrides: Any,
 ) -> L3Cloud:
     """The cloud, agents not yet started; ``unix_socket`` serves the metadata agent's socket
-    too (what process and haproxy mode proxies forward to)."""
-    tag = secrets.token_hex(3)
+    too (what process and haproxy mode proxies forward to); ``tag`` starts the random part of
+    every name (a test's own tag)."""
+    tag = tag + secrets.token_hex(3)
     overrides.setdefault("bridge_namespace", f"cmt-{tag}-fabric")  # port security needs one
     base = make_config(namespace_prefix=f"cmt-{tag}-", device_prefix=DEVICE_PREFIX, **overrides)
     cloud = L3Cloud(config=base, state_dir=state_dir, tag=tag)

@@ -16,7 +16,7 @@ from aiohttp import web
 from cloudmeta import linux
 from cloudmeta.http import Limits
 from cloudmeta.proxy.binds import Bind
-from cloudmeta.proxy.headers import ProxyTarget
+from cloudmeta.proxy.headers import Peer, ProxyTarget
 from cloudmeta.proxy.inline import InlineListeners
 
 pytestmark = pytest.mark.root
@@ -25,7 +25,7 @@ CLIENT = Path(__file__).resolve().parents[1] / "support" / "keepalive_client.py"
 LIMITS = Limits(header_timeout=0.3, keepalive_timeout=0.3, max_connections=8, max_per_peer=4)
 
 
-async def _hello(request: web.BaseRequest, target: ProxyTarget, peer: str) -> web.StreamResponse:
+async def _hello(request: web.BaseRequest, target: ProxyTarget, peer: Peer) -> web.StreamResponse:
     return web.Response(text=f"hello {request.path}\n")
 
 
@@ -87,9 +87,9 @@ async def test_connection_facts_are_read_once_per_connection(
     seen: list[tuple[str, str, str]] = []
 
     async def record(
-        request: web.BaseRequest, target: ProxyTarget, peer: str
+        request: web.BaseRequest, target: ProxyTarget, peer: Peer
     ) -> web.StreamResponse:
-        seen.append((request.path, target.uuid, peer))
+        seen.append((request.path, target.uuid, peer.ip))
         return web.Response(text=f"hello {request.path}\n")
 
     namespace = f"cmt-{secrets.token_hex(3)}-cf"

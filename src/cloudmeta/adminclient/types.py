@@ -68,6 +68,7 @@ class Subnet(TypedDict):
     host_routes: list[HostRoute]
     enable_dhcp: bool
     ipv6_address_mode: str | None
+    ipv6_ra_mode: str | None
 
 
 class FixedIP(TypedDict):

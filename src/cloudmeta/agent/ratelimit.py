@@ -57,13 +57,15 @@ class RateLimiter:
         """Whether callers of ``ip``'s family are limited (``ip_versions``)."""
         return (6 if ":" in ip else 4) in self._families
 
-    def allow(self, scope: str, ip: str, now: float) -> float:
+    def allow(self, scope: str, ip: str, now: float, who: str | None = None) -> float:
+        """Seconds to wait (0: admitted) for ``ip`` in ``scope``; ``who`` counts instead of
+        the address when given (a link-local caller's MAC: it may change addresses at will)."""
         if not self.limits(ip):
             return 0.0
         self._calls += 1
         if self._calls % _PRUNE_EVERY == 0:
             self._prune(now)
-        key = (scope, ip)
+        key = (scope, who or ip)
         times = self._history.get(key)
         if times is None:
             times = self._history[key] = deque(maxlen=self._keep)

@@ -4,6 +4,10 @@
   mode proxies forward to (they set ``X-Forwarded-For`` and the network/router header).
 * :meth:`MetadataAgent.answer` is the same path for the inline listeners, which know the
   network/router from the socket that accepted the connection: no headers trusted, no hop.
+
+A link-local IPv6 caller is resolved by its MAC: the one the proxy read (inline, process: the
+neighbour entry, or the saved SYN), else the neighbour table of the namespace it reached
+(haproxy); no MAC, or two for one address: 404.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import gc
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -20,10 +25,11 @@ from aiohttp import web
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.agent.errors import AgentError
 from cloudmeta.agent.forward import Forwarder
-from cloudmeta.agent.identity import caller_from_forwarded
+from cloudmeta.agent.identity import Caller, caller_from_forwarded, mac_from_neighbours
 from cloudmeta.agent.lookup import PortCache
 from cloudmeta.agent.ratelimit import RateLimiter
 from cloudmeta.config import Config, ProxyMode
+from cloudmeta.dhcp.driver import dhcp_namespace
 from cloudmeta.http import (
     Handler,
     Limits,
@@ -34,9 +40,19 @@ from cloudmeta.http import (
     unavailable,
     unix_socket,
 )
+from cloudmeta.l3.model import router_namespace
+from cloudmeta.linux.errors import LinuxError
+from cloudmeta.linux.peer import Neighbour, neighbours
 from cloudmeta.logs import get_logger, throttled_logger
 from cloudmeta.metrics import RATE_LIMITED, instrument
-from cloudmeta.proxy.headers import FORWARDED_FOR, NETWORK_ID_HEADER, ROUTER_ID_HEADER, ProxyTarget
+from cloudmeta.proxy.headers import (
+    FORWARDED_FOR,
+    NETWORK_ID_HEADER,
+    ROUTER_ID_HEADER,
+    SOURCE_MAC_HEADER,
+    Peer,
+    ProxyTarget,
+)
 from cloudmeta.proxy.inline import InlineListeners
 
 __all__ = ["MetadataAgent"]
@@ -52,9 +68,15 @@ class MetadataAgent:
     """Owns the port cache (and its feed task), the API pool and the unix socket server."""
 
     def __init__(
-        self, config: Config, client: AdminClient, local_api: Handler | None = None
+        self,
+        config: Config,
+        client: AdminClient,
+        local_api: Handler | None = None,
+        *,
+        neighbour_table: Callable[[str], list[Neighbour]] = neighbours,
     ) -> None:
         self._config = config
+        self._neighbours = neighbour_table  # namespace -> its IPv6 neighbour entries
         self.cache = PortCache(client)
         self.forwarder = Forwarder(config, local_api)
         self.limiter = _limiter(config)
@@ -128,10 +150,13 @@ class MetadataAgent:
         if len(forwarded) != 1:
             return plain(400, "Exactly one X-Forwarded-For is required.")
         target = ProxyTarget(network_id=network_id or None, router_id=router_id or None)
-        return await self.answer(request, target, forwarded[0])
+        macs = request.headers.getall(SOURCE_MAC_HEADER, [])
+        if len(macs) > 1:
+            return plain(400, f"At most one {SOURCE_MAC_HEADER} is allowed.")
+        return await self.answer(request, target, Peer(forwarded[0], macs[0] if macs else None))
 
     async def handle_inline(
-        self, request: web.BaseRequest, target: ProxyTarget, peer: str
+        self, request: web.BaseRequest, target: ProxyTarget, peer: Peer
     ) -> web.StreamResponse:
         """A request straight from an instance on an inline listener."""
         refused = refuse_forwarded_token_put(request)
@@ -139,17 +164,46 @@ class MetadataAgent:
             return refused
         return await self.answer(request, target, peer)
 
-    async def answer(
-        self, request: web.BaseRequest, target: ProxyTarget, peer: str
-    ) -> web.StreamResponse:
-        """Resolve the caller on ``target``, sign, forward; ``peer`` is the caller's IP."""
+    def namespace_of(self, target: ProxyTarget) -> str:
+        """The namespace a proxy for ``target`` runs in on this host (the DHCP or L3 agent's
+        naming, with this host's ``namespace_prefix``)."""
+        if target.network_id is not None:
+            return dhcp_namespace(self._config, target.network_id)
+        return router_namespace(self._config.namespace_prefix, str(target.router_id))
+
+    def _neighbour_mac(self, caller: Caller, namespace: str) -> str | None:
+        """The caller's MAC from the namespace's neighbour table (one netlink dump)."""
         try:
-            caller = caller_from_forwarded(peer)
+            return mac_from_neighbours(caller, self._neighbours(namespace))
+        except LinuxError as exc:
+            self._log.warning("neighbour table unreadable", namespace=namespace, error=str(exc))
+            return None
+
+    async def answer(
+        self, request: web.BaseRequest, target: ProxyTarget, peer: Peer
+    ) -> web.StreamResponse:
+        """Resolve the caller on ``target``, sign, forward; ``peer`` is who the proxy saw."""
+        try:
+            caller = caller_from_forwarded(peer.ip, peer.mac)
         except AgentError as exc:
             return plain(400, str(exc))
+        if caller.link_local and caller.mac is None:
+            namespace = peer.namespace or self.namespace_of(target)
+            mac = self._neighbour_mac(caller, namespace)
+            if mac is None:
+                self._log.warning(
+                    "link-local caller without a known MAC",
+                    network_id=target.network_id,
+                    router_id=target.router_id,
+                    namespace=namespace,
+                    ip=caller.ip,
+                )
+                return plain(404, "Instance was not found: the caller's MAC is unknown.")
+            caller = caller_from_forwarded(peer.ip, mac)
         if self.limiter is not None:
-            # Before the lookup, as haproxy's deny is before the agent: per source address.
-            wait = self.limiter.allow(target.uuid, caller.ip, time.monotonic())
+            # Before the lookup, as haproxy's deny is before the agent: per source address
+            # (per MAC for a link-local caller).
+            wait = self.limiter.allow(target.uuid, caller.ip, time.monotonic(), caller.mac)
             if wait > 0:
                 RATE_LIMITED.inc()
                 return plain(

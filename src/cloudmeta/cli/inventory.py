@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, get_args
 
 import click
 
@@ -22,10 +22,12 @@ from cloudmeta.cli.inventory_output import (
 )
 from cloudmeta.cli.main import pass_config
 from cloudmeta.config import Config
+from cloudmeta.inventory.specs import Ipv6Mode
 
 __all__ = ["COMMANDS"]
 
 Work = Callable[[AdminClient], Awaitable[Any]]
+IPV6_MODES = list(get_args(Ipv6Mode))
 
 
 def _resource_group(name: str, plural: str, columns: list[str], help_text: str) -> click.Group:
@@ -165,7 +167,14 @@ def network_create(
 @click.option("--host-route", multiple=True, help="DEST=NEXTHOP (repeatable)")
 @click.option("--allocation-pool", multiple=True, help="START-END (repeatable)")
 @click.option(
-    "--ipv6-address-mode", type=click.Choice(["slaac", "dhcpv6-stateful", "dhcpv6-stateless"])
+    "--ipv6-address-mode",
+    type=click.Choice(IPV6_MODES),
+    help="how instances get their IPv6 address (Neutron's values)",
+)
+@click.option(
+    "--ipv6-ra-mode",
+    type=click.Choice(IPV6_MODES),
+    help="router advertisements sent by the cloud (dnsmasq in qdhcp-<net>), with these flags",
 )
 @format_option
 @pass_config
@@ -181,6 +190,7 @@ def subnet_create(
     host_route: tuple[str, ...],
     allocation_pool: tuple[str, ...],
     ipv6_address_mode: str | None,
+    ipv6_ra_mode: str | None,
     fmt: str,
 ) -> None:
     """Create a subnet on a network."""
@@ -201,6 +211,7 @@ def subnet_create(
             host_routes=routes,
             allocation_pools=pools or None,
             ipv6_address_mode=ipv6_address_mode,
+            ipv6_ra_mode=ipv6_ra_mode,
         )
 
     _create(config, fmt, work)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from cloudmeta import linux
 from cloudmeta.dhcp.model import NetworkBundle
-from cloudmeta.dhcp.portsec import PortFilter, port_filters, render_ruleset
+from cloudmeta.dhcp.portsec import PortFilter, nd_guard_chains, port_filters, render_ruleset
 from cloudmeta.logs import get_logger
 
 __all__ = ["PortSecurity"]
@@ -49,10 +49,12 @@ class PortSecurity:
                 )
                 self._warned = True
             return
-        document = render_ruleset(f for fs in self._filters.values() for f in fs)
+        filters = [f for fs in self._filters.values() for f in fs]
+        document = render_ruleset(filters)
         if document == self._applied:
             return
         await linux.apply_ebtables(self._namespace, document)
+        await linux.apply_iptables(self._namespace, nd_guard_chains(filters), ipv6=True)
         self._applied = document
         _log.debug(
             "port security applied",

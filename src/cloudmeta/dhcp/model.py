@@ -33,7 +33,9 @@ __all__ = [
 METADATA_V4_IP = "169.254.169.254"
 METADATA_V4_CIDR = "169.254.169.254/32"
 METADATA_V6_IP = "fe80::a9fe:a9fe"
-METADATA_V6_CIDR = "fe80::a9fe:a9fe/64"
+# /128, not neutron-lib's /64, and added with ``nodad``: never tentative, and with two DHCP
+# agents on a network each namespace holds it (Neutron LP#1953165: DAD let only one).
+METADATA_V6_CIDR = "fe80::a9fe:a9fe/128"
 DHCP_DEVICE_OWNER = "network:dhcp"
 ROUTER_INTERFACE_OWNERS = frozenset(
     {
@@ -66,6 +68,7 @@ class Subnet:
     host_routes: tuple[HostRoute, ...] = ()
     allocation_pools: tuple[tuple[str, str], ...] = ()
     ipv6_address_mode: str | None = None
+    ipv6_ra_mode: str | None = None
 
     @property
     def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -73,10 +76,21 @@ class Subnet:
 
     @property
     def serves_dhcp(self) -> bool:
-        """True when dnsmasq answers for it (v6 SLAAC is left to router advertisements)."""
-        if not self.enable_dhcp:
-            return False
-        return self.ip_version == 4 or self.ipv6_address_mode != "slaac"
+        """True when the DHCP agent serves it (Neutron: every ``enable_dhcp`` subnet, a SLAAC
+        one too: the DHCP port gets an address there and dnsmasq may send its RAs)."""
+        return self.enable_dhcp
+
+    @property
+    def address_mode(self) -> str | None:
+        """How instances get their IPv6 address: ``ipv6_address_mode``, else the RA's mode."""
+        if self.ip_version != 6:
+            return None
+        return self.ipv6_address_mode or self.ipv6_ra_mode
+
+    @property
+    def dhcpv6_stateful(self) -> bool:
+        """A v6 subnet whose addresses dnsmasq hands out (stateful, or no mode at all)."""
+        return self.ip_version == 6 and self.address_mode in (None, "dhcpv6-stateful")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +175,7 @@ def _subnet(data: Mapping[str, Any]) -> Subnet:
             (str(p["start"]), str(p["end"])) for p in data.get("allocation_pools") or ()
         ),
         ipv6_address_mode=data.get("ipv6_address_mode") or None,
+        ipv6_ra_mode=data.get("ipv6_ra_mode") or None,
     )
 
 

@@ -9,9 +9,19 @@ Per filtered port, frames entering from its bridge port (``tap`` + port id) must
 port's MAC as source and:
 * ARP: sender MAC = the port's MAC, sender IP in its fixed IPs (or 0.0.0.0, an RFC 5227 probe);
 * IPv4: source in its fixed IPs, or 0.0.0.0 for DHCP (UDP 68 -> 67);
-* IPv6: source in its fixed IPv6 IPs, the EUI-64 link-local of its MAC, or :: (DAD, MLD).
+* IPv6: source in its fixed IPv6 IPs, any ``fe80::/64`` address (EUI-64, stable-privacy,
+  temporary or static: the metadata path identifies the caller by its enforced MAC, not by its
+  link-local address), or :: (DAD, MLD).
 Everything else from that port is dropped. Ports of the network itself (``network:*``: DHCP,
 router interfaces) are trusted, as in Neutron.
+
+Neighbour discovery (:func:`nd_guard_chains`, ip6tables in the same namespace, which sees
+bridged frames through br_netfilter): since any link-local source is admitted, the link-layer
+address a port announces must be its own, or the metadata namespaces' neighbour entries (which
+steer the answers, and name the caller in haproxy mode) could point a neighbour's address at
+the attacker. A solicitation or advertisement from a port carries no option, or its own MAC
+as the first option (the kernel takes the first); router advertisements and redirects from
+instance ports are dropped.
 """
 
 from __future__ import annotations
@@ -21,12 +31,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cloudmeta.dhcp.model import NetworkBundle, Port
+from cloudmeta.linux.iptables import Chain
 from cloudmeta.linux.names import link_name
 
-__all__ = ["PortFilter", "eui64_link_local", "port_filters", "render_ruleset"]
+__all__ = ["PortFilter", "eui64_link_local", "nd_guard_chains", "port_filters", "render_ruleset"]
+
+ND_CHAIN = "cloudmeta-nd"
+# ICMPv6 type -> (offset of the options from the IPv6 header, the link-layer option's type)
+_ND_OPTIONS = {133: (48, 1), 135: (64, 1), 136: (64, 2)}
+_ND_DROPPED = (134, 137)  # router advertisement, redirect: never from an instance
+_ICMPV6_NEXT = "4&0xff00=0x3a00"  # no extension header before ICMPv6
 
 TRUSTED_OWNER_PREFIX = "network:"
 CHAIN_PREFIX = "cm-"
+LINK_LOCAL = "fe80::/64"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +105,8 @@ def _port_rules(f: PortFilter) -> list[str]:
     rules.append(
         f"{head} -p IPv4 --ip-src 0.0.0.0 --ip-proto udp --ip-sport 68 --ip-dport 67 -j ACCEPT"
     )
-    rules += [
-        f"{head} -p IPv6 --ip6-src {ip}/128 -j ACCEPT"
-        for ip in [*v6, eui64_link_local(f.mac), "::"]
-    ]
+    rules += [f"{head} -p IPv6 --ip6-src {ip}/128 -j ACCEPT" for ip in [*v6, "::"]]
+    rules.append(f"{head} -p IPv6 --ip6-src {LINK_LOCAL} -j ACCEPT")
     rules.append(f"-A {f.chain} -j DROP")
     return rules
 
@@ -104,3 +120,26 @@ def render_ruleset(filters: Iterable[PortFilter]) -> str:
     for f in ordered:
         lines += _port_rules(f)
     return "\n".join(lines) + "\n"
+
+
+def _nd_rules(f: PortFilter) -> list[str]:
+    head = f"-m physdev --physdev-in {f.link} -p ipv6-icmp -m icmp6 --icmpv6-type"
+    raw = f.mac.replace(":", "")
+    rules = []
+    for kind, (offset, option) in _ND_OPTIONS.items():
+        bare = offset - 40  # the message without options
+        rules.append(f'{head} {kind} -m u32 --u32 "4>>16={bare:#x}&&{_ICMPV6_NEXT}" -j RETURN')
+        own = (
+            f"{_ICMPV6_NEXT}&&{offset}>>16={option << 8 | 1:#x}"
+            f"&&{offset}&0xffff=0x{raw[:4]}&&{offset + 4}=0x{raw[4:]}"
+        )
+        rules.append(f'{head} {kind} -m u32 --u32 "{own}" -j RETURN')
+    rules += [f"{head} {kind} -j DROP" for kind in (*_ND_OPTIONS, *_ND_DROPPED)]
+    return rules
+
+
+def nd_guard_chains(filters: Iterable[PortFilter]) -> tuple[Chain, ...]:
+    """The ip6tables chain checking every filtered port's neighbour discovery (bridged
+    frames reach the bridge namespace's ``FORWARD``)."""
+    rules = [rule for f in sorted(filters, key=lambda f: f.link) for rule in _nd_rules(f)]
+    return (Chain("filter", ND_CHAIN, tuple(rules), jump_from="FORWARD"),)

@@ -26,6 +26,7 @@ from cloudmeta.dhcp.model import NetworkBundle, Port, Subnet
 __all__ = [
     "DNSMASQ_BINARY",
     "LEASE_MAX",
+    "RA_INTERVAL",
     "DnsmasqFiles",
     "DnsmasqSettings",
     "SkippedIp",
@@ -34,6 +35,7 @@ __all__ = [
     "cmdline",
     "hosts_file",
     "opts_file",
+    "range_mode",
 ]
 
 DNSMASQ_BINARY = "/usr/sbin/dnsmasq"
@@ -137,10 +139,40 @@ def allocations(bundle: NetworkBundle) -> tuple[list[Allocation], list[SkippedIp
     return found, skipped
 
 
-def _range(subnet: Subnet, lease: str) -> str:
+# dnsmasq's mode word for a v6 range when the cloud sends the RAs (``ipv6_ra_mode`` set):
+# the RA's flags follow the mode (A: SLAAC; O: ask DHCPv6 for options; M: ask it for addresses).
+_RA_RANGE_MODES = {
+    "slaac": "ra-only",  # RA with A, no DHCPv6 at all
+    "dhcpv6-stateless": "ra-stateless",  # RA with A and O, DHCPv6 answers options only
+    "dhcpv6-stateful": "static",  # RA with M and O, DHCPv6 hands out the hosts file's addresses
+}
+# The DHCP port is not a router: its RAs carry prefixes and flags, never a default route
+# (router lifetime 0). An interval of 10 s instead of 600 s lets an instance that missed the
+# answer to its solicitation get its address soon, at one small packet per 10 s per network.
+RA_INTERVAL = 10
+
+
+def range_mode(subnet: Subnet) -> str | None:
+    """The mode word of the subnet's ``--dhcp-range`` (None: no range at all).
+
+    IPv4 is ``static``. IPv6 without ``ipv6_ra_mode`` renders as Neutron: ``static`` for
+    DHCPv6 (stateful or stateless) or no mode at all, nothing for SLAAC (another router sends
+    the RAs). With ``ipv6_ra_mode`` dnsmasq sends the RAs itself (``--enable-ra``), with the
+    flags of that mode.
+    """
+    if subnet.ip_version == 4:
+        return "static"
+    if subnet.ipv6_ra_mode is not None:
+        return _RA_RANGE_MODES.get(subnet.ipv6_ra_mode)
+    if subnet.ipv6_address_mode in (None, "dhcpv6-stateful", "dhcpv6-stateless"):
+        return "static"
+    return None
+
+
+def _range(subnet: Subnet, mode: str, lease: str) -> str:
     net = subnet.network
     mask = str(net.netmask) if net.version == 4 else str(net.prefixlen)
-    return f"--dhcp-range=set:subnet-{subnet.id},{net.network_address},static,{mask},{lease}"
+    return f"--dhcp-range=set:subnet-{subnet.id},{net.network_address},{mode},{mask},{lease}"
 
 
 def cmdline(
@@ -163,11 +195,16 @@ def cmdline(
         "--bind-dynamic",
     ]
     size = 0
+    advertise = False
     for subnet in bundle.dhcp_subnets:
-        if subnet.ip_version == 6 and subnet.network.prefixlen < 64:
+        mode = range_mode(subnet)
+        if mode is None or (subnet.ip_version == 6 and subnet.network.prefixlen < 64):
             continue
-        cmd.append(_range(subnet, lease))
+        cmd.append(_range(subnet, mode, lease))
         size += subnet.network.num_addresses
+        advertise = advertise or subnet.ipv6_ra_mode is not None
+    if advertise:
+        cmd += ["--enable-ra", f"--ra-param={interface},{RA_INTERVAL},0"]
     if bundle.network.mtu > 0:
         cmd.append(f"--dhcp-option-force=option:mtu,{bundle.network.mtu}")
     cmd.append(f"--dhcp-lease-max={min(size, LEASE_MAX)}")
@@ -186,11 +223,13 @@ def _host_ip(ip: str) -> str:
 
 
 def hosts_file(bundle: NetworkBundle, settings: DnsmasqSettings) -> str:
-    """``--dhcp-hostsfile``: ``<mac>,<fqdn>,<ip>`` per served address (v6 tagged and bracketed)."""
+    """``--dhcp-hostsfile``: ``<mac>,<fqdn>,<ip>`` per served address (v6 tagged and bracketed).
+
+    A SLAAC or DHCPv6-stateless address is the instance's own EUI-64: nothing to hand out."""
     lines = []
     for alloc in allocations(bundle)[0]:
         tag = "tag:dhcpv6," if alloc.subnet.ip_version == 6 else ""
-        if alloc.subnet.ip_version == 6 and alloc.subnet.ipv6_address_mode == "dhcpv6-stateless":
+        if alloc.subnet.ip_version == 6 and not alloc.subnet.dhcpv6_stateful:
             continue
         fqdn = alloc.fqdn(settings.dns_domain)
         lines.append(f"{alloc.port.mac_address},{tag}{fqdn},{_host_ip(alloc.ip)}")
@@ -213,6 +252,8 @@ def opts_file(bundle: NetworkBundle, settings: DnsmasqSettings, dhcp_ips: Mappin
     """``--dhcp-optsfile``: DNS, routes (options 121 and 249) and router per DHCP subnet."""
     lines: list[str] = []
     for subnet in bundle.dhcp_subnets:
+        if subnet.address_mode == "slaac":
+            continue  # no DHCPv6 client asks (Neutron's rule)
         if subnet.dns_nameservers:
             servers = list(subnet.dns_nameservers)
             if set(servers) <= _ANY:

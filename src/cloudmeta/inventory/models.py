@@ -142,6 +142,7 @@ class Subnet(Base):
     host_routes: Mapped[list[Any]] = mapped_column(default=list)
     enable_dhcp: Mapped[bool] = mapped_column(Boolean, default=True)
     ipv6_address_mode: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    ipv6_ra_mode: Mapped[str | None] = mapped_column(String(32), nullable=True)
     network: Mapped[Network] = relationship(back_populates="subnets", lazy="raise")
 
 

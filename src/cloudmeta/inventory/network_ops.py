@@ -83,8 +83,7 @@ async def create_subnet(tx: Tx, spec: SubnetCreate) -> Subnet:
     net = rules.parse_cidr(spec.cidr)
     if spec.ip_version is not None and spec.ip_version != net.version:
         raise Invalid(f"ip_version: {spec.ip_version} does not match cidr {net}")
-    if spec.ipv6_address_mode is not None and net.version != 6:
-        raise Invalid("ipv6_address_mode: only for IPv6 subnets")
+    rules.check_ipv6_modes(net, spec.ipv6_address_mode, spec.ipv6_ra_mode, spec.enable_dhcp)
     gateway: rules.IPAddress | None
     if "gateway_ip" not in spec.model_fields_set:
         gateway = net[1] if net.num_addresses > 2 else None
@@ -122,6 +121,7 @@ async def create_subnet(tx: Tx, spec: SubnetCreate) -> Subnet:
         host_routes=routes,
         enable_dhcp=spec.enable_dhcp,
         ipv6_address_mode=spec.ipv6_address_mode,
+        ipv6_ra_mode=spec.ipv6_ra_mode,
     )
     tx.session.add(subnet)
     await tx.session.flush()
@@ -155,10 +155,17 @@ async def _used_addresses(tx: Tx, subnet_id: str) -> set[rules.IPAddress]:
     return {ipaddress.ip_address(row) for row in rows}
 
 
+def _auto_address(subnet: Subnet) -> bool:
+    return rules.is_auto_address(subnet.ipv6_address_mode, subnet.ipv6_ra_mode)
+
+
 async def _allocate(
-    tx: Tx, network: Network, spec: PortCreate, field: str
+    tx: Tx, network: Network, spec: PortCreate, field: str, mac: str
 ) -> list[tuple[Subnet, str]]:
-    """Choose (subnet, address) pairs for a new port."""
+    """Choose (subnet, address) pairs for a new port.
+
+    On a SLAAC or DHCPv6-stateless subnet the address is the one the instance makes itself
+    from its MAC (EUI-64), as Neutron's IPAM does, so the inventory knows it beforehand."""
     subnets = list(
         await tx.session.scalars(
             select(Subnet).where(Subnet.network_id == network.id).order_by(Subnet.ip_version)
@@ -169,6 +176,9 @@ async def _allocate(
         # Like Neutron: one address of each IP version, from its first subnet with room.
         for version in (4, 6):
             for subnet in (s for s in subnets if s.ip_version == version):
+                if _auto_address(subnet):
+                    chosen.append((subnet, await _eui64_free(tx, subnet, mac, field)))
+                    break
                 free = rules.first_free(
                     subnet.allocation_pools, await _used_addresses(tx, subnet.id)
                 )
@@ -180,6 +190,14 @@ async def _allocate(
         return chosen
     for request in spec.fixed_ips:
         subnet = await _subnet_for(subnets, request.subnet_id, request.ip_address, network, field)
+        if _auto_address(subnet):
+            if request.ip_address is not None:
+                raise Invalid(
+                    f"{field}.ip_address: {request.ip_address} cannot be given on subnet "
+                    f"{subnet.cidr}: its addresses are automatic (EUI-64 of the port's MAC)"
+                )
+            chosen.append((subnet, await _eui64_free(tx, subnet, mac, field)))
+            continue
         used = await _used_addresses(tx, subnet.id)
         if request.ip_address is None:
             free = rules.first_free(subnet.allocation_pools, used)
@@ -198,6 +216,13 @@ async def _allocate(
             raise Invalid(f"{field}.ip_address: {address} requested twice")
         chosen.append((subnet, str(address)))
     return chosen
+
+
+async def _eui64_free(tx: Tx, subnet: Subnet, mac: str, field: str) -> str:
+    address = rules.eui64_address(subnet.cidr, mac)
+    if address in await _used_addresses(tx, subnet.id):
+        raise Conflict(f"{field}: {address} (EUI-64 of {mac}) is already used on {subnet.cidr}")
+    return str(address)
 
 
 async def _subnet_for(
@@ -233,7 +258,7 @@ async def create_port(tx: Tx, spec: PortCreate, field: str = "fixed_ips") -> Por
             raise Conflict(f"mac_address: {mac} is already used on network {network.name!r}")
     else:
         mac = await _free_mac(tx, network.id)
-    addresses = await _allocate(tx, network, spec, field)
+    addresses = await _allocate(tx, network, spec, field, mac)
     port = Port(
         name=spec.name,
         network_id=network.id,
@@ -317,6 +342,20 @@ async def add_router_interface(tx: Tx, router_id: str, subnet_id: str) -> Router
     )
     if holder is not None:
         raise Conflict(f"subnet_id: gateway {subnet.gateway_ip} is held by port {holder}")
+    same_network = [p for p in router.interfaces if p.network_id == subnet.network_id]
+    if subnet.ip_version == 6 and same_network:
+        # An IPv6 subnet joins the router's port on that network (a dual-stack qr- device),
+        # as Neutron adds IPv6 subnets to an existing port: a second qr- port on the same
+        # bridge would answer ARP for the first one's address (ARP flux) and take the IPv4
+        # metadata requests past the REDIRECT rule of its twin.
+        port = same_network[0]
+        port.fixed_ips.append(
+            FixedIP(subnet_id=subnet.id, network_id=subnet.network_id, ip_address=subnet.gateway_ip)
+        )
+        await tx.session.flush()
+        tx.record("port", port.id, "update", port_touches(port))
+        tx.record("router", router.id, "update", _router_touches(router.interfaces))
+        return router
     port = Port(
         network_id=subnet.network_id,
         project_id=router.project_id,
@@ -337,6 +376,14 @@ async def add_router_interface(tx: Tx, router_id: str, subnet_id: str) -> Router
 async def remove_router_interface(tx: Tx, router_id: str, subnet_id: str) -> Router:
     router = await load_router(tx, router_id)
     for port in router.interfaces:
+        if any(ip.subnet_id == subnet_id for ip in port.fixed_ips) and len(port.fixed_ips) > 1:
+            # A dual-stack port loses one subnet's address and stays.
+            tx.record("port", port.id, "update", port_touches(port))
+            for fixed in [ip for ip in port.fixed_ips if ip.subnet_id == subnet_id]:
+                port.fixed_ips.remove(fixed)
+            tx.record("router", router.id, "update", _router_touches(router.interfaces))
+            await tx.session.flush()
+            return router
         if any(ip.subnet_id == subnet_id for ip in port.fixed_ips):
             await tx.session.delete(port)
             tx.record("port", port.id, "delete", port_touches(port))

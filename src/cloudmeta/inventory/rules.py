@@ -30,13 +30,16 @@ __all__ = [
     "IPAddress",
     "IPNetwork",
     "check_gateway",
+    "check_ipv6_modes",
     "check_metadata",
     "check_pools",
     "check_tags",
     "check_user_data",
     "default_pools",
+    "eui64_address",
     "first_free",
     "in_pools",
+    "is_auto_address",
     "keypair_fingerprint",
     "normalize_mac",
     "parse_cidr",
@@ -160,6 +163,49 @@ def in_pools(pools: Iterable[dict[str, str]], address: IPAddress) -> bool:
         for p in pools
         if ipaddress.ip_address(p["start"]).version == address.version
     )
+
+
+_AUTO_MODES = frozenset({"slaac", "dhcpv6-stateless"})
+
+
+def is_auto_address(address_mode: str | None, ra_mode: str | None) -> bool:
+    """Neutron's ``is_auto_address_subnet``: the instance makes its own address (SLAAC)."""
+    return address_mode in _AUTO_MODES or ra_mode in _AUTO_MODES
+
+
+def check_ipv6_modes(
+    net: IPNetwork, address_mode: str | None, ra_mode: str | None, enable_dhcp: bool
+) -> None:
+    """Neutron's checks of ``ipv6_address_mode`` / ``ipv6_ra_mode`` (db_base_plugin_v2)."""
+    if address_mode is None and ra_mode is None:
+        return
+    if net.version != 6:
+        name = "ipv6_ra_mode" if ra_mode is not None else "ipv6_address_mode"
+        raise Invalid(f"{name}: not valid when ip_version is 4")
+    if not enable_dhcp:
+        raise Invalid(
+            "enable_dhcp: ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp "
+            "is set to False"
+        )
+    if address_mode is not None and ra_mode is not None and address_mode != ra_mode:
+        raise Invalid(
+            f"ipv6_ra_mode: set to {ra_mode!r} with ipv6_address_mode set to {address_mode!r} "
+            "is not valid. If both attributes are set, they must be the same value"
+        )
+    if is_auto_address(address_mode, ra_mode) and net.prefixlen != 64:
+        raise Invalid(
+            f"cidr: {net} is not valid for IPv6 address mode: OpenStack uses the EUI-64 "
+            "address format, which requires the prefix to be /64"
+        )
+
+
+def eui64_address(cidr: str, mac: str) -> ipaddress.IPv6Address:
+    """The SLAAC address a host with ``mac`` forms in the /64 ``cidr`` (RFC 4291, app. A)."""
+    octets = [int(part, 16) for part in mac.split(":")]
+    octets[0] ^= 0x02
+    iid = bytes([*octets[:3], 0xFF, 0xFE, *octets[3:]])
+    net = ipaddress.IPv6Network(cidr)
+    return ipaddress.IPv6Address(int(net.network_address) | int.from_bytes(iid, "big"))
 
 
 def random_mac() -> str:

@@ -17,6 +17,7 @@ __all__ = [
     "AgentReport",
     "FixedIPSpec",
     "HostRouteSpec",
+    "Ipv6Mode",
     "KeypairCreate",
     "MetadataTagsOption",
     "NetworkCreate",
@@ -85,6 +86,10 @@ class HostRouteSpec(_Spec):
     nexthop: Address
 
 
+# Neutron's values of ``ipv6_address_mode`` and ``ipv6_ra_mode`` (neutron-lib constants).
+Ipv6Mode = Literal["slaac", "dhcpv6-stateful", "dhcpv6-stateless"]
+
+
 class SubnetCreate(_Spec):
     """``gateway_ip`` absent: the first address; ``null``: no gateway."""
 
@@ -98,7 +103,8 @@ class SubnetCreate(_Spec):
     dns_nameservers: list[Address] = Field(default_factory=list, max_length=16)
     host_routes: list[HostRouteSpec] = Field(default_factory=list, max_length=64)
     enable_dhcp: bool = True
-    ipv6_address_mode: Literal["slaac", "dhcpv6-stateful", "dhcpv6-stateless"] | None = None
+    ipv6_address_mode: Ipv6Mode | None = None
+    ipv6_ra_mode: Ipv6Mode | None = None
 
 
 class FixedIPSpec(_Spec):

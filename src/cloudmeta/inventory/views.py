@@ -68,6 +68,7 @@ def subnet_view(subnet: Subnet) -> dict[str, Any]:
         "host_routes": list(subnet.host_routes),
         "enable_dhcp": subnet.enable_dhcp,
         "ipv6_address_mode": subnet.ipv6_address_mode,
+        "ipv6_ra_mode": subnet.ipv6_ra_mode,
     }
 
 

@@ -19,7 +19,7 @@ from cloudmeta.l3.model import (
     interface_prefix,
     router_namespace,
 )
-from cloudmeta.l3.rules import metadata_chains
+from cloudmeta.l3.rules import METADATA_V6_CIDR, metadata_chains
 from cloudmeta.linux import ip, iptables, netns
 from cloudmeta.linux.cleanup import cleanup
 from cloudmeta.linux.errors import LinuxError
@@ -34,7 +34,9 @@ log = get_logger("l3")
 class ProxyManager(Protocol):
     """The part of :class:`cloudmeta.proxy.MetadataProxyManager` the L3 agent uses."""
 
-    async def ensure(self, namespace: str, *, router_id: str, bind: tuple[str, int]) -> object: ...
+    async def ensure(
+        self, namespace: str, *, router_id: str, bind: tuple[str, int], ipv6_any: bool = ...
+    ) -> object: ...
 
     async def remove(self, namespace: str) -> object: ...
 
@@ -70,11 +72,13 @@ class RouterManager:
             netns.create_namespace(ns)
             netns.set_sysctl(ns, "net.ipv4.ip_forward", 1)
             await self._ensure_interfaces(ns, router)
-            await iptables.apply_iptables(ns, metadata_chains(self._qr, self._config.metadata_port))
+            port = self._config.metadata_port
+            await iptables.apply_iptables(ns, metadata_chains(self._qr, port))
+            await iptables.apply_iptables(ns, metadata_chains(self._qr, port, ipv6=True), ipv6=True)
         except (LinuxError, OSError) as exc:
             raise L3Error(f"cannot build router {router.id} in namespace {ns}: {exc}") from exc
         await self._proxies.ensure(
-            ns, router_id=router.id, bind=("0.0.0.0", self._config.metadata_port)
+            ns, router_id=router.id, bind=("0.0.0.0", self._config.metadata_port), ipv6_any=True
         )
 
     async def _ensure_interfaces(self, ns: str, router: Router) -> None:
@@ -100,6 +104,8 @@ class RouterManager:
                 await ip.delete_address(ns, name, cidr)
             for cidr in sorted(want - present):
                 await ip.add_address(ns, name, cidr)
+            # fe80::a9fe:a9fe answers the instance's neighbour solicitation (never tentative).
+            await ip.add_address(ns, name, METADATA_V6_CIDR, nodad=True)
 
     async def remove(self, router_id: str) -> None:
         """Stop the proxy, unplug the interfaces, delete the namespace (idempotent); processes

@@ -64,13 +64,77 @@ def _sys_mounts(hypervisor_uuid: str | None) -> str:
     )
 
 
+def _ipv6_setup(interface: str, mode: str, timeout: int) -> str:
+    """Shell that gives ``interface`` its IPv6 address the way a guest OS does for ``mode``.
+
+    The kernel does SLAAC (``accept_ra``, ``autoconf``: the instance's own network namespace,
+    so these sysctls are its own) from the DHCP namespace's router advertisements; DHCPv6 is
+    Debian's ``dhclient -6``, chrooted like the IPv4 one, so its ``dhclient-script`` writes only
+    the overlay's ``/etc`` (``-S``: options only, for DHCPv6-stateless). Done once the
+    interface has a global address that is no longer tentative (DAD over)."""
+    iface = shlex.quote(interface)
+    sysctl = f"/proc/sys/net/ipv6/conf/{interface}"
+    lines = [
+        f"echo 1 > {shlex.quote(sysctl + '/accept_ra')} && "
+        f"echo 1 > {shlex.quote(sysctl + '/autoconf')} || v6=1",
+    ]
+    # dhclient -6 binds the link-local address: while DAD still runs on it, "Can't bind to
+    # dhcp address: Cannot assign requested address" and it exits (seen here at boot).
+    lines.append(_wait_address(iface, "link", timeout))
+    dhclient6 = "-pf /run/dhclient6.pid -lf /var/lib/dhcp/dhclient6.leases"
+    if mode == "dhcpv6-stateful":
+        lines.append(
+            f'timeout {timeout} chroot "$R" dhclient -6 -1 -v {dhclient6} {iface} '
+            '>> "$D/console.log" 2>&1 || v6=1'
+        )
+    elif mode == "dhcpv6-stateless":
+        lines.append(
+            f'timeout {timeout} chroot "$R" dhclient -6 -S -1 -v {dhclient6} {iface} '
+            '>> "$D/console.log" 2>&1 || v6=1'
+        )
+    lines.append(_wait_address(iface, "global", timeout))
+    return "v6=0\n" + "\n".join(lines) + "\n"
+
+
+def _wait_address(iface: str, scope: str, timeout: int) -> str:
+    """Shell: until ``iface`` has an IPv6 address of ``scope`` past DAD (else ``v6=1``)."""
+    return (
+        f"n=0; until ip -6 addr show dev {iface} scope {scope} -tentative | grep -q inet6; do\n"
+        f"    n=$((n + 1)); [ $n -gt {timeout * 5} ] && {{ v6=1; break; }}; sleep 0.2\n"
+        "done"
+    )
+
+
 def boot_script(
-    instance_dir: Path, interface: str, dhcp_timeout: int = 30, hypervisor_uuid: str | None = None
+    instance_dir: Path,
+    interface: str,
+    dhcp_timeout: int = 30,
+    hypervisor_uuid: str | None = None,
+    *,
+    ipv4: bool = True,
+    ipv6_mode: str | None = None,
 ) -> str:
-    """The boot script for the instance whose files live in ``instance_dir``."""
+    """The boot script for the instance whose files live in ``instance_dir``.
+
+    ``ipv4``: take an IPv4 lease with dhclient; ``ipv6_mode``: the IPv6 subnet's address mode
+    (``slaac``, ``dhcpv6-stateful``, ``dhcpv6-stateless``), None for no IPv6. The ``dhcp`` step
+    covers both: it fails if either does."""
     d = shlex.quote(str(instance_dir))
     iface = shlex.quote(interface)
     sys_mounts = _sys_mounts(hypervisor_uuid)
+    dhcp4 = "rc=0\n"
+    if ipv4:
+        dhcp4 = (
+            f'timeout {dhcp_timeout} chroot "$R" dhclient -1 -v -pf /run/dhclient.pid \\\n'
+            f'    -lf /var/lib/dhcp/dhclient.leases {iface} >> "$D/console.log" 2>&1\n'
+            "rc=$?\n"
+        )
+    dhcp6 = ""
+    if ipv6_mode is not None:
+        dhcp6 = _ipv6_setup(interface, ipv6_mode, dhcp_timeout) + (
+            '[ $v6 -eq 0 ] || { echo "IPv6 ($ipv6_mode): no global address" '
+            '>> "$D/console.log"; [ $rc -eq 0 ] && rc=1; }\n'
+        ).replace("$ipv6_mode", ipv6_mode)
     return f"""#!/bin/sh
 # cloudmeta lab instance: pid 1 of its own pid, UTS and mount namespaces.
 set -u
@@ -100,9 +164,7 @@ hostname localhost
 # would make cloud-init's DNS probes wait for timeouts towards an address no lab network reaches.
 rm -f "$R/etc/resolv.conf" && echo "nameserver 127.0.0.1" > "$R/etc/resolv.conf"
 
-timeout {dhcp_timeout} chroot "$R" dhclient -1 -v -pf /run/dhclient.pid \\
-    -lf /var/lib/dhcp/dhclient.leases {iface} >> "$D/console.log" 2>&1
-rc=$?; step dhcp $rc
+{dhcp4}{dhcp6}step dhcp $rc
 [ $rc -eq 0 ] || finish failed
 
 overall=ok

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import ipaddress
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -31,6 +33,7 @@ from cloudmeta.dhcp.driver import pid_dir
 from cloudmeta.dhcp.render import DnsmasqFiles
 from cloudmeta.l3.model import bridge_port_name, router_namespace
 from cloudmeta.lab import instance, nodes, repo
+from cloudmeta.lab import ipv6 as ipv6_lab
 from cloudmeta.lab.cloudcfg import Datasource, lab_user_data
 from cloudmeta.lab.errors import LabError
 from cloudmeta.lab.state import (
@@ -156,10 +159,16 @@ async def wait_all_in_one(
     raise LabError(f"cloudmeta all-in-one did not answer within 60 s; see {log}")
 
 
+def demo_network_names(ipv6: bool) -> list[str]:
+    """The lab's networks in the order ``--instances N`` fills them."""
+    return [*DEMO_NETWORKS, *([ipv6_lab.IPV6_ONLY[0]] if ipv6 else [])]
+
+
 async def build_cloud(
-    config: Config, client: AdminClient, state: LabState, progress: Progress
+    config: Config, client: AdminClient, state: LabState, progress: Progress, ipv6: bool = False
 ) -> None:
-    """Demo project, key pair, the two networks, the router, the apt repository on each."""
+    """Demo project, key pair, the two networks, the router, the apt repository on each; with
+    ``ipv6`` both networks are dual-stack and a third one has IPv6 only."""
     project = await client.create_project("lab-demo")
     with edit_state(config, state) as record:
         record.project_id = project["id"]
@@ -176,17 +185,46 @@ async def build_cloud(
         subnet = await client.create_subnet(network["id"], cidr, name=f"{name}-subnet")
         with edit_state(config, state) as record:
             record.networks[network["id"]].subnet_id = subnet["id"]
+        v6 = ipv6_lab.V6_SUBNETS.get(name) if ipv6 else None
+        subnet6 = None
+        if v6 is not None:
+            subnet6 = await ipv6_lab.add_subnet(config, client, state, network["id"], name, v6)
         if routed:
             router = await client.create_router("lab-router", project_id=project["id"])
             with edit_state(config, state) as record:
                 record.router_id = router["id"]
             await client.add_router_interface(router["id"], subnet["id"])
-        progress(f"network {name} {cidr} ({'behind lab-router' if routed else 'no router'})")
+            if subnet6 is not None:
+                await client.add_router_interface(router["id"], subnet6)
+        shown = cidr + (f" + {v6.cidr} {v6.mode}" if v6 else "")
+        progress(f"network {name} {shown} ({'behind lab-router' if routed else 'no router'})")
+    if ipv6:
+        name, v6 = ipv6_lab.IPV6_ONLY
+        network = await client.create_network(name, project_id=project["id"])
+        with edit_state(config, state) as record:
+            record.networks[network["id"]] = LabNetwork(
+                id=network["id"], name=name, cidr=v6.cidr, ipv4=False
+            )
+        if state.nodes:
+            await nodes.ensure_overlay(config, _lab_nodes(state), network["id"])
+        await ipv6_lab.add_subnet(config, client, state, network["id"], name, v6)
+        progress(f"network {name} {v6.cidr} {v6.mode} (IPv6 only, no router)")
     # One package tree for every network: build it before serving it on each in parallel
     # (two builds at once raced on the same files: "file changed as we read it").
     await repo.build_repository(lab_dir(config) / "repo")
     await asyncio.gather(*(ensure_repo(config, client, state, n) for n in list(state.networks)))
     progress("apt repository cmt-hello served on each network")
+    if ipv6:
+        nets6 = [n for n in state.networks.values() if n.subnet6_id and n.repo_namespace]
+        answered = await asyncio.gather(
+            *(ipv6_lab.wait_metadata_path(n.repo_namespace or "") for n in nets6)
+        )
+        missing = [n.name for n, ok in zip(nets6, answered, strict=True) if not ok]
+        progress(
+            "fe80::a9fe:a9fe answers on every IPv6 network"
+            if not missing
+            else f"fe80::a9fe:a9fe does not answer on {', '.join(missing)} (IPv4 only there)"
+        )
 
 
 async def ensure_repo(config: Config, client: AdminClient, state: LabState, network_id: str) -> str:
@@ -201,7 +239,7 @@ async def ensure_repo(config: Config, client: AdminClient, state: LabState, netw
             pass  # what the others recorded meanwhile
         net = state.networks.get(network_id)
         if net is not None and net.repo_ip and _repo_alive(net):
-            return f"http://{net.repo_ip}/"
+            return f"http://{ipv6_lab.url_host(net.repo_ip)}/"
         name = net.name if net is not None else (await client.get_network(network_id))["name"]
         if net is not None and (net.repo_port_id or net.repo_namespace):
             await _remove_repo(config, client, state, net)
@@ -223,14 +261,16 @@ async def ensure_repo(config: Config, client: AdminClient, state: LabState, netw
         # On a multi-node lab the repository lives on the first compute node.
         host = next(iter(compute_nodes(state)), None)
         await _plug(config, state, namespace, link, network_id, port["mac_address"], host)
-        await linux.add_address(namespace, _INSTANCE_IFACE, f"{ip}/{prefixlen}")
+        # No DAD wait on an IPv6-only network (the address is the port's, port security
+        # guards it): the server binds it at once.
+        await linux.add_address(namespace, _INSTANCE_IFACE, f"{ip}/{prefixlen}", nodad=True)
         pid = repo.start_server(
             namespace, ip, repo_dir, lab_dir(config) / f"repo-{network_id[:8]}.log"
         )
         with edit_state(config, state) as record:
             record.networks[network_id].repo_pid = pid
-        await repo.wait_serving(namespace, ip)
-        return f"http://{ip}/"
+        await repo.wait_serving(namespace, ipv6_lab.url_host(ip))
+        return f"http://{ipv6_lab.url_host(ip)}/"
 
 
 def _repo_alive(net: LabNetwork) -> bool:
@@ -341,6 +381,7 @@ async def boot_instance(
     if not ports:
         raise LabError(f"server {name} got no port on network {network_id}")
     port = ports[0]
+    ip6 = next((f["ip_address"] for f in port["fixed_ips"] if ":" in f["ip_address"]), None)
     inst = LabInstance(
         name=name,
         server_id=server["id"],
@@ -350,6 +391,7 @@ async def boot_instance(
         link=bridge_port_name(config.device_prefix, port["id"]),
         port_id=port["id"],
         ip=port["fixed_ips"][0]["ip_address"],
+        ip6=ip6,
         mac=port["mac_address"],
         datasource=datasource.value,
         vm=vm is not None,
@@ -370,15 +412,20 @@ async def boot_instance(
         await _boot_vm(config, state, inst, replace(vm, cdrom=drive) if drive else vm)
         return inst
     await _plug(config, state, inst.namespace, inst.link, network_id, port["mac_address"], host)
-    await _wait_port_served(config, state, network_id, port["mac_address"], host)
+    served = [port["mac_address"], *(f["ip_address"] for f in port["fixed_ips"])]
+    await _wait_port_served(config, state, network_id, served, host)
     paths = instance_paths(config, name)
     await asyncio.to_thread(
-        instance.start,
-        paths,
-        inst.namespace,
-        _INSTANCE_IFACE,
-        Datasource(inst.datasource),
-        inst.server_id,
+        functools.partial(
+            instance.start,
+            paths,
+            inst.namespace,
+            _INSTANCE_IFACE,
+            Datasource(inst.datasource),
+            inst.server_id,
+            ipv4=net.ipv4 if net else True,
+            ipv6_mode=(net.ipv6_mode if net else None) if ip6 else None,
+        )
     )
     return inst
 
@@ -410,7 +457,7 @@ async def _boot_vm(config: Config, state: LabState, inst: LabInstance, vm: VmOpt
     await linux.create_bridge(fabric, bridge)
     await create_tap(fabric, inst.link, bridge=bridge)
     assert inst.mac is not None
-    await _wait_port_served(config, state, inst.network_id, inst.mac, inst.host)
+    await _wait_port_served(config, state, inst.network_id, [inst.mac], inst.host)
     await vm_driver.start(
         instance_paths(config, inst.name).dir,
         name=inst.name,
@@ -443,12 +490,14 @@ async def _wait_port_served(
     config: Config,
     state: LabState,
     network_id: str,
-    mac: str,
+    names: list[str],
     host: str | None = None,
     timeout: float = 10.0,  # noqa: ASYNC109
 ) -> None:
     """Nova's wait for ``network-vif-plugged``: boot once a dnsmasq of the network lists the
-    port (and, on compute node ``host``, its metadata localport is there).
+    port (and, on compute node ``host``, its metadata localport is there). ``names``: its MAC
+    (the hosts file) and addresses (the addn_hosts file: an IPv6-only SLAAC port is not in
+    the hosts file, dnsmasq hands it nothing).
 
     Booting earlier makes the instance's first DHCPDISCOVER go unanswered. Only the DHCP agents
     of this lab's state dirs are watched; after ``timeout`` the boot goes on (dhclient retries).
@@ -456,7 +505,9 @@ async def _wait_port_served(
     roots = [config.state_path]
     if state.nodes:
         roots = [nodes.node_dir(config, n.name) for n in _lab_nodes(state) if n.role == "network"]
-    files = [DnsmasqFiles(r / "dhcp" / network_id).host for r in roots if (r / "dhcp").is_dir()]
+    found = [DnsmasqFiles(r / "dhcp" / network_id) for r in roots if (r / "dhcp").is_dir()]
+    files = [f.host for f in found] + [f.addn_hosts for f in found]
+    wanted = [n.lower() for n in names]
     localport = None
     if host and state.localports:
         localport = localport_namespace(nodes.node_prefix(config, host), network_id)
@@ -465,10 +516,16 @@ async def _wait_port_served(
         listed = False
         for hosts in files:
             with contextlib.suppress(OSError):
-                listed = listed or mac.lower() in hosts.read_text().lower()
+                text = hosts.read_text().lower()
+                listed = listed or any(_listed(n, text) for n in wanted)
         if listed and (localport is None or linux.namespace_exists(localport)):
             return
         await asyncio.sleep(0.1)
+
+
+def _listed(name: str, text: str) -> bool:
+    """``name`` (a MAC, an address) as a whole field of a hosts or addn_hosts line."""
+    return any(name in re.split(r"[\s,\[\]]+", line) for line in text.splitlines())
 
 
 async def _path_of(client: AdminClient, inst: LabInstance, hop: str) -> str:
@@ -507,6 +564,14 @@ async def instance_row(client: AdminClient, config: Config, inst: LabInstance) -
     else:
         facts = await instance.facts(instance_paths(config, inst.name), repo.PACKAGE)
         hop, path, why = await metadata_next_hop(client, inst)
+    v6: dict[str, Any] = {}
+    if inst.ip6 is not None and not inst.vm:
+        v6 = await ipv6_lab.status_fields(client, inst, _INSTANCE_IFACE)
+        log = instance_paths(config, inst.name).upper / "var/log/cloud-init.log"
+        with contextlib.suppress(OSError):
+            v6["metadata_url"] = ipv6_lab.metadata_source(log.read_text(errors="replace"))
+        if inst.ip == inst.ip6:  # IPv6 only: no route to 169.254.169.254 is no fault
+            hop, path, why = None, "-", None
     return {
         "name": inst.name,
         "server_id": inst.server_id,
@@ -520,7 +585,8 @@ async def instance_row(client: AdminClient, config: Config, inst: LabInstance) -
         "package": facts.package,
         "result": facts.result,
         "boot_seconds": facts.boot_seconds,
-        "errors": [*facts.errors, *([why] if why else [])],
+        "errors": [*facts.errors, *([why] if why else []), *v6.pop("errors", [])],
+        **v6,
     }
 
 
@@ -729,8 +795,9 @@ async def _delete_resources(client: AdminClient, state: LabState) -> None:
             calls.append(client.delete_port(net.repo_port_id))
     if state.router_id:
         for net in state.networks.values():
-            if net.subnet_id:
-                calls.append(client.remove_router_interface(state.router_id, net.subnet_id))
+            for subnet_id in {net.subnet_id, net.subnet6_id} - {None}:
+                assert subnet_id is not None
+                calls.append(client.remove_router_interface(state.router_id, subnet_id))
     for call in calls:
         with contextlib.suppress(AdminError):
             await call

@@ -19,13 +19,20 @@ __all__ = [
     "DEFAULT_USER",
     "MARKER_FILE",
     "METADATA_URL",
+    "METADATA_URL_V6",
     "Datasource",
     "lab_cloud_cfg",
     "lab_dhclient_conf",
     "lab_user_data",
+    "metadata_urls",
 ]
 
 METADATA_URL = "http://169.254.169.254"
+# Neutron's IPv6 metadata address, scoped to the instance's interface. Written with a bare
+# "%" (RFC 4007), not RFC 6874's "%25": Debian 12's cloud-init 22.4.2 drops a URL whose host
+# getaddrinfo() cannot read, and "fe80::a9fe:a9fe%25eth0" is such a host; urllib3 1.26 (its
+# HTTP client) takes either form. cloud-init 24.2 asks "%25<iface>" by itself, first.
+METADATA_URL_V6 = "http://[fe80::a9fe:a9fe%{iface}]"
 DEFAULT_USER = "debian"
 MARKER_FILE = "/var/lib/cmt-lab-runcmd"
 # A missing or slow metadata path should fail a boot in seconds, not in cloud-init's minutes.
@@ -41,10 +48,17 @@ class Datasource(StrEnum):
     EC2 = "Ec2"
 
 
-def lab_cloud_cfg(datasource: Datasource) -> str:
-    """The instance's ``/etc/cloud/cloud.cfg``."""
+def metadata_urls(*, ipv4: bool = True, ipv6: bool = False, iface: str = "eth0") -> list[str]:
+    """The metadata URLs in the order cloud-init asks them: IPv6 first where the instance has
+    IPv6 (as cloud-init 24.2+ does), 169.254.169.254 only where it has IPv4."""
+    urls = [METADATA_URL_V6.format(iface=iface)] if ipv6 else []
+    return urls + ([METADATA_URL] if ipv4 or not urls else [])
+
+
+def lab_cloud_cfg(datasource: Datasource, urls: list[str] | None = None) -> str:
+    """The instance's ``/etc/cloud/cloud.cfg`` (``urls``: the metadata URLs, in order)."""
     ds_cfg: dict[str, Any] = {
-        "metadata_urls": [METADATA_URL],
+        "metadata_urls": urls or [METADATA_URL],
         "max_wait": _MAX_WAIT,
         "timeout": _TIMEOUT,
         "retries": _RETRIES,

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloudmeta.lab.bootscript import boot_script, ec2_hypervisor_uuid, instance_env
-from cloudmeta.lab.cloudcfg import DEFAULT_USER, Datasource, lab_cloud_cfg, lab_dhclient_conf
+from cloudmeta.lab.cloudcfg import (
+    DEFAULT_USER,
+    Datasource,
+    lab_cloud_cfg,
+    lab_dhclient_conf,
+    metadata_urls,
+)
 from cloudmeta.lab.errors import LabError
 from cloudmeta.linux import LinuxError, run, spawn
 
@@ -97,10 +103,15 @@ def start(
     interface: str,
     datasource: Datasource,
     server_id: str | None = None,
+    *,
+    ipv4: bool = True,
+    ipv6_mode: str | None = None,
 ) -> int:
     """Prepare the instance's disk (upper dir) and start its boot; return pid 1's host pid.
 
     An EC2 instance with a ``server_id`` sees the platform identity an EC2 hypervisor gives.
+    ``ipv4``/``ipv6_mode``: the address families of its network (see ``boot_script``); an
+    OpenStack instance with IPv6 asks the metadata service over IPv6 first.
     """
     if paths.dir.exists():
         raise LabError(f"instance dir {paths.dir} exists: kill the instance first")
@@ -108,7 +119,10 @@ def start(
         (paths.dir / sub).mkdir(parents=True)
     cloud_dir = paths.upper / "etc" / "cloud"
     (cloud_dir / "cloud.cfg.d").mkdir(parents=True)
-    (cloud_dir / "cloud.cfg").write_text(lab_cloud_cfg(datasource))
+    urls = None
+    if datasource is Datasource.OPENSTACK:
+        urls = metadata_urls(ipv4=ipv4, ipv6=ipv6_mode is not None, iface=interface)
+    (cloud_dir / "cloud.cfg").write_text(lab_cloud_cfg(datasource, urls))
     (paths.upper / "etc" / "dhcp").mkdir(parents=True)
     (paths.upper / "etc" / "dhcp" / "dhclient.conf").write_text(lab_dhclient_conf())
     _private_dpkg_state(paths)
@@ -116,7 +130,9 @@ def start(
     platform = None
     if datasource is Datasource.EC2 and server_id is not None:
         platform = ec2_hypervisor_uuid(server_id)
-    script.write_text(boot_script(paths.dir, interface, hypervisor_uuid=platform))
+    script.write_text(
+        boot_script(paths.dir, interface, hypervisor_uuid=platform, ipv4=ipv4, ipv6_mode=ipv6_mode)
+    )
     (paths.dir / "started").write_text(f"{time.time():.3f}\n")
     proc = spawn(
         ["env", "-i", *_env_args(datasource), *_UNSHARE, "sh", str(script)],

@@ -40,7 +40,10 @@ class LabNetwork(BaseModel):
     name: str
     cidr: str
     owned: bool = True  # made by the lab (deleted by `lab down`), not a network made with the CLI
-    subnet_id: str | None = None
+    subnet_id: str | None = None  # its first subnet (IPv4, or IPv6 on an IPv6-only network)
+    subnet6_id: str | None = None  # its IPv6 subnet (`lab up --ipv6`)
+    ipv6_mode: str | None = None  # that subnet's ipv6_address_mode
+    ipv4: bool = True  # False: an IPv6-only network
     repo_port_id: str | None = None
     repo_ip: str | None = None
     repo_namespace: str | None = None
@@ -69,6 +72,7 @@ class LabInstance(BaseModel):
     link: str
     port_id: str | None = None
     ip: str | None = None
+    ip6: str | None = None  # its port's IPv6 address, if its network has IPv6
     mac: str | None = None
     datasource: str = "OpenStack"
     vm: bool = False  # a QEMU guest on a tap (``link``), not a namespace (``namespace`` is "")

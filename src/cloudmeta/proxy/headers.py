@@ -20,7 +20,9 @@ __all__ = [
     "HOP_BY_HOP",
     "NETWORK_ID_HEADER",
     "ROUTER_ID_HEADER",
+    "SOURCE_MAC_HEADER",
     "SPOOFABLE_PREFIXES",
+    "Peer",
     "ProxyTarget",
     "clean_headers",
     "is_forbidden_token_put",
@@ -30,6 +32,8 @@ __all__ = [
 NETWORK_ID_HEADER = "X-Neutron-Network-ID"
 ROUTER_ID_HEADER = "X-Neutron-Router-ID"
 FORWARDED_FOR = "X-Forwarded-For"
+# The source MAC of the connection's SYN, where the proxy could read it (inline, process).
+SOURCE_MAC_HEADER = "X-Neutron-Source-MAC"
 # Lower-case prefixes of headers only the proxy and the agent may set.
 SPOOFABLE_PREFIXES = ("x-neutron-", "x-instance-id", "x-tenant-id", "x-forwarded-for")
 
@@ -57,19 +61,37 @@ class ProxyTarget:
         return self.network_id if self.network_id is not None else str(self.router_id)
 
 
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who a connection came from, as a listener saw it: ``ip`` (``fe80::x%<ifindex>`` for a
+    link-local peer), the source MAC of its SYN when it was saved, and the namespace."""
+
+    ip: str
+    mac: str | None = None
+    namespace: str | None = None
+
+
 def peer_host(peername: object) -> str:
-    """The IP of a socket peer (``getpeername()`` tuple), without any ``%zone``."""
+    """The IP of a socket peer (``getpeername()`` tuple); a link-local IPv6 peer keeps its
+    interface as ``%<ifindex>`` (the same address may live on two router interfaces)."""
     if isinstance(peername, tuple) and peername:
-        return str(peername[0]).split("%", 1)[0]
+        host = str(peername[0]).split("%", 1)[0]
+        if len(peername) == 4 and peername[3] and host.lower().startswith("fe80:"):
+            return f"{host}%{peername[3]}"
+        return host
     raise ValueError(f"not an IP peer: {peername!r}")
 
 
 def clean_headers(
-    headers: Iterable[tuple[str, str]], peer: str, target: ProxyTarget | None
+    headers: Iterable[tuple[str, str]],
+    peer: str,
+    target: ProxyTarget | None,
+    mac: str | None = None,
 ) -> CIMultiDict[str]:
     """The caller's headers with identity claims and hop-by-hop fields dropped, then the
-    proxy's own: ``X-Forwarded-For: <peer>`` and the target's network/router header (added:
-    every caller's copy was dropped). Each name is lowered once."""
+    proxy's own: ``X-Forwarded-For: <peer>``, the SYN's source MAC if known, and the target's
+    network/router header (added: every caller's copy was dropped). Each name is lowered
+    once."""
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers:
         lower = name.lower()
@@ -77,6 +99,8 @@ def clean_headers(
             continue
         out.add(name, value)
     out.add(FORWARDED_FOR, peer)
+    if mac is not None:
+        out.add(SOURCE_MAC_HEADER, mac)
     if target is not None:
         out.add(*target.header)
     return out

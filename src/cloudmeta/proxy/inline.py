@@ -6,6 +6,9 @@ by the caller's event loop through ONE shared aiohttp low-level server. Which ne
 a connection belongs to is read from the accepted socket itself: its network-namespace cookie
 (``SO_NETNS_COOKIE``, Linux >= 5.14) is the same as its listener's, so the record per namespace
 is just ``cookie -> ProxyTarget`` plus the listening servers: no app or handler per network.
+A link-local IPv6 caller is named by its MAC, not its address (:mod:`cloudmeta.linux.peer`):
+the namespace's neighbour entry for it (a netlink socket per namespace, kept open) and the
+connection's saved SYN, read once per connection with the cookie and the peer.
 Each namespace's sockets are served by :func:`cloudmeta.http.serve` behind one budget (head and
 keep-alive timeouts, connection cap per namespace and per peer), so a flood on one network
 stays there.
@@ -21,20 +24,22 @@ from aiohttp import web
 
 from cloudmeta.http import Budget, Limits, Listener, QuietHandler, QuietServer, serve, unavailable
 from cloudmeta.linux import open_socket_in_namespace
-from cloudmeta.logs import get_logger
+from cloudmeta.linux.peer import NeighbourTable, caller_mac, enable_saved_syn, saved_syn_mac
+from cloudmeta.logs import get_logger, throttled_logger
 from cloudmeta.metrics import instrument
 from cloudmeta.proxy.binds import Bind
 from cloudmeta.proxy.errors import ProxyError
-from cloudmeta.proxy.headers import ProxyTarget, peer_host
+from cloudmeta.proxy.headers import Peer, ProxyTarget, peer_host
 
 __all__ = ["InlineHandler", "InlineListeners", "netns_cookie"]
 
 SO_NETNS_COOKIE = getattr(socket, "SO_NETNS_COOKIE", 71)
 BACKLOG = 1024
 
-InlineHandler = Callable[[web.BaseRequest, ProxyTarget, str], Awaitable[web.StreamResponse]]
+InlineHandler = Callable[[web.BaseRequest, ProxyTarget, Peer], Awaitable[web.StreamResponse]]
 
 log = get_logger("proxy")
+_alarm = throttled_logger("proxy")  # a caller drives these lines
 
 
 def netns_cookie(sock: socket.socket) -> bytes:
@@ -44,10 +49,10 @@ def netns_cookie(sock: socket.socket) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class _Connection:
-    """What one accepted connection is: its namespace's cookie and the caller's address."""
+    """What one accepted connection is: its namespace's cookie and the caller."""
 
     cookie: bytes
-    peer: str
+    peer: Peer
 
 
 @dataclass(slots=True)
@@ -56,10 +61,12 @@ class _Listener:
     binds: tuple[Bind, ...]
     cookie: bytes
     served: Listener
+    neighbours: NeighbourTable | None
+    namespace: str = ""
 
 
 class InlineListeners:
-    """Listeners per namespace, all dispatched to ``handler(request, target, peer_ip)``."""
+    """Listeners per namespace, all dispatched to ``handler(request, target, peer)``."""
 
     def __init__(
         self, handler: InlineHandler, limits: Limits | None = None, *, metrics: bool = True
@@ -69,7 +76,7 @@ class InlineListeners:
         dispatch = instrument(self._dispatch, "proxy", "inline", metrics)
         self._http = QuietServer(dispatch, keepalive_timeout=self._limits.keepalive_timeout)
         self._by_namespace: dict[str, _Listener] = {}
-        self._by_cookie: dict[bytes, ProxyTarget] = {}
+        self._by_cookie: dict[bytes, _Listener] = {}
 
     def __len__(self) -> int:
         return len(self._by_namespace)
@@ -94,15 +101,12 @@ class InlineListeners:
         sockets: list[socket.socket] = []
         try:
             for bind in wanted:
-                sockets.append(
-                    open_socket_in_namespace(
-                        namespace,
-                        bind.host,
-                        bind.port,
-                        interface=bind.interface,
-                        backlog=BACKLOG,
-                    )
+                sock = open_socket_in_namespace(
+                    namespace, bind.host, bind.port, interface=bind.interface, backlog=BACKLOG
                 )
+                sockets.append(sock)
+                if sock.family == socket.AF_INET6:
+                    enable_saved_syn(sock)
         except Exception as exc:
             for sock in sockets:
                 sock.close()
@@ -115,16 +119,26 @@ class InlineListeners:
             for sock in sockets:
                 sock.close()
             raise ProxyError(
-                f"namespace {namespace} already serves {other.uuid} under another name"
+                f"namespace {namespace} already serves {other.target.uuid} under another name"
             )
+        table = None
+        if any(sock.family == socket.AF_INET6 for sock in sockets):
+            try:
+                table = NeighbourTable.open(namespace)
+            except Exception as exc:
+                for sock in sockets:
+                    sock.close()
+                raise ProxyError(f"cannot read the neighbours of {namespace}: {exc}") from exc
         listener = _Listener(
             target,
             wanted,
             cookie,
             await serve(sockets, self._http, self._limits, shared=True, name=namespace),
+            table,
+            namespace,
         )
         self._by_namespace[namespace] = listener
-        self._by_cookie[cookie] = target
+        self._by_cookie[cookie] = listener
         log.info(
             "inline metadata listener up",
             namespace=namespace,
@@ -138,6 +152,8 @@ class InlineListeners:
             return
         self._by_cookie.pop(listener.cookie, None)
         await listener.served.close()
+        if listener.neighbours is not None:
+            listener.neighbours.close()
         log.info("inline metadata listener down", namespace=namespace)
 
     async def close(self) -> None:
@@ -150,16 +166,34 @@ class InlineListeners:
         facts: _Connection | None = getattr(protocol, "facts", None)
         if facts is None:
             # Once per connection: under uvloop each get_extra_info("socket") builds a socket
-            # object, and the cookie and the peer are two more system calls.
+            # object, and the cookie, the peer and the saved SYN are more system calls.
             transport = request.transport
             sock = transport.get_extra_info("socket") if transport is not None else None
             if sock is None:
                 return web.Response(status=500, text="connection already closed\n")
-            facts = _Connection(netns_cookie(sock), peer_host(sock.getpeername()))
+            cookie = netns_cookie(sock)
+            known = self._by_cookie.get(cookie)
+            peername = sock.getpeername()
+            mac = None
+            if sock.family == socket.AF_INET6:
+                saved = saved_syn_mac(sock)  # read (and freed) for every IPv6 connection
+                if known is not None and known.neighbours is not None and peername[3]:
+                    entry = known.neighbours.mac_of(peername[0].split("%")[0], peername[3])
+                    mac, conflict = caller_mac(saved, entry)
+                    if conflict:
+                        _alarm.warning(
+                            "SYN and neighbour entry name different MACs",
+                            namespace=known.namespace,
+                            peer=peername[0],
+                            syn_mac=saved,
+                            neighbour_mac=entry,
+                        )
+            namespace = known.namespace if known is not None else None
+            facts = _Connection(cookie, Peer(peer_host(peername), mac, namespace))
             if isinstance(protocol, QuietHandler):
                 protocol.facts = facts
         # Per request: a namespace removed while its connections stay open is refused.
-        target = self._by_cookie.get(facts.cookie)
-        if target is None:
+        served = self._by_cookie.get(facts.cookie)
+        if served is None:
             return unavailable("metadata listener removed")
-        return await self._handler(request, target, facts.peer)
+        return await self._handler(request, served.target, facts.peer)

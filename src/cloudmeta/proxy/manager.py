@@ -75,9 +75,11 @@ class MetadataProxyManager:
         router_id: str | None = None,
         bind: tuple[str, int] = ("169.254.169.254", 80),
         ipv6_interface: str | None = None,
+        ipv6_any: bool = False,
     ) -> None:
         """Serve metadata in ``namespace`` for one network or router; idempotent. With
-        ``ipv6_interface`` also on ``[fe80::a9fe:a9fe%<interface>]:<port>``."""
+        ``ipv6_interface`` also on ``[fe80::a9fe:a9fe%<interface>]:<port>`` (the DHCP port),
+        with ``ipv6_any`` also on ``[::]:<port>`` (a router's redirected requests)."""
         try:
             target = ProxyTarget(network_id=network_id, router_id=router_id)
         except ValueError as exc:
@@ -85,6 +87,8 @@ class MetadataProxyManager:
         binds = [Bind(bind[0], bind[1])]
         if ipv6_interface:
             binds.append(Bind(METADATA_V6_IP, bind[1], ipv6_interface))
+        if ipv6_any:
+            binds.append(Bind("::", bind[1]))
         if self._inline is not None and self.mode is ProxyMode.INLINE:
             await self._inline.ensure(namespace, target, binds)
             return
