@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,7 +41,17 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
 FORGE_ND = Path(__file__).resolve().parents[1] / "support" / "forge_nd.py"
 
-URL = "http://[fe80::a9fe:a9fe%25eth0]/openstack/latest/meta_data.json"
+BASE = "http://[fe80::a9fe:a9fe%25eth0]"
+URL = f"{BASE}/openstack/latest/meta_data.json"
+# What cloud-init's DataSourceOpenStack asks (from 24.2 it asks it over this address first).
+CLOUD_INIT = (
+    "/openstack",
+    "/openstack/2018-08-27/meta_data.json",
+    "/openstack/2018-08-27/user_data",
+    "/openstack/2018-08-27/vendor_data.json",
+    "/openstack/2018-08-27/vendor_data2.json",
+    "/openstack/2018-08-27/network_data.json",
+)
 DEVICE_PREFIX = "cmt-"
 
 
@@ -55,10 +66,15 @@ class Vm:
 
 
 async def _curl(
-    namespace: str, *, source: str | None = None, headers: tuple[str, ...] = (), seconds: float = 5
+    namespace: str,
+    *,
+    source: str | None = None,
+    headers: tuple[str, ...] = (),
+    seconds: float = 5,
+    url: str = URL,
 ) -> tuple[int, str]:
     """``curl -g`` to the IPv6 metadata address from ``namespace``: (HTTP status, body)."""
-    argv = ["curl", "-g", "-s", "-m", f"{seconds:g}", "-o", "-", "-w", "\n%{http_code}", URL]
+    argv = ["curl", "-g", "-s", "-m", f"{seconds:g}", "-o", "-", "-w", "\n%{http_code}", url]
     if source:
         argv += ["--interface", source]
     for header in headers:
@@ -216,6 +232,13 @@ async def test_ipv6_metadata_both_paths(
         # need a moment to listen).
         for vm in vms.values():
             await until(lambda vm=vm: _answers(vm), timeout=20)  # type: ignore[misc]
+        # cloud-init's request sequence on the IPv6-only network (no user data: 404).
+        answers = [await _curl(vms["v6only"].namespace, url=BASE + path) for path in CLOUD_INIT]
+        assert [status for status, _ in answers] == [200, 200, 404, 200, 200, 200], answers
+        assert "2018-08-27" in answers[0][1] and uuid_of(answers[1][1]) == vms["v6only"].server_id
+        # its network_data.json describes an IPv6 network (ipv6_dhcp, ipv6_slaac, ...)
+        networks = json.loads(answers[5][1])["networks"]
+        assert [n["type"][:4] for n in networks] == ["ipv6"], networks
         # From its global address (looked up by address): the overlap resolves per network.
         for name in ("eui", "v6only", "router-random"):
             assert await _answers(vms[name], source=vms[name].v6), name

@@ -62,7 +62,7 @@ class _Listener:
     cookie: bytes
     served: Listener
     neighbours: NeighbourTable | None
-    namespace: str = ""
+    namespace: str
 
 
 class InlineListeners:
