@@ -38,11 +38,13 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 0x636D6D67  # pg advisory lock key: "cmmg"
 # The driver's errors that say the server is away, not that the statement was wrong: class 08
 # (connection exceptions, "connection was closed in the middle of operation" among them),
-# class 57 (admin shutdown, crash shutdown, cannot connect now), class 53 (too many connections).
+# class 57 (admin shutdown, crash shutdown, cannot connect now), class 53 (too many connections),
+# and a database not there to connect to (dropped, being restored).
 _SERVER_AWAY = (
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,
     asyncpg.InsufficientResourcesError,
+    asyncpg.InvalidCatalogNameError,
 )
 
 
