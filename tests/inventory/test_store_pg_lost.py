@@ -14,8 +14,10 @@ read the FATAL, so each run meets it exactly once per armed checkout.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import aiohttp
@@ -26,12 +28,15 @@ from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.util.concurrency import await_
 
 from admin.helpers import running_admin
+from cloudmeta.adminclient import AdminClient
 from cloudmeta.config import Config
 from cloudmeta.http import RETRY_AFTER
 from cloudmeta.inventory import Store, projects
+from cloudmeta.signing import sign_instance_id
 from cloudmeta.statefiles import ensure_admin_token
 from inventory.dbfixtures import PG_URL, pg_admin
 from inventory.pgrelay import PgRelay, relayed
+from support.serving import shipped
 
 pytestmark = pytest.mark.postgres
 
@@ -40,7 +45,9 @@ _STATE_2 = "another operation (2) is in progress"
 
 class BackendKiller:
     """Kills the backend of each of the next ``armed`` connections the pool hands out, right
-    after their pre-ping, and returns once asyncpg has read the FATAL (the close held back)."""
+    after their pre-ping, and returns once asyncpg has read the FATAL (the close held back).
+    Checkouts of the store's own background tasks (the change feed's polls) are left alone:
+    the armed ones are the requests'."""
 
     def __init__(self, store: Store, relay: PgRelay, admin: asyncpg.Connection) -> None:
         self._relay = relay
@@ -52,6 +59,9 @@ class BackendKiller:
         event.listen(store.engine.sync_engine, "handle_error", self._error)
 
     def _checkout(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        task = asyncio.current_task()
+        if task is not None and task.get_name().startswith(("metadata-", "inventory-")):
+            return
         if self.armed:
             self.armed -= 1
             await_(self._kill(dbapi_connection.driver_connection))
@@ -145,4 +155,44 @@ async def test_the_admin_api_answers_503_while_the_database_is_lost(
     assert sum(_STATE_2 in e for e in killer.errors) == 3, killer.errors
     captured = capfd.readouterr()
     assert "unexpected error" not in captured.out + captured.err
+    assert "Traceback" not in captured.out + captured.err
+
+
+async def test_the_metadata_api_answers_503_while_the_database_is_lost(
+    relayed_config: Config,
+    relay: PgRelay,
+    admin: asyncpg.Connection,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    async with AsyncExitStack() as stack:
+        store = await Store.open(relayed_config)
+        stack.push_async_callback(store.close)
+        admin_port = await stack.enter_async_context(shipped(relayed_config, store, "admin"))
+        meta_port = await stack.enter_async_context(shipped(relayed_config, store, "metadata"))
+        client = AdminClient(relayed_config, url=f"http://127.0.0.1:{admin_port}")
+        stack.push_async_callback(client.close)
+        network = await client.create_network("cmt-pgf-net")
+        await client.create_subnet(network["id"], "192.0.2.0/24")
+        server = await client.create_server("cmt-pgf-vm", [{"network_id": network["id"]}])
+        port = await client.get_port(server["ports"][0])
+        headers = {
+            "X-Instance-ID": server["id"],
+            "X-Tenant-ID": server["project_id"],
+            "X-Instance-ID-Signature": sign_instance_id("cmt-test-secret", server["id"]),
+            "X-Forwarded-For": port["fixed_ips"][0]["ip_address"],
+        }
+        url = f"http://127.0.0.1:{meta_port}/openstack/latest/meta_data.json"
+        killer = BackendKiller(store, relay, admin)
+        http = await stack.enter_async_context(aiohttp.ClientSession(headers=headers))
+        killer.armed = 2  # the first read the request makes, and the one time it is read again
+        async with http.get(url) as response:
+            assert response.status == 503, await response.text()
+            assert response.headers["Retry-After"] == RETRY_AFTER
+        async with http.get(url) as response:  # and back by itself
+            assert response.status == 200, await response.text()
+            assert (await response.json())["uuid"] == server["id"]
+    assert killer.killed == 2
+    assert sum(_STATE_2 in e for e in killer.errors) == 2, killer.errors
+    captured = capfd.readouterr()
+    assert "metadata request failed" not in captured.out + captured.err  # its 500
     assert "Traceback" not in captured.out + captured.err
