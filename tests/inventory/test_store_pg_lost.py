@@ -67,7 +67,7 @@ class BackendKiller:
             await_(self._kill(dbapi_connection.driver_connection))
 
     async def _kill(self, driver: asyncpg.Connection) -> None:
-        sock = driver._transport.get_extra_info("socket")  # type: ignore[attr-defined]
+        sock = driver._transport.get_extra_info("socket")  # asyncpg keeps its transport here
         link = self._relay.hold(sock.getsockname()[1])
         await self._admin.execute("SELECT pg_terminate_backend($1)", driver.get_server_pid())
         await link.read_by(sock)
