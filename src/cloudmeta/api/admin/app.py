@@ -43,7 +43,10 @@ def _middlewares(token: str) -> list[Middleware]:
             return await handler(request)
         except InventoryUnavailable as exc:
             _away_log.warning(
-                "inventory database unavailable", method=request.method, error=exc.cause
+                "inventory database unavailable",
+                method=request.method,
+                path=request.path[:100],
+                error=exc.cause,
             )
             return error_response(exc.status, exc.message)
         except InventoryError as exc:
