@@ -202,9 +202,11 @@ async def test_postgres_connections_terminated(
 ) -> None:
     """Every backend of our private database killed (as a server restart would): the store
     reconnects by itself; a write acknowledged before is still there. The LISTEN connection of
-    the change feed (killed too) comes back, and no asyncpg connection was ever used by two
-    operations at once (asyncpg: "cannot switch to state ...; another operation is in
-    progress", once seen in the change feed here)."""
+    the change feed (killed too) comes back. No request is answered 500: a connection found dead
+    is read again or answered 503 (asyncpg's "cannot switch to state N; another operation (2) is
+    in progress", once taken here for two operations on one connection, is a pooled connection
+    that had read its backend's FATAL but not yet its close; tests/inventory/test_store_pg_lost.py
+    holds that window open), and no asyncpg connection is used by two operations at once."""
     url = f"postgresql://postgres@127.0.0.1:5432/{pg_database}"
     chain = await start_chain(make_config, ProxyMode.INLINE, database={"connection": url})
 
@@ -234,8 +236,8 @@ async def test_postgres_connections_terminated(
         await chain.close()
     captured = capfd.readouterr()
     for text in (captured.out, captured.err):
-        assert "another operation is in progress" not in text
-        assert "cannot switch to state" not in text
+        assert "another operation is in progress" not in text  # asyncpg: two at once
+        assert "unexpected error" not in text  # the admin API's 500, with its traceback
 
 
 def test_sqlite_locker_really_locks(tmp_path: Path) -> None:

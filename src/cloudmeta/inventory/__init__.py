@@ -6,7 +6,13 @@ server's ports, never the other way) inside ``store.transact``; each change reco
 touches (:mod:`.changes`).
 """
 
-from cloudmeta.inventory.errors import Conflict, Invalid, InventoryError, NotFound
+from cloudmeta.inventory.errors import (
+    Conflict,
+    Invalid,
+    InventoryError,
+    InventoryUnavailable,
+    NotFound,
+)
 from cloudmeta.inventory.queries import ServerBundle
 from cloudmeta.inventory.store import ChangeRecord, Store, Tx
 
@@ -15,6 +21,7 @@ __all__ = [
     "Conflict",
     "Invalid",
     "InventoryError",
+    "InventoryUnavailable",
     "NotFound",
     "ServerBundle",
     "Store",

@@ -11,20 +11,41 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from cloudmeta.inventory.errors import InventoryError
 
-__all__ = ["BEGIN_OPTION", "async_url", "create_engine", "is_sqlite", "upgrade"]
+__all__ = [
+    "BEGIN_OPTION",
+    "async_url",
+    "connection_lost",
+    "create_engine",
+    "database_away",
+    "is_sqlite",
+    "upgrade",
+]
 
 BEGIN_OPTION = "cloudmeta_begin"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 0x636D6D67  # pg advisory lock key: "cmmg"
+# The driver's errors that say the server is away, not that the statement was wrong: class 08
+# (connection exceptions, "connection was closed in the middle of operation" among them),
+# class 57 (admin shutdown, crash shutdown, cannot connect now), class 53 (too many connections),
+# and a database not there to connect to (dropped, being restored).
+_SERVER_AWAY = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.InvalidCatalogNameError,
+)
 
 
 def async_url(url: str) -> str:
@@ -47,6 +68,33 @@ def async_url(url: str) -> str:
 
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Did the connection in hand die under ``exc`` (SQLAlchemy has thrown it away)?
+
+    A PostgreSQL backend terminated while its connection sat in the pool (a server restart,
+    ``pg_terminate_backend``) sends its FATAL message before it closes the socket. asyncpg,
+    reading that message while idle, enters its error-consuming state (2) but still reports the
+    connection open until it reads the end of the socket, so the pool's pre-ping can pass and
+    the next statement fail with "cannot switch to state 12; another operation (2) is in
+    progress". asyncpg then aborts the connection and SQLAlchemy marks the error
+    ``connection_invalidated``: the connection is gone, and the work may be done again on
+    another.
+    """
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def database_away(exc: BaseException) -> bool:
+    """Is ``exc`` the database being away (a connection lost, refused or not to be had from
+    the pool), rather than the statement's fault?"""
+    if connection_lost(exc) or isinstance(exc, PoolTimeout):
+        return True
+    found: BaseException | None = exc
+    if isinstance(exc, DBAPIError):  # the driver's error is the cause of the adapter's
+        found = exc.orig.__cause__ or exc.orig if exc.orig is not None else None
+    # OSError (TimeoutError among them): the driver's connect, refused or unanswered.
+    return isinstance(found, (*_SERVER_AWAY, OSError))
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Conflict", "Invalid", "InventoryError", "NotFound"]
+__all__ = ["Conflict", "Invalid", "InventoryError", "InventoryUnavailable", "NotFound"]
 
 
 class InventoryError(Exception):
@@ -25,3 +25,15 @@ class NotFound(InventoryError):
 
 class Conflict(InventoryError):
     status = 409
+
+
+class InventoryUnavailable(InventoryError):
+    """The database is away (a connection lost, refused or not to be had): not the request's
+    fault, and worth retrying shortly (the admin API answers 503 with ``Retry-After``)."""
+
+    status = 503
+
+    @property
+    def cause(self) -> str:
+        """The database's own words, for a log line (never for an answer)."""
+        return str(self.__cause__).splitlines()[0][:200] if self.__cause__ else ""

@@ -21,8 +21,8 @@ import mmap
 import os
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
@@ -33,8 +33,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from cloudmeta.config import Config
 from cloudmeta.inventory import queries
 from cloudmeta.inventory.changes import ChangeRecord, Touches, merge_touches
-from cloudmeta.inventory.database import BEGIN_OPTION, create_engine, upgrade
-from cloudmeta.inventory.errors import Conflict
+from cloudmeta.inventory.database import (
+    BEGIN_OPTION,
+    connection_lost,
+    create_engine,
+    database_away,
+    upgrade,
+)
+from cloudmeta.inventory.errors import Conflict, InventoryUnavailable
 from cloudmeta.inventory.models import Change, Port, Server, StoreState
 from cloudmeta.inventory.notify import ChangeListener, notify_statement
 from cloudmeta.logs import get_logger
@@ -116,13 +122,39 @@ class Store:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        """A session for reading (a plain, non-locking transaction)."""
-        async with self._sessions() as session, session.begin():
-            yield session
+        """A session for reading (a plain, non-locking transaction).
+
+        The database away (see :func:`.database_away`) raises :class:`InventoryUnavailable`,
+        here as in every session of the store.
+        """
+        with _unavailable_when_away():
+            async with self._sessions() as session, session.begin():
+                yield session
+
+    async def _reading(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """``work`` in a read session, and once more on another connection when the first
+        died under it (:func:`.connection_lost`: a backend terminated while pooled, which the
+        pre-ping cannot always see). A read is safe to repeat; a write never is (did it
+        commit?), so writes answer :class:`InventoryUnavailable` instead."""
+        try:
+            async with self.read() as session:
+                return await work(session)
+        except InventoryUnavailable as exc:
+            if exc.__cause__ is None or not connection_lost(exc.__cause__):
+                raise
+            _log.info("database connection lost under a read; reading again", error=exc.cause)
+        async with self.read() as session:
+            return await work(session)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:
         """One write transaction; commits with a new revision if it recorded changes."""
+        with _unavailable_when_away():
+            async with self._write() as tx:
+                yield tx
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[Tx]:
         async with self._writer(), self._sessions() as session:
             # Autobegins the transaction; on SQLite as BEGIN IMMEDIATE (the write lock).
             await session.connection(execution_options={BEGIN_OPTION: "IMMEDIATE"})
@@ -147,10 +179,11 @@ class Store:
     async def write_quiet(self) -> AsyncIterator[AsyncSession]:
         """A write transaction without a revision or change records, for state no feed
         follower reads (agents' heartbeats): it commits and wakes nobody."""
-        async with self._writer(), self._sessions() as session:
-            await session.connection(execution_options={BEGIN_OPTION: "IMMEDIATE"})
-            yield session
-            await session.commit()
+        with _unavailable_when_away():
+            async with self._writer(), self._sessions() as session:
+                await session.connection(execution_options={BEGIN_OPTION: "IMMEDIATE"})
+                yield session
+                await session.commit()
 
     async def transact(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         """Run ``work`` in one write transaction, retrying when a unique constraint raced."""
@@ -220,12 +253,15 @@ class Store:
     # -- the change feed -------------------------------------------------------------------
 
     async def revision(self) -> int:
-        async with self.read() as session:
+        async def work(session: AsyncSession) -> int:
             return int(await session.scalar(select(StoreState.revision)) or 0)
+
+        return await self._reading(work)
 
     async def changes_since(self, since: int) -> tuple[int, list[ChangeRecord] | None]:
         """The current revision and the changes after ``since``; None when history is lost."""
-        async with self.read() as session:
+
+        async def work(session: AsyncSession) -> tuple[int, list[ChangeRecord] | None]:
             state = (await session.execute(select(StoreState))).scalar_one()
             if since < state.pruned_through or since > state.revision:
                 return state.revision, None
@@ -237,6 +273,8 @@ class Store:
             return state.revision, [
                 ChangeRecord(r.revision, r.kind, r.object_id, r.op, r.touches) for r in rows
             ]
+
+        return await self._reading(work)
 
     async def wait_for_change(self, since: int, timeout: float) -> int:  # noqa: ASYNC109
         """Wait until the revision passes ``since`` or ``timeout`` passes; return the revision."""
@@ -260,18 +298,15 @@ class Store:
 
     async def load_server(self, server_id: str) -> queries.ServerBundle | None:
         """A server with its project, key pair, ports, fixed IPs, subnets and networks."""
-        async with self.read() as session:
-            return await queries.load_server_bundle(session, server_id)
+        return await self._reading(lambda s: queries.load_server_bundle(s, server_id))
 
     async def find_servers_by_ip(self, ip_address: str) -> Sequence[Server]:
         """Servers owning a port with this fixed IP (any network): the source-ip identity."""
-        async with self.read() as session:
-            return await queries.servers_by_ip(session, ip_address)
+        return await self._reading(lambda s: queries.servers_by_ip(s, ip_address))
 
     async def find_ports(self, **filters: list[str]) -> Sequence[Port]:
         """Ports by network_id, ip_address, mac_address, device_id, device_owner (any of each)."""
-        async with self.read() as session:
-            return await queries.find_ports(session, **filters)
+        return await self._reading(lambda s: queries.find_ports(s, **filters))
 
     async def set_password_once(self, server_id: str, value: str) -> bool:
         """Store the instance's password unless one is set (one atomic UPDATE); False if set."""
@@ -297,6 +332,19 @@ class Store:
             )
             tx.record("server", server_id, "update", {})
             return True
+
+
+@contextmanager
+def _unavailable_when_away() -> Iterator[None]:
+    """The database away (:func:`.database_away`) as :class:`InventoryUnavailable`."""
+    try:
+        yield
+    except InventoryUnavailable:
+        raise
+    except Exception as exc:
+        if not database_away(exc):
+            raise
+        raise InventoryUnavailable("the inventory database is unavailable; retry shortly") from exc
 
 
 def _map_revision_file(path: Path) -> mmap.mmap | None:

@@ -1,8 +1,9 @@
 """The admin API application: bearer-token auth, JSON errors, and the route table.
 
 Every failure a client can cause becomes ``{"error": {"code": N, "message": "..."}}`` with a
-4xx status; anything unexpected is logged with its traceback and answered with a bare 500 that
-reveals nothing.
+4xx status; the inventory database away (a lost or refused connection) is a 503 with
+``Retry-After`` and one log line; anything unexpected is logged with its traceback and answered
+with a bare 500 that reveals nothing.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from cloudmeta.api.admin.handlers import ROUTES, SCHEDULING_KEY, STORE_KEY, erro
 from cloudmeta.api.admin.metrics import metrics_route
 from cloudmeta.api.admin.openapi import openapi_document
 from cloudmeta.config import Config
-from cloudmeta.inventory import InventoryError, Store
+from cloudmeta.inventory import InventoryError, InventoryUnavailable, Store
 from cloudmeta.inventory.agents import Scheduling
-from cloudmeta.logs import get_logger
+from cloudmeta.logs import get_logger, throttled_logger
 from cloudmeta.statefiles import ensure_admin_token
 
 __all__ = ["build_admin_app", "ensure_admin_token"]
 
 _log = get_logger("admin-api")
+_away_log = throttled_logger("admin-api")  # every request of an outage would log its line
 _PUBLIC_PATHS = frozenset({"/openapi.json", "/metrics"})
 # A request body larger than this is refused before parsing (user_data is at most 64 KiB).
 MAX_BODY = 1024 * 1024
@@ -39,6 +41,14 @@ def _middlewares(token: str) -> list[Middleware]:
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
+        except InventoryUnavailable as exc:
+            _away_log.warning(
+                "inventory database unavailable",
+                method=request.method,
+                path=request.path[:100],
+                error=exc.cause,
+            )
+            return error_response(exc.status, exc.message)
         except InventoryError as exc:
             return error_response(exc.status, exc.message)
         except web.HTTPException as exc:

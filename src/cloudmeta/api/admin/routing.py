@@ -10,6 +10,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from cloudmeta.http import RETRY_AFTER
 from cloudmeta.inventory import Invalid, Store
 from cloudmeta.inventory.agents import Scheduling
 
@@ -42,7 +43,12 @@ class Route:
 
 
 def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"error": {"code": status, "message": message}}, status=status)
+    """The JSON error; a 503 (the inventory database away) says when to come back, as every
+    cloudmeta 503 does (:data:`cloudmeta.http.RETRY_AFTER`)."""
+    headers = {"Retry-After": RETRY_AFTER} if status == 503 else None
+    return web.json_response(
+        {"error": {"code": status, "message": message}}, status=status, headers=headers
+    )
 
 
 def store_of(request: web.Request) -> Store:

@@ -4,14 +4,33 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from cloudmeta.documents import FixedIp, Instance, Keypair, Network, Port, Route, Subnet
-from cloudmeta.inventory import ServerBundle, Store
+from cloudmeta.http import RETRY_AFTER
+from cloudmeta.inventory import InventoryUnavailable, ServerBundle, Store
 from cloudmeta.inventory import models as m
+from cloudmeta.logs import throttled_logger
 
+from .errors import MetadataError
 from .source import Changed, ChangeKey, Loaded
 
 __all__ = ["StoreSource", "instance_from_bundle"]
+
+_log = throttled_logger("api")
+_AWAY = "The metadata inventory is temporarily unavailable. Please try again later."
+
+
+@contextmanager
+def _answerable() -> Iterator[None]:
+    """The inventory database away: a 503 with ``Retry-After`` (the store has already read
+    again once on a fresh connection), one throttled log line, no traceback."""
+    try:
+        yield
+    except InventoryUnavailable as exc:
+        _log.warning("inventory database unavailable", error=exc.cause)
+        raise MetadataError(503, _AWAY, {"Retry-After": RETRY_AFTER}) from exc
 
 
 def _subnet(row: m.Subnet, dhcp_ports: dict[str, str]) -> Subnet:
@@ -91,41 +110,48 @@ def instance_from_bundle(bundle: ServerBundle, dhcp_ports: dict[str, str]) -> Lo
 
 
 class StoreSource:
-    """Reads the inventory for the metadata API; every method is one short transaction."""
+    """Reads the inventory for the metadata API; every method is one short transaction, and
+    answers :class:`MetadataError` 503 while the inventory database is away."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
 
     async def load(self, instance_id: str) -> Loaded | None:
-        bundle = await self._store.load_server(instance_id)
-        if bundle is None:
-            return None
-        dhcp: dict[str, str] = {}
-        if bundle.networks:
-            for port in await self._store.find_ports(
-                network_id=list(bundle.networks), device_owner=[m.DEVICE_OWNER_DHCP]
-            ):
-                for ip in port.fixed_ips:
-                    dhcp.setdefault(ip.subnet_id, ip.ip_address)
+        with _answerable():
+            bundle = await self._store.load_server(instance_id)
+            if bundle is None:
+                return None
+            dhcp: dict[str, str] = {}
+            if bundle.networks:
+                for port in await self._store.find_ports(
+                    network_id=list(bundle.networks), device_owner=[m.DEVICE_OWNER_DHCP]
+                ):
+                    for ip in port.fixed_ips:
+                        dhcp.setdefault(ip.subnet_id, ip.ip_address)
         return instance_from_bundle(bundle, dhcp)
 
     async def find_by_address(self, address: str) -> list[str]:
-        return [server.id for server in await self._store.find_servers_by_ip(address)]
+        with _answerable():
+            return [server.id for server in await self._store.find_servers_by_ip(address)]
 
     async def set_password_once(self, instance_id: str, password: str) -> bool:
-        return await self._store.set_password_once(instance_id, password)
+        with _answerable():
+            return await self._store.set_password_once(instance_id, password)
 
     async def revision(self) -> int:
-        return await self._store.revision()
+        with _answerable():
+            return await self._store.revision()
 
     async def changes_since(self, revision: int) -> tuple[int, list[Changed] | None]:
-        now, changes = await self._store.changes_since(revision)
+        with _answerable():
+            now, changes = await self._store.changes_since(revision)
         if changes is None:
             return now, None
         return now, [Changed(c.kind, c.id, c.touches) for c in changes]
 
     async def wait_for_change(self, revision: int, timeout: float) -> int:  # noqa: ASYNC109
-        return await self._store.wait_for_change(revision, timeout)
+        with _answerable():
+            return await self._store.wait_for_change(revision, timeout)
 
     def change_token(self) -> int:
         return self._store.change_token()
