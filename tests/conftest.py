@@ -8,10 +8,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from cloudmeta.config import Config
 
 ConfigFactory = Callable[..., Config]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Plain tracebacks in the in-process servers' logs: structlog's default renders a rich one
+    with every frame's locals, seconds of work on the event loop of a busy machine (it once held
+    a fault test's loop for ~9 s, past its clients' timeouts)."""
+    processors = list(structlog.get_config()["processors"])
+    processors[-1] = structlog.dev.ConsoleRenderer(
+        colors=False, exception_formatter=structlog.dev.plain_traceback
+    )
+    structlog.configure(processors=processors)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
