@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import shutil
 import signal
@@ -44,6 +45,7 @@ SCENARIOS: dict[str, tuple[Scenario, float]] = {
     "chain": (chain.run, 240),
     "chain-aio": (chain_aio.run, 180),
     "bootstorm": (bootstorm.run, 180),
+    "bootstorm-large": (bootstorm.run_large, 900),
     "scale": (scale.run, 240),
     "vm-storm": (vmstorm.run, 900),
     "metrics": (metrics_cost.run, 240),
@@ -55,6 +57,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 async def _main(args: argparse.Namespace) -> int:
     settings = Settings.make(args.quick, Path(args.profile) if args.profile else None)
+    if args.storm_sizes:
+        sizes = tuple(int(n) for n in args.storm_sizes.split(","))
+        settings = dataclasses.replace(settings, storm_large_sizes=sizes)
     chosen = args.only.split(",") if args.only else list(SCENARIOS)
     rows: list[Row] = []
     failed: list[str] = []
@@ -147,6 +152,9 @@ def main() -> None:
         "--merge",
         action="store_true",
         help="keep the rows of OUT/latest.json that this run does not measure (with --only)",
+    )
+    parser.add_argument(
+        "--storm-sizes", default="", help="N,N,...: the sizes of bootstorm-large (250,500,1000)"
     )
     parser.add_argument(
         "--profile", default="", help="DIR: py-spy flame graphs of the all-in-one (chain-aio)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,12 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
     inline, haproxy = _find(rows, "chain-inline"), _find(rows, "chain-haproxy")
     inline_aio, haproxy_aio = _find(rows, "chain-inline-aio"), _find(rows, "chain-haproxy-aio")
     storm = _find(rows, "boot-storm-100")
+    storm_1000 = _find(rows, "boot-storm-1000")
+    held = max(
+        (r for r in rows if re.fullmatch(r"boot-storm-\d+", r.name) and r.failures == 0),
+        key=lambda r: r.instances or 0,
+        default=None,
+    )
     vm_boot, vm_storm = _find(rows, "vm-boot-1"), _find(rows, "vm-storm-4")
     node_loss = _find(rows, "node-loss")
     metrics_on = _find(rows, "chain-inline-metrics-on")
@@ -59,6 +66,12 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
         "inline_over_haproxy_p99": _div(inline and inline.p99_ms, haproxy and haproxy.p99_ms),
         "inline_pss_bytes_per_network": marginal.get("inline"),
         "boot_storm_100_seconds": storm.seconds if storm else None,
+        # null unless 1 000 instances booted without a failure; then the largest N that did
+        "boot_storm_1000_seconds": (
+            storm_1000.seconds if storm_1000 and storm_1000.failures == 0 else None
+        ),
+        "boot_storm_max_n": held.instances if held else None,
+        "boot_storm_max_n_seconds": held.seconds if held else None,
         "scale_p99_100k_over_100": _worst(scale.values()),
         "scale_p99_100k_over_100_sqlite": _worst(
             v for k, v in scale.items() if k.startswith("scale-sqlite-")

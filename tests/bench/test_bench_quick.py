@@ -45,6 +45,7 @@ def test_quick_bench(tmp_path: Path) -> None:
     assert set(data["ratios"]) == {
         "api_over_limit", "inline_over_haproxy_rps", "inline_over_haproxy_p99",
         "inline_pss_bytes_per_network", "boot_storm_100_seconds", "scale_p99_100k_over_100",
+        "boot_storm_1000_seconds", "boot_storm_max_n", "boot_storm_max_n_seconds",
         "vm_boot_seconds", "vm_storm_4_seconds",  # None in --quick: no real VMs there
         "metrics_on_over_off_rps", "metrics_on_over_off_cpu_per_request",
         "inline_over_haproxy_rps_aio", "inline_p99_ms_aio",
