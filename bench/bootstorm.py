@@ -232,7 +232,6 @@ async def _storm(storm: Storm, count: int, *, crawl: bool) -> Row:
         failed_leases: list[str] = []
         failed_requests = 0
 
-
         async def boot(namespace: str) -> None:
             nonlocal failed_requests
             try:

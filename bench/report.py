@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterable
@@ -205,11 +206,26 @@ def chart(path: Path, rows: list[Row]) -> None:
 
 
 def marginal_pss(rows: list[Row]) -> dict[str, float | None]:
-    """Per mode: PSS growth per added network between the smallest and largest K measured."""
+    """Per mode: PSS growth per added network between the smallest and largest K measured.
+
+    For inline mode the DHCP agent's own rows (``memory-dhcp-agent-inline-K``, the product's
+    process alone) are used when present: the worst growth per network of the steps from K >= 1
+    (1 -> 50, 50 -> 100, 100 -> 200, 200 -> 250); 0 -> 1 is the first network's one-time cost.
+    """
     result: dict[str, float | None] = {}
+    agent = sorted(
+        (
+            r
+            for r in rows
+            if r.name.startswith("memory-dhcp-agent-inline-") and r.pss_bytes and r.networks
+        ),
+        key=lambda r: r.networks or 0,
+    )
+    if len(agent) >= 2:
+        result["inline"] = max(per_network_steps(agent).values())
     for mode in ("inline", "process", "haproxy"):
         found = [r for r in rows if r.name.startswith(f"memory-{mode}-") and r.pss_bytes]
-        if len(found) < 2:
+        if len(found) < 2 or mode in result:
             continue
         low = min(found, key=lambda r: r.networks or 0)
         high = max(found, key=lambda r: r.networks or 0)
@@ -217,3 +233,14 @@ def marginal_pss(rows: list[Row]) -> dict[str, float | None]:
         if added > 0:
             result[mode] = round(((high.pss_bytes or 0) - (low.pss_bytes or 0)) / added)
     return result
+
+
+def per_network_steps(rows: list[Row]) -> dict[int, float]:
+    """K -> PSS growth per network from the previous K measured (rows sorted by K)."""
+    return {
+        high.networks or 0: round(
+            ((high.pss_bytes or 0) - (low.pss_bytes or 0))
+            / max(1, (high.networks or 0) - (low.networks or 0))
+        )
+        for low, high in itertools.pairwise(rows)
+    }
