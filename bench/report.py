@@ -69,10 +69,10 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
         "boot_storm_100_seconds": storm.seconds if storm else None,
         # null unless 1 000 instances booted without a failure; then the largest N that did
         "boot_storm_1000_seconds": (
-            storm_1000.seconds if storm_1000 and storm_1000.failures == 0 else None
+            _round(storm_1000.seconds) if storm_1000 and storm_1000.failures == 0 else None
         ),
         "boot_storm_max_n": held.instances if held else None,
-        "boot_storm_max_n_seconds": held.seconds if held else None,
+        "boot_storm_max_n_seconds": _round(held.seconds) if held else None,
         "scale_p99_100k_over_100": _worst(scale.values()),
         "scale_p99_100k_over_100_sqlite": _worst(
             v for k, v in scale.items() if k.startswith("scale-sqlite-")
@@ -96,6 +96,10 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
         ),
         "cross_host_delay_p99_ms": cross_host.p99_ms if cross_host else None,
     }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _worst(values: Iterable[float | None]) -> float | None:
