@@ -57,7 +57,9 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
     scale = {
         row.name: _div(row.p99_ms, base.p99_ms)
         for row in rows
-        if row.name.startswith("scale-") and row.name.endswith("-100000")
+        if row.name.startswith("scale-")
+        and row.name.endswith("-100000")
+        and not row.name.startswith("scale-ab-")
         for base in [_find(rows, row.name.rsplit("-", 1)[0] + "-100")]
         if base is not None
     }
@@ -66,7 +68,7 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
         "inline_over_haproxy_rps": _div(inline and inline.rps, haproxy and haproxy.rps),
         "inline_over_haproxy_p99": _div(inline and inline.p99_ms, haproxy and haproxy.p99_ms),
         "inline_pss_bytes_per_network": marginal.get("inline"),
-        "boot_storm_100_seconds": storm.seconds if storm else None,
+        "boot_storm_100_seconds": _round(storm.seconds) if storm else None,
         # null unless 1 000 instances booted without a failure; then the largest N that did
         "boot_storm_1000_seconds": (
             _round(storm_1000.seconds) if storm_1000 and storm_1000.failures == 0 else None
@@ -79,6 +81,15 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
         ),
         "scale_p99_100k_over_100_postgresql": _worst(
             v for k, v in scale.items() if k.startswith("scale-postgresql-")
+        ),
+        # the same ratio from alternating rounds (scale-ab), median p99 per side
+        "scale_ab_meta_p99_100k_over_100_sqlite": _div(
+            (ab_sqlite := _find(rows, "scale-ab-sqlite-meta-100000")) and ab_sqlite.p99_ms,
+            (ab_sqlite_100 := _find(rows, "scale-ab-sqlite-meta-100")) and ab_sqlite_100.p99_ms,
+        ),
+        "scale_ab_meta_p99_100k_over_100_postgresql": _div(
+            (ab_pg := _find(rows, "scale-ab-postgresql-meta-100000")) and ab_pg.p99_ms,
+            (ab_pg_100 := _find(rows, "scale-ab-postgresql-meta-100")) and ab_pg_100.p99_ms,
         ),
         "vm_boot_seconds": vm_boot.seconds if vm_boot else None,
         "vm_storm_4_seconds": vm_storm.seconds if vm_storm else None,
