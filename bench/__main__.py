@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import shutil
 import signal
@@ -28,6 +29,7 @@ from bench import (
     chain_aio,
     crosshost,
     limit_api,
+    memory,
     metrics_cost,
     nodeloss,
     report,
@@ -44,19 +46,27 @@ SCENARIOS: dict[str, tuple[Scenario, float]] = {
     "chain": (chain.run, 240),
     "chain-v6": (chain.run_v6, 180),
     "chain-aio": (chain_aio.run, 180),
+    "memory": (memory.run, 300),
     "bootstorm": (bootstorm.run, 180),
+    "bootstorm-large": (bootstorm.run_large, 900),
     "scale": (scale.run, 240),
+    "scale-ab": (scale.run_ab, 300),
     "vm-storm": (vmstorm.run, 900),
     "metrics": (metrics_cost.run, 240),
     "cross-host": (crosshost.run, 240),
     "node-loss": (nodeloss.run, 360),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
+# Diagnostics run only when named in --only (not by a full run or --quick).
+OPT_IN = {"scale-ab"}
 
 
 async def _main(args: argparse.Namespace) -> int:
     settings = Settings.make(args.quick, Path(args.profile) if args.profile else None)
-    chosen = args.only.split(",") if args.only else list(SCENARIOS)
+    if args.storm_sizes:
+        sizes = tuple(int(n) for n in args.storm_sizes.split(","))
+        settings = dataclasses.replace(settings, storm_large_sizes=sizes)
+    chosen = args.only.split(",") if args.only else [s for s in SCENARIOS if s not in OPT_IN]
     rows: list[Row] = []
     failed: list[str] = []
     task = asyncio.current_task()
@@ -148,6 +158,9 @@ def main() -> None:
         "--merge",
         action="store_true",
         help="keep the rows of OUT/latest.json that this run does not measure (with --only)",
+    )
+    parser.add_argument(
+        "--storm-sizes", default="", help="N,N,...: the sizes of bootstorm-large (250,500,1000)"
     )
     parser.add_argument(
         "--profile", default="", help="DIR: py-spy flame graphs of the all-in-one (chain-aio)"

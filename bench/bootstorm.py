@@ -1,5 +1,8 @@
-"""Scenario ``boot-storm-<N>``: N instance namespaces on one network boot at once against the
-real DHCP agent (``cloudmeta dhcp-agent``: dnsmasq + inline proxy) and ``cloudmeta api``.
+"""Scenario ``boot-storm-<N>``: N instance namespaces boot at once against the real DHCP agent
+(``cloudmeta dhcp-agent``: dnsmasq + inline proxy) and ``cloudmeta api``, on one network up to
+``Settings.storm_per_network`` instances (200) and on as many networks as N needs beyond (the same
+CIDR on each, as tenants' networks overlap: a /24 holds 253 hosts, a Linux bridge 1 024 ports).
+The bridges and their veth ends live in the bench's own bridge namespace, never on the host.
 
 Each instance runs the safe ``dhclient`` (``cloudmeta.linux.run_dhclient``: option 121 brings
 the 169.254.169.254 route) and then cloud-init's OpenStack datasource request sequence, one
@@ -58,14 +61,29 @@ class Storm:
     tag: str
     project_id: str
     state: Path
+    per_network: int
     networks: list[str] = field(default_factory=list)
 
     @property
     def prefix(self) -> str:
         return f"cmt-bench-{self.tag}-"
 
+    @property
+    def fabric(self) -> str:
+        """The namespace of every network's bridge (the DHCP agent's ``bridge_namespace``)."""
+        return f"{self.prefix}fabric"
+
 
 async def run(settings: Settings, tmp: Path) -> list[Row]:
+    return await _run(settings, tmp, settings.storm_sizes, crawl=True)
+
+
+async def run_large(settings: Settings, tmp: Path) -> list[Row]:
+    """``--only bootstorm-large``: the sizes up to 1 000 instances, how the time grows."""
+    return await _run(settings, tmp, settings.storm_large_sizes, crawl=False)
+
+
+async def _run(settings: Settings, tmp: Path, sizes: tuple[int, ...], *, crawl: bool) -> list[Row]:
     from cloudmeta import linux
 
     need_tools("dhclient", "dnsmasq", "curl")
@@ -76,15 +94,17 @@ async def run(settings: Settings, tmp: Path) -> list[Row]:
         options = api.agent_options(
             namespace_prefix=f"cmt-bench-{tag}-",
             device_prefix="cmt-",
+            bridge_namespace=f"cmt-bench-{tag}-fabric",
             enable_isolated_metadata=True,
             metadata_proxy_mode="inline",
             check_child_processes_interval=1.0,
         )
         project = await api.client.create_project(f"cmt-bench-{tag}")
         dhcp = Service("dhcp-agent", options, tmp / "state" / "dhcp-agent.log").start()
-        storm = Storm(api, dhcp, tag, project["id"], tmp / "state")
-        rows = [await _storm(storm, n, crawl=False) for n in settings.storm_sizes]
-        rows.append(await _storm(storm, settings.crawl_instances, crawl=True))
+        storm = Storm(api, dhcp, tag, project["id"], tmp / "state", settings.storm_per_network)
+        rows = [await _storm(storm, n, crawl=False) for n in sizes]
+        if crawl:
+            rows.append(await _storm(storm, settings.crawl_instances, crawl=True))
         return rows
     finally:
         if storm is not None:
@@ -93,8 +113,6 @@ async def run(settings: Settings, tmp: Path) -> list[Row]:
                 namespaces=linux.list_namespaces(storm.prefix),
                 pid_dir=storm.state / "external" / "pids",
             )
-            for network_id in storm.networks:
-                await linux.delete_link(None, linux.bridge_name("cmt-", network_id))
         await api.close()
 
 
@@ -114,7 +132,7 @@ async def _servers(storm: Storm, network_id: str, count: int) -> list[dict[str, 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
 
 
-async def _synced(storm: Storm, network_id: str, macs: list[str], timeout: float = 60) -> None:  # noqa: ASYNC109
+async def _synced(storm: Storm, network_id: str, macs: list[str], timeout: float = 120) -> None:  # noqa: ASYNC109
     """Until dnsmasq's host file knows every MAC and the proxy's namespace exists."""
     from cloudmeta import linux
 
@@ -132,23 +150,36 @@ async def _synced(storm: Storm, network_id: str, macs: list[str], timeout: float
     raise RuntimeError(f"the DHCP agent did not serve network {network_id} within {timeout} s")
 
 
-# One shell per instance runs the sequence, one curl (one connection) per request, as
-# cloud-init opens a connection per request; one `ip netns exec` per instance instead of one per
-# request, whose mount namespace set-up (a copy of the host's mount table) dominated the storm.
-_FETCH = 'for url; do curl -s -o /dev/null -m 10 -w "%{http_code} %{time_total}\\n" "$url"; done'
+# One curl per instance runs the sequence, one connection per request (``Connection: close``),
+# as cloud-init opens a connection per request; one process per instance instead of one per
+# request (a shell running 7 curls): on two cores a storm's client processes take the CPU the
+# service needs, and 7 process starts per instance made the per-request figures the clients'.
+_WRITE_OUT = "%{http_code} %{time_total} %{exitcode} %{time_connect}\\n"
 
 
-async def _fetch_sequence(namespace: str) -> list[tuple[bool, float]]:
-    """(200?, curl's time_total in ms) per request of ``SEQUENCE``; a missing answer fails."""
-    from cloudmeta import linux
+async def _fetch_sequence(namespace: str, log: Path) -> list[tuple[bool, float]]:
+    """(200?, curl's time_total in ms) per request of ``SEQUENCE``; a missing answer fails.
+
+    Started with ``linux.spawn`` from a thread and awaited on a pidfd: uvloop's
+    ``create_subprocess_exec`` blocks the loop until the child has exec'd, which on a busy
+    run queue serialised a storm's clients (250 instances: ~35 s of the loop in that call, the
+    storm's time then the client's, not the service's).
+    """
+    from cloudmeta.linux import LinuxError
+    from cloudmeta.linux.execute import spawn, wait_exit
 
     urls = [f"http://{META_IP}{path}" for path in SEQUENCE]
-    result = await linux.run(
-        ["sh", "-c", _FETCH, "sh", *urls], namespace=namespace, check=False, timeout=90
-    )
+    await asyncio.to_thread(log.unlink, missing_ok=True)
+    argv = ["curl", "-s", "-m", "10", "-H", "Connection: close", "-w", _WRITE_OUT]
+    for url in urls:
+        argv += ["-o", "/dev/null", url]
+    with contextlib.suppress(LinuxError):  # killed at 90 s: what it printed still counts
+        proc = await asyncio.to_thread(spawn, argv, namespace=namespace, log_path=log)
+        await wait_exit(proc, 90)
     answers: list[tuple[bool, float]] = []
-    for line in result.stdout.splitlines()[: len(urls)]:
-        code, _, seconds = line.partition(" ")
+    text = await asyncio.to_thread(log.read_text, errors="replace")
+    for line in text.splitlines()[: len(urls)]:
+        code, seconds = [*line.split(), "", ""][:2]
         answers.append((code == "200", float(seconds or 0) * 1000))
     return answers + [(False, 0.0)] * (len(urls) - len(answers))
 
@@ -171,57 +202,81 @@ async def _storm(storm: Storm, count: int, *, crawl: bool) -> Row:
     from cloudmeta import linux
 
     client = storm.api.client
-    net = await client.create_network(f"{storm.prefix}net", project_id=storm.project_id)
-    storm.networks.append(net["id"])
-    await client.create_subnet(net["id"], CIDR, project_id=storm.project_id)
-    ports = await _servers(storm, net["id"], count)
     run_tag = f"{'c' if crawl else 's'}{len(storm.networks)}"
+    per = storm.per_network
+    sizes = [min(per, count - low) for low in range(0, count, per)]
+    networks: list[str] = []
+    ports: list[dict[str, Any]] = []
+    for size in sizes:
+        net = await client.create_network(f"{storm.prefix}net", project_id=storm.project_id)
+        storm.networks.append(net["id"])
+        networks.append(net["id"])
+        await client.create_subnet(net["id"], CIDR, project_id=storm.project_id)
+        ports += await _servers(storm, net["id"], size)
     names = [f"{storm.prefix}{run_tag}-{i}" for i in range(count)]
     links = [f"cmt-{storm.tag}{run_tag}{i}" for i in range(count)]
     dirs = storm.state / "dhclient" / run_tag
     try:
-        await _synced(storm, net["id"], [p["mac_address"] for p in ports])
-        bridge = linux.bridge_name("cmt-", net["id"])
+        for network_id in networks:
+            macs = [p["mac_address"] for p in ports if p["network_id"] == network_id]
+            await _synced(storm, network_id, macs)
         for name, link, port in zip(names, links, ports, strict=True):
             linux.create_namespace(name)
             await linux.plug_veth(
-                name, "eth0", mac=port["mac_address"], host_ifname=link, bridge=bridge
-            )
+                name, "eth0", mac=port["mac_address"], host_ifname=link,
+                bridge=linux.bridge_name("cmt-", port["network_id"]),
+                bridge_namespace=storm.fabric,
+            )  # fmt: skip
         latencies: list[float] = []
-        failures = 0
+        leases: list[float] = []  # seconds from the start until each instance's lease
+        failed_leases: list[str] = []
+        failed_requests = 0
 
         async def boot(namespace: str) -> None:
-            nonlocal failures
+            nonlocal failed_requests
             try:
                 await linux.run_dhclient(namespace, "eth0", state_dir=dirs / namespace, timeout=30)
-            except linux.LinuxError:
-                failures += 1
+            except linux.LinuxError as exc:
+                failed_leases.append(str(exc))
                 return
-            for ok, ms in [await _crawl(namespace)] if crawl else await _fetch_sequence(namespace):
+            leases.append(time.monotonic() - started)
+            fetched = (
+                [await _crawl(namespace)]
+                if crawl
+                else await _fetch_sequence(namespace, dirs / namespace / "fetch.log")
+            )
+            for ok, ms in fetched:
                 latencies.append(ms)
-                failures += not ok
+                failed_requests += not ok
 
         for name in names:
             (dirs / name).mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         await asyncio.gather(*(boot(n) for n in names))
         seconds = time.monotonic() - started
+        for problem in failed_leases[:3]:
+            print(f"   {problem}", flush=True)
     finally:
-        await linux.cleanup(namespaces=names, links=links, pid_dir=None)
+        await linux.cleanup(namespaces=names, pid_dir=None)  # their veths go with them
         with contextlib.suppress(Exception):
             for port in ports:
                 await client.delete_server(port["device_id"])
     name = f"boot-storm-cloud-init-{count}" if crawl else f"boot-storm-{count}"
     requests = len(latencies)
+    lease_p50 = percentile(leases, 50) if leases else 0.0
+    lease_last = max(leases, default=0.0)
     return Row(
         name,
         rps=None if crawl else requests / seconds,
         p50_ms=percentile(latencies, 50) if latencies else None,
         p99_ms=percentile(latencies, 99) if latencies else None,
-        failures=failures,
+        failures=len(failed_leases) + failed_requests,
         seconds=seconds,
-        networks=1,
+        networks=len(networks),
         instances=count,
         note="p50/p99 per whole crawl (python3 + cloudinit)" if crawl else
-        f"{len(SEQUENCE)} requests per instance, p50/p99 per request",
+        f"{len(SEQUENCE)} requests per instance, p50/p99 per request; "
+        f"{len(networks)} network(s) of <= {per}; leases failed {len(failed_leases)}, "
+        f"requests failed {failed_requests}; lease at p50 {lease_p50:.1f} s, "
+        f"last {lease_last:.1f} s",
     )  # fmt: skip

@@ -41,13 +41,19 @@ class Settings:
     crawl_instances: int  # instances running the real cloud-init crawl
     scale_sizes: tuple[int, ...]
     scale_duration: float
+    storm_large_sizes: tuple[int, ...] = (250, 500, 1000)  # bootstorm-large: growth to 1 000
+    storm_per_network: int = 200  # instances per network (a /24: 253 hosts)
+    memory_sizes: tuple[int, ...] = (1, 50, 100, 200, 250)  # marginal PSS at 1, 50, 200
     aio_workers: int | str = 1  # the all-in-one's [api] metadata_workers
     profile: Path | None = None  # where py-spy's flame graphs go (``--profile``), None: off
 
     @classmethod
     def make(cls, quick: bool, profile: Path | None = None) -> Settings:
         if quick:
-            return cls(True, 2.0, (1, 5), 5, (5,), 2, (100, 1000), 1.5, profile=profile)
+            return cls(
+                True, 2.0, (1, 5), 5, (5,), 2, (100, 1000), 1.5, (12,), 5, (1, 2, 4),
+                profile=profile,
+            )  # fmt: skip
         return cls(
             False, 10.0, (1, 50, 200), 50, (25, 50, 100), 25, (100, 10_000, 100_000), 5.0,
             profile=profile,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,12 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
     inline, haproxy = _find(rows, "chain-inline"), _find(rows, "chain-haproxy")
     inline_aio, haproxy_aio = _find(rows, "chain-inline-aio"), _find(rows, "chain-haproxy-aio")
     storm = _find(rows, "boot-storm-100")
+    storm_1000 = _find(rows, "boot-storm-1000")
+    held = max(
+        (r for r in rows if re.fullmatch(r"boot-storm-\d+", r.name) and r.failures == 0),
+        key=lambda r: r.instances or 0,
+        default=None,
+    )
     vm_boot, vm_storm = _find(rows, "vm-boot-1"), _find(rows, "vm-storm-4")
     node_loss = _find(rows, "node-loss")
     metrics_on = _find(rows, "chain-inline-metrics-on")
@@ -50,7 +58,9 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
     scale = {
         row.name: _div(row.p99_ms, base.p99_ms)
         for row in rows
-        if row.name.startswith("scale-") and row.name.endswith("-100000")
+        if row.name.startswith("scale-")
+        and row.name.endswith("-100000")
+        and not row.name.startswith("scale-ab-")
         for base in [_find(rows, row.name.rsplit("-", 1)[0] + "-100")]
         if base is not None
     }
@@ -59,13 +69,28 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
         "inline_over_haproxy_rps": _div(inline and inline.rps, haproxy and haproxy.rps),
         "inline_over_haproxy_p99": _div(inline and inline.p99_ms, haproxy and haproxy.p99_ms),
         "inline_pss_bytes_per_network": marginal.get("inline"),
-        "boot_storm_100_seconds": storm.seconds if storm else None,
+        "boot_storm_100_seconds": _round(storm.seconds) if storm else None,
+        # null unless 1 000 instances booted without a failure; then the largest N that did
+        "boot_storm_1000_seconds": (
+            _round(storm_1000.seconds) if storm_1000 and storm_1000.failures == 0 else None
+        ),
+        "boot_storm_max_n": held.instances if held else None,
+        "boot_storm_max_n_seconds": _round(held.seconds) if held else None,
         "scale_p99_100k_over_100": _worst(scale.values()),
         "scale_p99_100k_over_100_sqlite": _worst(
             v for k, v in scale.items() if k.startswith("scale-sqlite-")
         ),
         "scale_p99_100k_over_100_postgresql": _worst(
             v for k, v in scale.items() if k.startswith("scale-postgresql-")
+        ),
+        # the same ratio from alternating rounds (scale-ab), median p99 per side
+        "scale_ab_meta_p99_100k_over_100_sqlite": _div(
+            (ab_sqlite := _find(rows, "scale-ab-sqlite-meta-100000")) and ab_sqlite.p99_ms,
+            (ab_sqlite_100 := _find(rows, "scale-ab-sqlite-meta-100")) and ab_sqlite_100.p99_ms,
+        ),
+        "scale_ab_meta_p99_100k_over_100_postgresql": _div(
+            (ab_pg := _find(rows, "scale-ab-postgresql-meta-100000")) and ab_pg.p99_ms,
+            (ab_pg_100 := _find(rows, "scale-ab-postgresql-meta-100")) and ab_pg_100.p99_ms,
         ),
         "vm_boot_seconds": vm_boot.seconds if vm_boot else None,
         "vm_storm_4_seconds": vm_storm.seconds if vm_storm else None,
@@ -90,6 +115,10 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
             inline_v6 and cpu_per_request(inline_v6), inline_v4 and cpu_per_request(inline_v4)
         ),
     }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _worst(values: Iterable[float | None]) -> float | None:
@@ -201,11 +230,26 @@ def chart(path: Path, rows: list[Row]) -> None:
 
 
 def marginal_pss(rows: list[Row]) -> dict[str, float | None]:
-    """Per mode: PSS growth per added network between the smallest and largest K measured."""
+    """Per mode: PSS growth per added network between the smallest and largest K measured.
+
+    For inline mode the DHCP agent's own rows (``memory-dhcp-agent-inline-K``, the product's
+    process alone) are used when present: the worst growth per network of the steps from K >= 1
+    (1 -> 50, 50 -> 100, 100 -> 200, 200 -> 250); 0 -> 1 is the first network's one-time cost.
+    """
     result: dict[str, float | None] = {}
+    agent = sorted(
+        (
+            r
+            for r in rows
+            if r.name.startswith("memory-dhcp-agent-inline-") and r.pss_bytes and r.networks
+        ),
+        key=lambda r: r.networks or 0,
+    )
+    if len(agent) >= 2:
+        result["inline"] = max(per_network_steps(agent).values())
     for mode in ("inline", "process", "haproxy"):
         found = [r for r in rows if r.name.startswith(f"memory-{mode}-") and r.pss_bytes]
-        if len(found) < 2:
+        if len(found) < 2 or mode in result:
             continue
         low = min(found, key=lambda r: r.networks or 0)
         high = max(found, key=lambda r: r.networks or 0)
@@ -213,3 +257,14 @@ def marginal_pss(rows: list[Row]) -> dict[str, float | None]:
         if added > 0:
             result[mode] = round(((high.pss_bytes or 0) - (low.pss_bytes or 0)) / added)
     return result
+
+
+def per_network_steps(rows: list[Row]) -> dict[int, float]:
+    """K -> PSS growth per network from the previous K measured (rows sorted by K)."""
+    return {
+        high.networks or 0: round(
+            ((high.pss_bytes or 0) - (low.pss_bytes or 0))
+            / max(1, (high.networks or 0) - (low.networks or 0))
+        )
+        for low, high in itertools.pairwise(rows)
+    }

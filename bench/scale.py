@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import statistics
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -129,3 +130,72 @@ async def _insert_ports(
             await conn.execute(insert(Port.__table__), ports)
             await conn.execute(insert(FixedIP.__table__), ips)
     await asyncio.sleep(0)
+
+
+AB_SIZES = (100, 100_000)
+AB_ROUNDS = "ABBAABBA"  # 8 rounds of scale_duration, alternating: the machine's load hits both
+
+
+async def run_ab(settings: Settings, tmp: Path) -> list[Row]:
+    """``--only scale-ab``: ``meta_data.json`` p99 at 100 and at 100 000 ports measured in
+    alternating rounds against two ``cloudmeta api`` (one inventory each), median per side.
+
+    One run per size (``scale``) puts the two sizes tens of seconds apart, and on a shared
+    machine the run queue moves p99 by more than the inventory does; alternating rounds see the
+    same load on both sides, so their ratio is the inventory's share.
+    """
+    rows: list[Row] = []
+    small, big = AB_SIZES if not settings.quick else (100, 1000)
+    for kind in ("sqlite", "postgresql"):
+        async with database(kind) as url_a, database(kind) as url_b:
+            api_a = await start_api(tmp / f"{kind}-a", database=url_a)
+            try:
+                api_b = await start_api(tmp / f"{kind}-b", database=url_b)
+                try:
+                    pairs = ((api_a, small, "a"), (api_b, big, "b"))
+                    sides = [await _ab_side(api, tmp, kind, n, tag) for api, n, tag in pairs]
+                    rows += await _ab_rounds(settings, kind, sides)
+                finally:
+                    await api_b.close()
+            finally:
+                await api_a.close()
+    return rows
+
+
+async def _ab_side(api: Api, tmp: Path, kind: str, size: int, tag: str) -> tuple[int, str, Path]:
+    """One API's inventory at ``size`` ports: (size, meta_data.json URL, its wrk script)."""
+    from cloudmeta.inventory import Store
+
+    server, project_id, network_id, ip = await small_inventory(api, 1)
+    bulk = await api.client.create_subnet(network_id, BULK_SUBNET, project_id=project_id)
+    store = await Store.open(config_of(api.options), migrate=False)
+    try:
+        await _insert_ports(store, project_id, network_id, bulk["id"], 1, size)
+    finally:
+        await store.close()
+    script = lua_headers(tmp / f"{kind}-ab-{tag}.lua", signed_headers(server["id"], project_id, ip))
+    url = f"{api.metadata_url}{META_PATH}"
+    await wrk(url, 1, script=script)
+    return size, url, script
+
+
+async def _ab_rounds(
+    settings: Settings, kind: str, sides: list[tuple[int, str, Path]]
+) -> list[Row]:
+    rounds: dict[int, list[dict[str, float]]] = {size: [] for size, _, _ in sides}
+    for turn in AB_ROUNDS if not settings.quick else "AB":
+        size, url, script = sides[0] if turn == "A" else sides[1]
+        rounds[size].append(
+            await wrk(url, settings.scale_duration, script=script, connections=SCALE_CONNECTIONS)
+        )
+    rows = []
+    for size, figures in rounds.items():
+        med = {k: statistics.median(f[k] for f in figures) for k in ("rps", "p50_ms", "p99_ms")}
+        med["failures"] = sum(f["failures"] for f in figures)
+        seconds = settings.scale_duration * len(figures)
+        row = wrk_row(f"scale-ab-{kind}-meta-{size}", med, seconds, ports=size)
+        row.note = "median of rounds; rounds p99 ms: " + ", ".join(
+            f"{f['p99_ms']:.2f}" for f in figures
+        )
+        rows.append(row)
+    return rows

@@ -14,7 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = ("limit", "api", "chain-inline", "chain-process", "chain-haproxy", "memory-inline-",
-            "memory-process-", "memory-haproxy-", "boot-storm-", "boot-storm-cloud-init-",
+            "memory-process-", "memory-haproxy-", "memory-dhcp-agent-inline-", "boot-storm-",
+            "boot-storm-cloud-init-",
             "scale-sqlite-ports-", "scale-sqlite-meta-", "scale-postgresql-ports-",
             "scale-postgresql-meta-", "chain-inline-metrics-on",
             "chain-inline-metrics-off", "chain-inline-aio", "chain-haproxy-aio",
@@ -45,10 +46,13 @@ def test_quick_bench(tmp_path: Path) -> None:
     assert set(data["ratios"]) == {
         "api_over_limit", "inline_over_haproxy_rps", "inline_over_haproxy_p99",
         "inline_pss_bytes_per_network", "boot_storm_100_seconds", "scale_p99_100k_over_100",
+        "boot_storm_1000_seconds", "boot_storm_max_n", "boot_storm_max_n_seconds",
         "vm_boot_seconds", "vm_storm_4_seconds",  # None in --quick: no real VMs there
         "metrics_on_over_off_rps", "metrics_on_over_off_cpu_per_request",
         "inline_over_haproxy_rps_aio", "inline_p99_ms_aio",
         "scale_p99_100k_over_100_sqlite", "scale_p99_100k_over_100_postgresql",
+        "scale_ab_meta_p99_100k_over_100_sqlite",  # None unless --only scale-ab ran
+        "scale_ab_meta_p99_100k_over_100_postgresql",
         "cross_host_delay_p99_ms",
         "node_loss_failover_seconds",
     }  # fmt: skip

@@ -138,3 +138,21 @@ async def test_cleanup_kills_pid_file_processes_and_namespace_processes(scratch:
     in_ns.wait(timeout=5)
     assert not linux.pid_alive(by_file)
     assert not linux.namespace_exists(ns)
+
+
+async def test_namespace_pids_of_several_namespaces_in_one_pass(scratch: Scratch) -> None:
+    """A boot storm's cleanup names 1 000 namespaces: one call finds the processes of each."""
+    first, second, third = (scratch.namespace(f"pf2{n}") for n in "abc")
+    procs = [linux.spawn(_loop_cmd(f"{scratch.tag}-pf2{n}"), namespace=ns)
+             for n, ns in (("a", first), ("b", second))]  # fmt: skip
+    try:
+        pids = {p.pid for p in procs}
+        await _until(lambda: pids <= set(linux.namespace_pids(first, second)))
+        assert procs[0].pid in linux.namespace_pids(first)
+        assert procs[1].pid not in linux.namespace_pids(first)
+        assert not set(linux.namespace_pids(third)) & pids
+        assert linux.namespace_pids(f"{scratch.tag}-missing") == []
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()

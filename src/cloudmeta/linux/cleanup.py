@@ -14,11 +14,17 @@ from cloudmeta.linux.process import cmdline, pid_alive, read_pid, stop_pid
 __all__ = ["cleanup", "namespace_pids"]
 
 
-def namespace_pids(namespace: str) -> list[int]:
-    """Pids of the processes whose network namespace is ``namespace`` (like ``ip netns pids``)."""
-    try:
-        target = os.stat(NETNS_DIR / namespace)
-    except FileNotFoundError:
+def namespace_pids(*namespaces: str) -> list[int]:
+    """Pids of the processes whose network namespace is one of ``namespaces`` (like ``ip netns
+    pids``). One pass over /proc for all of them: a boot storm's cleanup names 1 000."""
+    targets: set[tuple[int, int]] = set()
+    for namespace in namespaces:
+        try:
+            st = os.stat(NETNS_DIR / namespace)
+        except FileNotFoundError:
+            continue
+        targets.add((st.st_dev, st.st_ino))
+    if not targets:
         return []
     pids = []
     for entry in os.listdir("/proc"):
@@ -27,7 +33,7 @@ def namespace_pids(namespace: str) -> list[int]:
                 st = os.stat(f"/proc/{entry}/ns/net")
             except OSError:
                 continue
-            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            if (st.st_dev, st.st_ino) in targets:
                 pids.append(int(entry))
     return pids
 
@@ -60,8 +66,7 @@ async def cleanup(
     what is named is touched."""
     namespaces = list(namespaces)
     pids = set(_pid_file_processes(pid_dir)) if pid_dir else set()
-    for ns in namespaces:
-        pids.update(namespace_pids(ns))
+    pids.update(namespace_pids(*namespaces))
     pids.discard(os.getpid())
     await asyncio.gather(*(stop_pid(pid, timeout=timeout) for pid in pids))
     for link in links:
