@@ -19,6 +19,7 @@ EXPECTED = ("limit", "api", "chain-inline", "chain-process", "chain-haproxy", "m
             "scale-sqlite-ports-", "scale-sqlite-meta-", "scale-postgresql-ports-",
             "scale-postgresql-meta-", "chain-inline-metrics-on",
             "chain-inline-metrics-off", "chain-inline-aio", "chain-haproxy-aio",
+            "chain-inline-v6", "chain-inline-v4",
             "cross-host-delay", "node-loss")  # fmt: skip
 
 
@@ -29,7 +30,7 @@ def test_quick_bench(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=480,  # ~150 s on a quiet machine; a loaded one (CI beside a busy job) takes longer
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((tmp_path / "latest.json").read_text())
@@ -54,6 +55,7 @@ def test_quick_bench(tmp_path: Path) -> None:
         "scale_ab_meta_p99_100k_over_100_sqlite",  # None unless --only scale-ab ran
         "scale_ab_meta_p99_100k_over_100_postgresql",
         "cross_host_delay_p99_ms",
+        "inline_v6_over_v4_rps", "inline_v6_over_v4_p99", "inline_v6_over_v4_cpu_per_request",
         "node_loss_failover_seconds",
     }  # fmt: skip
     assert (tmp_path / "latest.md").read_text().count("\n| ") >= len(EXPECTED)
