@@ -24,6 +24,7 @@ EXPECTED = ("limit", "api", "chain-inline", "chain-process", "chain-haproxy", "m
 
 
 @pytest.mark.root
+@pytest.mark.timeout(600)
 def test_quick_bench(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
