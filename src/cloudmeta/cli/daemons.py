@@ -18,6 +18,7 @@ from cloudmeta.cli.main import pass_config
 from cloudmeta.config import Config
 from cloudmeta.inventory import InventoryError
 from cloudmeta.linux.errors import LinuxError
+from cloudmeta.linux.malloc import fix_mmap_threshold
 from cloudmeta.proxy.errors import ProxyError
 from cloudmeta.services import Running, ServiceFailed, ServiceSet, run_until_signal
 
@@ -48,6 +49,9 @@ def _check_names(config: Config) -> None:
 
 
 def _serve(config: Config, services: ServiceSet, announce: bool) -> None:
+    # Big temporary buffers (the netlink loop's 256 KiB datagram reads) unmapped at once,
+    # not left in the heap: the agents' memory per served network (cloudmeta.linux.malloc).
+    fix_mmap_threshold()
     try:
         if services.dhcp or services.l3:
             _check_names(config)
