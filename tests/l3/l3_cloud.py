@@ -108,14 +108,14 @@ class L3Cloud:
         for agent in self.agents.values():
             await agent.wait_for_revision(revision)
 
-    async def instance(
-        self, index: int, network_id: str, ip: str, *, gateway: str | None, dhcp: bool = False
-    ) -> Instance:
-        """A server and its namespace on the network's bridge: static ``ip/24`` with a default
-        route via ``gateway``, or (``dhcp``) whatever dhclient gets from the DHCP agent."""
+    async def plug(
+        self, index: int, network_id: str, fixed: dict[str, str]
+    ) -> tuple[dict[str, Any], dict[str, Any], str]:
+        """A server on ``network_id`` (``fixed``: its fixed_ip, if any) and namespace ``vm<index>``
+        with ``eth0`` on the network's bridge; no address set. Its (server, port, namespace)."""
         server = await self.admin.create_server(
             self.ns(f"vm{index}"),
-            [{"network_id": network_id, "fixed_ip": ip}],
+            [{"network_id": network_id, **fixed}],
             project_id=self.project_id,
         )
         port = await self.admin.get_port(server["ports"][0])
@@ -132,6 +132,14 @@ class L3Cloud:
             bridge=bridge,
             bridge_namespace=self.bridge_namespace,
         )
+        return server, port, ns
+
+    async def instance(
+        self, index: int, network_id: str, ip: str, *, gateway: str | None, dhcp: bool = False
+    ) -> Instance:
+        """A server and its namespace on the network's bridge: static ``ip/24`` with a default
+        route via ``gateway``, or (``dhcp``) whatever dhclient gets from the DHCP agent."""
+        server, port, ns = await self.plug(index, network_id, {"fixed_ip": ip})
         if dhcp:
             own = self.state_dir / ns  # its own pid and lease files
             own.mkdir()

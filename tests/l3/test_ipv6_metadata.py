@@ -30,7 +30,6 @@ from l3_cloud import L3Cloud, start_cloud, until, uuid_of
 from cloudmeta import linux
 from cloudmeta.config import Config, ProxyMode
 from cloudmeta.dhcp.driver import dhcp_namespace
-from cloudmeta.l3.model import bridge_port_name
 from cloudmeta.l3.rules import NAT_CHAIN
 from cloudmeta.linux.iptables import iptables_counters
 from cloudmeta.linux.names import bridge_name
@@ -96,24 +95,8 @@ async def _vm(
     cloud: L3Cloud, index: int, network_id: str, *, random_ll: bool, fixed_v6: str | None = None
 ) -> Vm:
     """A server on ``network_id``, its namespace on the bridge, its fixed IPs set statically."""
-    networks = [{"network_id": network_id, **({"fixed_ip": fixed_v6} if fixed_v6 else {})}]
-    server = await cloud.admin.create_server(
-        cloud.ns(f"vm{index}"), networks, project_id=cloud.project_id
-    )
-    port = await cloud.admin.get_port(server["ports"][0])
-    cloud.port_ids.append(port["id"])
-    ns = cloud.ns(f"vm{index}")
-    linux.create_namespace(ns)
-    bridge = bridge_name(DEVICE_PREFIX, network_id)
-    await linux.create_bridge(cloud.bridge_namespace, bridge)
-    await linux.plug_veth(
-        ns,
-        "eth0",
-        mac=port["mac_address"],
-        host_ifname=bridge_port_name(DEVICE_PREFIX, port["id"]),
-        bridge=bridge,
-        bridge_namespace=cloud.bridge_namespace,
-    )
+    fixed = {"fixed_ip": fixed_v6} if fixed_v6 else {}
+    server, port, ns = await cloud.plug(index, network_id, fixed)
     linux.set_sysctl(ns, "net.ipv6.conf.eth0.accept_dad", 0)  # no second of tentative
     await linux.set_link(ns, "eth0", up=False)
     mode = "random" if random_ll else "eui64"
