@@ -28,7 +28,7 @@ async def test_migrations_from_empty_to_head_create_every_table(db_config: Confi
             tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
         assert set(Base.metadata.tables) <= tables
-        assert version == "0007"
+        assert version == "0008"
     finally:
         await engine.dispose()
 

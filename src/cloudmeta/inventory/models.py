@@ -164,10 +164,15 @@ class Router(Base):
 
 class Port(Base):
     __tablename__ = "ports"
-    __table_args__ = (UniqueConstraint("network_id", "mac_address"),)
+    # A network's ports of one kind (its DHCP ports for every document built, its router
+    # interfaces) by one index, whatever the network's size (migration 0008).
+    __table_args__ = (
+        UniqueConstraint("network_id", "mac_address"),
+        Index("ix_ports_network_id_device_owner", "network_id", "device_owner"),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(255), default="")
-    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"))
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
     mac_address: Mapped[str] = mapped_column(String(17), index=True)
     device_owner: Mapped[str] = mapped_column(String(255), default="", index=True)
