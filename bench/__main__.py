@@ -146,6 +146,7 @@ def _write(
     table = report.markdown(info, rows, r)
     (out / "latest.md").write_text(table)
     report.chart(out / "latest.png", rows)
+    report.chart_targets(out / "latest-targets.png", r)
     print(table)
 
 

@@ -1,4 +1,5 @@
-"""``latest.json`` (the issue's schema), ``latest.md`` (the table), ``latest.png`` (the chart)."""
+"""``latest.json`` (the issue's schema), ``latest.md`` (the tables), ``latest.png`` (req/s and
+p99 per scenario) and ``latest-targets.png`` (each ratio against its issue's target)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,43 @@ from typing import Any
 from bench.common import Row
 
 KIB = 1024
+
+# The issues' targets per ratio: (">=" or "<=", the bound). A ratio without one is a figure
+# to compare between runs, not a goal.
+TARGETS: dict[str, tuple[str, float]] = {
+    "api_over_limit": (">=", 0.5),
+    "inline_over_haproxy_rps": (">=", 2.0),
+    "inline_pss_bytes_per_network": ("<=", 64 * KIB),
+    "boot_storm_100_seconds": ("<=", 20.0),
+    "boot_storm_1000_seconds": ("<=", 60.0),
+    "scale_p99_100k_over_100_sqlite": ("<=", 1.2),
+    "scale_p99_100k_over_100_postgresql": ("<=", 1.2),
+    "scale_ab_meta_p99_100k_over_100_sqlite": ("<=", 1.2),
+    "scale_ab_meta_p99_100k_over_100_postgresql": ("<=", 1.2),
+    "vm_boot_seconds": ("<=", 30.0),
+    "vm_storm_4_seconds": ("<=", 120.0),
+    "inline_over_haproxy_rps_aio": (">=", 3.0),
+    "inline_p99_ms_aio": ("<=", 10.0),
+    "node_loss_failover_seconds": ("<=", 5.0),
+    "metrics_on_over_off_rps": (">=", 0.95),
+    "cross_host_delay_p99_ms": ("<=", 100.0),
+    "inline_v6_over_v4_rps": (">=", 0.9),
+}
+
+
+def headroom(key: str, value: float | None) -> float | None:
+    """How far ``value`` is inside its target: >= 1 met, < 1 missed (value / bound for a
+    lower bound, bound / value for an upper one); None without a target or a value (a null
+    ``boot_storm_1000_seconds`` is a miss, reported as 0)."""
+    target = TARGETS.get(key)
+    if target is None:
+        return None
+    op, bound = target
+    if value is None:
+        return 0.0 if key == "boot_storm_1000_seconds" else None
+    if op == ">=":
+        return value / bound
+    return bound / value if value > 0 else float("inf")
 
 
 def _find(rows: list[Row], name: str) -> Row | None:
@@ -201,8 +239,13 @@ def markdown(machine: dict[str, Any], rows: list[Row], r: dict[str, Any]) -> str
             f"{_fmt(row.p99_ms, '.2f')} | {row.failures} | {_memory(row)} | "
             f"{_ratio(row, rows)} | {row.note} |"
         )
-    lines += ["", "| ratio | value |", "|---|---:|"]
-    lines += [f"| {k} | {'' if v is None else v} |" for k, v in r.items()]
+    lines += ["", "| ratio | value | target | met |", "|---|---:|---|---|"]
+    for key, value in r.items():
+        target = TARGETS.get(key)
+        room = headroom(key, value)
+        met = "" if room is None else ("yes" if room >= 1 else "**no**")
+        bound = f"{target[0]} {target[1]:g}" if target else ""
+        lines.append(f"| {key} | {'' if value is None else value} | {bound} | {met} |")
     return "\n".join(lines) + "\n"
 
 
@@ -224,6 +267,33 @@ def chart(path: Path, rows: list[Row]) -> None:
     right.set_xlabel("p99 ms (log)")
     left.invert_yaxis()
     fig.suptitle("cloudmeta bench: req/s and p99 per scenario")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def chart_targets(path: Path, r: dict[str, Any]) -> None:
+    """Each ratio with a target as its headroom (1 = the bound; right of it met, left missed),
+    so that one picture says which goals hold on this machine."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [(k, room) for k in TARGETS if (room := headroom(k, r.get(k))) is not None]
+    if not shown:
+        return
+    names = [f"{k} ({TARGETS[k][0]} {TARGETS[k][1]:g}; {r.get(k)})" for k, _ in shown]
+    # A null (0) or an unbounded headroom is drawn at the axis' ends.
+    values = [min(max(room, 0.05), 20.0) for _, room in shown]
+    colours = ["tab:green" if room >= 1 else "tab:red" for _, room in shown]
+    fig, ax = plt.subplots(figsize=(11, 0.35 * len(shown) + 1.5))
+    ax.barh(names, values, color=colours, left=0)
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("headroom against the target (log; >= 1 met)")
+    ax.invert_yaxis()
+    fig.suptitle("cloudmeta bench: ratios against their targets")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
