@@ -45,7 +45,7 @@ SCENARIOS: dict[str, tuple[Scenario, float]] = {
     "limit-api": (limit_api.run, 90),
     "chain": (chain.run, 240),
     "chain-v6": (chain.run_v6, 180),
-    "chain-aio": (chain_aio.run, 270),
+    "chain-aio": (chain_aio.run, 360),
     "memory": (memory.run, 480),
     "bootstorm": (bootstorm.run, 180),
     "bootstorm-large": (bootstorm.run_large, 900),

@@ -88,8 +88,12 @@ class Worker:
             future.set_exception(WorkerGone(f"worker {self.pid} is gone"))
             return future
         self._seq += 1
+        try:
+            stdin.write(json.dumps({**message, "seq": self._seq}).encode() + b"\n")
+        except (OSError, RuntimeError) as exc:  # the pipe broke: the worker is going
+            future.set_exception(WorkerGone(f"worker {self.pid}: {exc}"))
+            return future
         self._pending[self._seq] = future
-        stdin.write(json.dumps({**message, "seq": self._seq}).encode() + b"\n")
         return future
 
     async def _read(self) -> None:
