@@ -2,7 +2,9 @@
 all-in-one``, for ``inline`` and ``haproxy`` one after the other in the same run.
 
 This is the topology users run (the lab, the README's one-host way): API, metadata agent, DHCP
-and L3 agents and the inline listeners in one process and one event loop. Each mode gets its
+and L3 agents and the inline listeners in one process and one event loop; the row
+``chain-inline-aio-w2`` is the same with ``metadata_workers = 2`` (a second process serving the
+inline listeners, :mod:`cloudmeta.inline_workers`), measured in the same run. Each mode gets its
 own all-in-one (child process, ``CLOUDMETA_*`` variables, SQLite in its state dir), one
 network with isolated metadata, one server, and an instance namespace plugged on the DHCP
 agent's bridge (in the bench's own bridge namespace, as the lab's fabric) that takes its lease
@@ -42,20 +44,25 @@ from bench.common import (
 from bench.services import Service, wait_http
 from bench.services import settings as base_settings
 
-MODES = ("inline", "haproxy")
+# (mode, metadata_workers: the processes serving the inline listeners)
+RUNS = (("inline", 1), ("inline", 2), ("haproxy", 1))
 CIDR = "198.51.100.0/24"
 
 
 async def run(bench: Settings, tmp: Path) -> list[Row]:
     need_tools("wrk", "haproxy", "dhclient", "dnsmasq")
     rows: list[Row] = []
-    for mode in MODES:
-        rows.append(await _one(bench, tmp / mode, mode))
+    for mode, inline_workers in RUNS:
+        name = f"{mode}-w{inline_workers}" if inline_workers > 1 else mode
+        rows.append(await _one(bench, tmp / name, mode, inline_workers))
     return rows
 
 
-def aio_options(state: Path, mode: str, prefix: str, workers: int | str) -> dict[str, Any]:
-    """An all-in-one on free loopback ports, its agents' names under ``prefix``."""
+def aio_options(
+    state: Path, mode: str, prefix: str, workers: int | str, inline_workers: int = 1
+) -> dict[str, Any]:
+    """An all-in-one on free loopback ports, its agents' names under ``prefix``; ``workers``
+    is ``[api] metadata_workers``, ``inline_workers`` the top-level ``metadata_workers``."""
     admin_port, metadata_port = free_port(), free_port()
     return base_settings(
         state,
@@ -72,17 +79,18 @@ def aio_options(state: Path, mode: str, prefix: str, workers: int | str) -> dict
         bridge_namespace=f"{prefix}fabric",
         enable_isolated_metadata=True,
         metadata_proxy_mode=mode,
+        metadata_workers=inline_workers,
         check_child_processes_interval=1.0,
     )
 
 
-async def _one(bench: Settings, state: Path, mode: str) -> Row:
+async def _one(bench: Settings, state: Path, mode: str, inline_workers: int = 1) -> Row:
     from cloudmeta import linux
     from cloudmeta.adminclient import AdminClient
 
     tag = secrets.token_hex(3)
     prefix = f"cmt-bench-{tag}-"
-    options = aio_options(state, mode, prefix, bench.aio_workers)
+    options = aio_options(state, mode, prefix, bench.aio_workers, inline_workers)
     aio = Service("all-in-one", options, state / "all-in-one.log").start()
     client: Any = None
     instance = f"{prefix}i0"
@@ -120,13 +128,14 @@ async def _one(bench: Settings, state: Path, mode: str) -> Row:
         before = cpu_seconds(pids)
         figures = await wrk(url, bench.duration, namespace=instance)
         spent = cpu_seconds(pids) - before
-        row = wrk_row(f"chain-{mode}-aio", figures, bench.duration, networks=1, instances=1)
+        suffix = f"-w{inline_workers}" if inline_workers > 1 else ""
+        row = wrk_row(f"chain-{mode}-aio{suffix}", figures, bench.duration, networks=1, instances=1)
         row.pss_bytes = pss_bytes(pids)
         # CPU per request of the serving processes: what load on the machine moves least.
         per_request = spent * 1e6 / max(1.0, figures["rps"] * round(bench.duration))
         row.note = (
-            f"cpu_us/request={per_request:.1f}; metadata_workers={bench.aio_workers}; "
-            f"{len(pids)} processes (all-in-one tree)"
+            f"cpu_us/request={per_request:.1f}; metadata_workers={inline_workers}; "
+            f"[api] metadata_workers={bench.aio_workers}; {len(pids)} processes (all-in-one tree)"
         )
         if bench.profile is not None:
             await _profiled(bench, url, instance, pids[0], bench.profile / f"{row.name}.svg")

@@ -44,6 +44,7 @@ class Settings:
     storm_large_sizes: tuple[int, ...] = (250, 500, 1000)  # bootstorm-large: growth to 1 000
     storm_per_network: int = 200  # instances per network (a /24: 253 hosts)
     memory_sizes: tuple[int, ...] = (1, 50, 100, 200, 250)  # marginal PSS at 1, 50, 200
+    memory_worker_sizes: tuple[int, ...] = (1, 50, 100)  # the same with metadata_workers = 2
     aio_workers: int | str = 1  # the all-in-one's [api] metadata_workers
     profile: Path | None = None  # where py-spy's flame graphs go (``--profile``), None: off
 
@@ -51,7 +52,7 @@ class Settings:
     def make(cls, quick: bool, profile: Path | None = None) -> Settings:
         if quick:
             return cls(
-                True, 2.0, (1, 5), 5, (5,), 2, (100, 1000), 1.5, (12,), 5, (1, 2, 4),
+                True, 2.0, (1, 5), 5, (5,), 2, (100, 1000), 1.5, (12,), 5, (1, 2, 4), (1, 2),
                 profile=profile,
             )  # fmt: skip
         return cls(

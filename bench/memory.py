@@ -12,6 +12,11 @@ scenario sum the bench process, which has just run wrk: the heap that run freed 
 the next listeners, so the growth per network read 0 there.) PSS is read twice 1 s apart after
 the listeners answer, once a second until two readings differ by less than 16 KiB (at most
 15 s); the last one is kept.
+
+Then the same with ``metadata_workers = 2`` (``memory-dhcp-agent-w2-inline-K``, at
+``Settings.memory_worker_sizes``): the agent starts an inline worker process that opens its own
+listener in every served namespace; the worker is a child of the agent, so its PSS is in the
+cloudmeta sum (every descendant but dnsmasq), and the note says how many processes that sum has.
 """
 
 from __future__ import annotations
@@ -35,19 +40,25 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def split_pss(root: int) -> tuple[int, int, int]:
-    """(PSS of cloudmeta's processes, PSS of the dnsmasq processes, how many dnsmasq) under
-    ``root``."""
+def split_pss(root: int) -> tuple[int, int, int, int]:
+    """(PSS of cloudmeta's processes, PSS of the dnsmasq processes, how many dnsmasq, how many
+    of cloudmeta's: the agent and its inline workers) under ``root``."""
     pids = process_tree(root)
     dnsmasq = [p for p in pids if _comm(p) == "dnsmasq"]
     ours = [p for p in pids if p not in dnsmasq]
-    return pss_bytes(ours), pss_bytes(dnsmasq), len(dnsmasq)
+    return pss_bytes(ours), pss_bytes(dnsmasq), len(dnsmasq), len(ours)
 
 
 async def run(settings: Settings, tmp: Path) -> list[Row]:
+    need_tools("dnsmasq", "curl")
+    rows = await _series(settings.memory_sizes, tmp / "w1", 1)
+    return rows + await _series(settings.memory_worker_sizes, tmp / "w2", 2)
+
+
+async def _series(sizes: tuple[int, ...], tmp: Path, workers: int) -> list[Row]:
+    """``cloudmeta dhcp-agent`` with ``metadata_workers = workers`` at 0 and ``sizes`` networks."""
     from cloudmeta import linux
 
-    need_tools("dnsmasq", "curl")
     api = await start_api(tmp / "state")
     tag = secrets.token_hex(3)
     prefix = f"cmt-bench-{tag}-"
@@ -59,6 +70,7 @@ async def run(settings: Settings, tmp: Path) -> list[Row]:
             bridge_namespace=f"{prefix}fabric",
             enable_isolated_metadata=True,
             metadata_proxy_mode="inline",
+            metadata_workers=workers,
             check_child_processes_interval=1.0,
         )
         project = (await api.client.create_project(f"cmt-bench-{tag}"))["id"]
@@ -68,7 +80,8 @@ async def run(settings: Settings, tmp: Path) -> list[Row]:
             while not await api.client.list_agents():
                 dhcp.check()
                 await asyncio.sleep(0.2)
-        rows = [await _measure(dhcp, 0)]
+        name = f"memory-dhcp-agent-w{workers}-inline" if workers > 1 else "memory-dhcp-agent-inline"
+        rows = [await _measure(dhcp, 0, name)]
         networks: list[str] = []
         gate = asyncio.Semaphore(PARALLEL)
 
@@ -78,10 +91,10 @@ async def run(settings: Settings, tmp: Path) -> list[Row]:
                 await api.client.create_subnet(net["id"], CIDR, project_id=project)
                 return str(net["id"])
 
-        for k in settings.memory_sizes:
+        for k in sizes:
             networks += await asyncio.gather(*(network() for _ in range(k - len(networks))))
             await _served(dhcp, prefix, networks)
-            rows.append(await _measure(dhcp, k))
+            rows.append(await _measure(dhcp, k, name))
         return rows
     finally:
         if dhcp is not None:
@@ -110,20 +123,23 @@ async def _served(dhcp: Service, prefix: str, networks: list[str], timeout: floa
                 await asyncio.sleep(0.2)
 
 
-async def _measure(dhcp: Service, k: int) -> Row:
+async def _measure(dhcp: Service, k: int, name: str) -> Row:
     assert dhcp.proc is not None
-    ours, dnsmasq, count = split_pss(dhcp.proc.pid)
+    ours, dnsmasq, count, processes = split_pss(dhcp.proc.pid)
     for _ in range(15):
         await asyncio.sleep(1.0)
         last = ours
-        ours, dnsmasq, count = split_pss(dhcp.proc.pid)
+        ours, dnsmasq, count, processes = split_pss(dhcp.proc.pid)
         if abs(ours - last) < STABLE:
             break
     if count != k:
         raise BenchError(f"{count} dnsmasq processes for {k} networks")
     return Row(
-        f"memory-dhcp-agent-inline-{k}",
+        f"{name}-{k}",
         pss_bytes=ours,
         networks=k,
-        note=f"dnsmasq apart: {count} processes, {dnsmasq / 1024 / 1024:.1f} MiB PSS",
+        note=(
+            f"{processes} cloudmeta processes; dnsmasq apart: {count} processes, "
+            f"{dnsmasq / 1024 / 1024:.1f} MiB PSS"
+        ),
     )

@@ -65,7 +65,7 @@ def baseline_of(name: str) -> tuple[str, str] | None:
     memory-<mode>-K / memory-haproxy-K, scale-...-<n> / scale-...-100."""
     if name == "api":
         return "limit", "rps"
-    if name.endswith("-aio"):  # the all-in-one's rows among themselves
+    if name.endswith("-aio") or "-aio-" in name:  # the all-in-one's rows among themselves
         return ("chain-haproxy-aio", "rps") if name != "chain-haproxy-aio" else None
     if name.startswith("chain-") and name != "chain-haproxy":
         return "chain-haproxy", "rps"

@@ -126,9 +126,14 @@ class ApiSection(_Section):
     @classmethod
     def _auto_workers(cls, value: Any) -> Any:
         """``auto``: one metadata API process per core of this machine (at most 64)."""
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return min(64, os.cpu_count() or 1)
-        return value
+        return _workers(value)
+
+
+def _workers(value: Any) -> Any:
+    """A process count: an int, or ``auto`` = one per core of this machine (at most 64)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return min(64, os.cpu_count() or 1)
+    return value
 
 
 IpVersion = Literal[4, 6]
@@ -214,6 +219,15 @@ class Config(BaseSettings):
     metadata_proxy_socket: Path | None = None
     metadata_proxy_mode: ProxyMode = ProxyMode.INLINE
     metadata_port: int = Field(9697, ge=1, le=65535)
+    # Processes serving the inline listeners (Neutron's metadata agent option), or "auto":
+    # one per core. With N > 1 the process of the embedded agent (all-in-one, a dhcp-agent or
+    # l3-agent in inline mode) starts N-1 workers, each with its own agent, port cache and (in
+    # the all-in-one) in-process metadata API, listening with SO_REUSEPORT in every served
+    # namespace (cloudmeta.inline_workers). Connection caps and rate-limit windows then hold
+    # per process. Default 1: each worker costs ~60 MiB PSS, and on a 2-core host shared with
+    # the load a second one did not raise the all-in-one's req/s (bench/README.md, "Every
+    # core"); Neutron's default (cpu_count // 2) suits hosts with cores to spare.
+    metadata_workers: int = Field(1, ge=1, le=64)
     # Deprecated (the token bucket before Neutron's options): mapped onto
     # [metadata_rate_limiting] when that section is not given; see `deprecations`.
     metadata_rate_limit: float | None = Field(None, ge=0)
@@ -275,6 +289,11 @@ class Config(BaseSettings):
     )
 
     _deprecations: list[str] = PrivateAttr(default_factory=list)
+
+    @field_validator("metadata_workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: Any) -> Any:
+        return _workers(value)
 
     @model_validator(mode="after")
     def _map_old_rate_options(self) -> Config:

@@ -4,8 +4,11 @@
 agents started alone use the same runner with one service each. One loop rather than supervised
 children: the agents are idle between changes, the inline proxies must share the metadata
 agent's loop anyway, and one process is one pid to watch, one log and the smallest footprint.
-The exception is opt-in: ``[api] metadata_workers = N`` adds N-1 metadata API processes on the
-same port (see :mod:`cloudmeta.api.workers`), started and stopped with the API here.
+The exceptions are opt-in: ``[api] metadata_workers = N`` adds N-1 metadata API processes on
+the same port (see :mod:`cloudmeta.api.workers`), started and stopped with the API here, and
+``metadata_workers = N`` (inline mode) adds N-1 processes serving the inline listeners beside
+this one's (:mod:`cloudmeta.inline_workers`), started before the DHCP and L3 agents so that they
+follow every listener those open.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudmeta.adminclient import AdminClient, AgentReporter
 from cloudmeta.agent.embedded import start_embedded
-from cloudmeta.config import Config
+from cloudmeta.config import Config, ProxyMode
 from cloudmeta.http import Limits, QuietServer, tcp_sockets
 from cloudmeta.http import serve as serve_http
 from cloudmeta.linux.process import ProcessMonitor
@@ -28,6 +31,11 @@ from cloudmeta.logs import get_logger
 from cloudmeta.metrics import metrics_handler
 from cloudmeta.proxy.manager import MetadataProxyManager
 from cloudmeta.scheduler import AGENT_TYPE_METADATA
+
+if TYPE_CHECKING:
+    from cloudmeta.dhcp import DhcpAgent
+    from cloudmeta.inline_workers import InlineWorkers
+    from cloudmeta.l3.agent import L3Agent
 
 __all__ = ["Running", "ServiceFailed", "ServiceSet", "run_until_signal", "running_services"]
 
@@ -56,6 +64,9 @@ class Running:
     proxies: MetadataProxyManager | None
     tasks: list[asyncio.Task[None]]
     metrics_address: tuple[str, int] | None = None  # where metrics_listen bound
+    inline_workers: InlineWorkers | None = None  # metadata_workers > 1 in inline mode
+    dhcp: DhcpAgent | None = None
+    l3: L3Agent | None = None
 
 
 @asynccontextmanager
@@ -90,6 +101,17 @@ async def running_services(config: Config, services: ServiceSet) -> AsyncIterato
         )
         if agent is not None:
             stack.push_async_callback(agent.stop)
+            if config.metadata_proxy_mode is ProxyMode.INLINE and config.metadata_workers > 1:
+                from cloudmeta.inline_workers import InlineWorkers
+
+                pool = InlineWorkers(
+                    config, config.metadata_workers - 1, local_api=local is not None
+                )
+                await pool.start()
+                # Stopped before the agent: its listeners' removal at exit is not published.
+                stack.push_async_callback(pool.close)
+                agent.inline.followers = pool
+                running.inline_workers = pool
         running.proxies = proxies
         workers: list[
             tuple[str, Callable[[], Coroutine[Any, Any, None]], Callable[[], Awaitable[None]]]
@@ -110,7 +132,7 @@ async def running_services(config: Config, services: ServiceSet) -> AsyncIterato
         if services.dhcp:
             from cloudmeta.dhcp import DhcpAgent
 
-            dhcp = DhcpAgent(config, client, proxies, monitor)
+            dhcp = running.dhcp = DhcpAgent(config, client, proxies, monitor)
             workers.append(("dhcp-agent", dhcp.run, dhcp.close))
         if services.metadata_agent and config.distributed_metadata:
             from cloudmeta.agent.localport import LocalportAgent
@@ -120,7 +142,7 @@ async def running_services(config: Config, services: ServiceSet) -> AsyncIterato
         if services.l3:
             from cloudmeta.l3.agent import L3Agent
 
-            l3 = L3Agent(config, client, proxies, monitor)
+            l3 = running.l3 = L3Agent(config, client, proxies, monitor)
             workers.append(("l3-agent", l3.run, l3.close))
         for name, run, close in workers:
             stack.push_async_callback(close)

@@ -14,11 +14,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = ("limit", "api", "chain-inline", "chain-process", "chain-haproxy", "memory-inline-",
-            "memory-process-", "memory-haproxy-", "memory-dhcp-agent-inline-", "boot-storm-",
+            "memory-process-", "memory-haproxy-", "memory-dhcp-agent-inline-",
+            "memory-dhcp-agent-w2-inline-", "boot-storm-",
             "boot-storm-cloud-init-",
             "scale-sqlite-ports-", "scale-sqlite-meta-", "scale-postgresql-ports-",
             "scale-postgresql-meta-", "chain-inline-metrics-on",
-            "chain-inline-metrics-off", "chain-inline-aio", "chain-haproxy-aio",
+            "chain-inline-metrics-off", "chain-inline-aio", "chain-inline-aio-w2",
+            "chain-haproxy-aio",
             "chain-inline-v6", "chain-inline-v4",
             "cross-host-delay", "node-loss")  # fmt: skip
 

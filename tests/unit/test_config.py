@@ -195,6 +195,24 @@ def test_metadata_workers_auto_is_one_per_core(
         load_config(file)
 
 
+def test_inline_metadata_workers_take_auto_and_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Neutron's metadata agent option, at the top level; default 1 (bench/README.md)."""
+    file = tmp_path / "c.toml"
+    file.write_text("")
+    assert load_config(file).metadata_workers == 1
+    file.write_text('metadata_workers = "auto"\n')
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert load_config(file).metadata_workers == 4
+    assert load_config(file).api.metadata_workers == 1  # the API's own option is apart
+    monkeypatch.setenv("CLOUDMETA_METADATA_WORKERS", "2")
+    assert load_config(file).metadata_workers == 2
+    monkeypatch.setenv("CLOUDMETA_METADATA_WORKERS", "0")
+    with pytest.raises(ConfigError, match="metadata_workers"):
+        load_config(file)
+
+
 def test_agent_and_scheduling_options_have_neutrons_names_and_defaults(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -94,6 +94,8 @@ class MetadataAgent:
                 instrument(self.handle_inline, "agent", "inline", enabled),
                 Limits.from_config(self._config),
                 metrics=enabled,
+                # Other processes listen on the same binds (cloudmeta.inline_workers).
+                reuse_port=self._config.metadata_workers > 1,
             )
         return self._inline
 

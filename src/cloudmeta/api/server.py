@@ -19,7 +19,7 @@ from aiohttp import web
 
 from cloudmeta.api.admin import build_admin_app
 from cloudmeta.api.metadata import metadata_server
-from cloudmeta.api.workers import WorkerPool, freeze_startup_heap
+from cloudmeta.api.workers import api_worker_pool, freeze_startup_heap
 from cloudmeta.config import Config
 from cloudmeta.http import Limits, QuietServer, tcp_sockets
 from cloudmeta.http import serve as serve_sockets
@@ -124,7 +124,7 @@ async def serve(
             assert isinstance(address, tuple)
             bound[served.name] = (str(address[0]), int(address[1]))
             if workers > 1:
-                pool = WorkerPool(config, *bound[served.name], workers - 1)
+                pool = api_worker_pool(config, *bound[served.name], workers - 1)
                 await pool.start()
                 stack.push_async_callback(pool.close)
             _log.info(

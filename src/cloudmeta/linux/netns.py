@@ -251,17 +251,22 @@ def make_listening_socket(
     family: socket.AddressFamily | None = None,
     interface: str | None = None,
     backlog: int = 128,
+    reuse_port: bool = False,
 ) -> socket.socket:
     """A non-blocking listening TCP socket in the CURRENT namespace (raises ``OSError``).
 
     IP_FREEBIND lets 169.254.169.254 be bound before the address is configured (Neutron's
     ip_nonlocal_bind); IPv6 is V6ONLY and, for a link-local host (``fe80::a9fe:a9fe``),
     ``interface`` gives the scope id; for IPv4 ``interface`` binds the socket to that device.
+    ``reuse_port`` (SO_REUSEPORT) lets several processes listen on the same address, the
+    kernel spreading connections over them.
     """
     fam = family or (socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET)
     sock = socket.socket(fam, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if fam == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_FREEBIND, 1)
@@ -289,12 +294,15 @@ def open_socket_in_namespace(
     family: socket.AddressFamily | None = None,
     interface: str | None = None,
     backlog: int = 128,
+    reuse_port: bool = False,
 ) -> socket.socket:
     """:func:`make_listening_socket` made inside ``namespace`` (the caller stays put)."""
     fam = family or (socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET)
 
     def make() -> socket.socket:
-        return make_listening_socket(host, port, family=fam, interface=interface, backlog=backlog)
+        return make_listening_socket(
+            host, port, family=fam, interface=interface, backlog=backlog, reuse_port=reuse_port
+        )
 
     try:
         return in_namespace(namespace, make)

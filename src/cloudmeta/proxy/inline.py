@@ -12,6 +12,12 @@ connection's saved SYN, read once per connection with the cookie and the peer.
 Each namespace's sockets are served by :func:`cloudmeta.http.serve` behind one budget (head and
 keep-alive timeouts, connection cap per namespace and per peer), so a flood on one network
 stays there.
+
+With ``metadata_workers`` > 1 other processes listen on the same binds (``reuse_port``:
+SO_REUSEPORT, the kernel spreads connections over the processes; the cookie names the network
+in every one of them). Their listeners follow this object's: a :class:`Followers` is told of
+every ensure and remove once this process's own sockets are open or closed, and its
+``remove`` returns only when no follower listens there any more. The budgets are per process.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import web
 
@@ -31,7 +38,7 @@ from cloudmeta.proxy.binds import Bind
 from cloudmeta.proxy.errors import ProxyError
 from cloudmeta.proxy.headers import Peer, ProxyTarget, peer_host
 
-__all__ = ["InlineHandler", "InlineListeners", "netns_cookie"]
+__all__ = ["Followers", "InlineHandler", "InlineListeners", "netns_cookie"]
 
 SO_NETNS_COOKIE = getattr(socket, "SO_NETNS_COOKIE", 71)
 BACKLOG = 1024
@@ -45,6 +52,16 @@ _alarm = throttled_logger("proxy")  # a caller drives these lines
 def netns_cookie(sock: socket.socket) -> bytes:
     """The 8-byte cookie naming the network namespace ``sock`` lives in."""
     return sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8)
+
+
+class Followers(Protocol):
+    """Other processes' listeners that mirror these (:mod:`cloudmeta.inline_workers`)."""
+
+    async def ensure(self, namespace: str, target: ProxyTarget, binds: Sequence[Bind]) -> None:
+        """Listen in ``namespace`` too (after this process does)."""
+
+    async def remove(self, namespace: str) -> None:
+        """Stop listening in ``namespace``; return when none of them listens there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +86,17 @@ class InlineListeners:
     """Listeners per namespace, all dispatched to ``handler(request, target, peer)``."""
 
     def __init__(
-        self, handler: InlineHandler, limits: Limits | None = None, *, metrics: bool = True
+        self,
+        handler: InlineHandler,
+        limits: Limits | None = None,
+        *,
+        metrics: bool = True,
+        reuse_port: bool = False,
     ) -> None:
         self._handler = handler
         self._limits = limits or Limits()
+        self._reuse_port = reuse_port
+        self.followers: Followers | None = None
         dispatch = instrument(self._dispatch, "proxy", "inline", metrics)
         self._http = QuietServer(dispatch, keepalive_timeout=self._limits.keepalive_timeout)
         self._by_namespace: dict[str, _Listener] = {}
@@ -102,7 +126,12 @@ class InlineListeners:
         try:
             for bind in wanted:
                 sock = open_socket_in_namespace(
-                    namespace, bind.host, bind.port, interface=bind.interface, backlog=BACKLOG
+                    namespace,
+                    bind.host,
+                    bind.port,
+                    interface=bind.interface,
+                    backlog=BACKLOG,
+                    reuse_port=self._reuse_port,
                 )
                 sockets.append(sock)
                 if sock.family == socket.AF_INET6:
@@ -145,6 +174,8 @@ class InlineListeners:
             target=target.uuid,
             binds=[str(b) for b in wanted],
         )
+        if self.followers is not None:
+            await self.followers.ensure(namespace, target, wanted)
 
     async def remove(self, namespace: str) -> None:
         listener = self._by_namespace.pop(namespace, None)
@@ -155,6 +186,8 @@ class InlineListeners:
         if listener.neighbours is not None:
             listener.neighbours.close()
         log.info("inline metadata listener down", namespace=namespace)
+        if self.followers is not None:
+            await self.followers.remove(namespace)
 
     async def close(self) -> None:
         for namespace in list(self._by_namespace):
