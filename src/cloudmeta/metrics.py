@@ -17,6 +17,8 @@ This module is core: it imports no service (agent, api, proxy, dhcp, l3).
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import functools
 import os
 import time
@@ -222,32 +224,68 @@ class HopRecorder:
         self.seconds += seconds
 
 
-class _WorkerRecorder:
-    """A metadata worker's hop: the same counts in multiprocess values, children bound once."""
+# A worker's counts reach its multiprocess files at most this long after the request.
+FLUSH_INTERVAL = 1.0
 
-    __slots__ = ("_by_kind", "_duration", "_hop", "_mode")
+
+class _WorkerRecorder(HopRecorder):
+    """A worker's hop (metadata API or inline worker): counted in plain numbers as in the
+    parent, and the deltas written to the multiprocess values at most ``FLUSH_INTERVAL``
+    after the first unflushed request (and at exit). A locked mmap write per series per
+    request cost a worker 8.6 us of a ~60 us request (timeit), 10x the parent's counting."""
+
+    __slots__ = ("_due", "_duration", "_flushed_buckets", "_flushed_kind", "_flushed_seconds")
 
     def __init__(self, hop: str, mode: str = "") -> None:
-        self._hop = hop
-        self._mode = mode
+        super().__init__(hop, mode)
         self._duration = REQUEST_DURATION.labels(hop)
-        self._by_kind: dict[str, dict[int, Counter]] = {kind: {} for kind in KINDS}
+        self._flushed_kind: dict[tuple[str, int], int] = {}
+        self._flushed_buckets = [0] * len(self.buckets)
+        self._flushed_seconds = 0.0
+        self._due = False
 
     def record(self, path: str, status: int, seconds: float) -> None:
-        kind = path_kind(path)
-        by_status = self._by_kind[kind]
-        child = by_status.get(status)
-        if child is None:
-            child = by_status[status] = REQUESTS.labels(self._hop, kind, str(status), self._mode)
-        child.inc()
-        self._duration.observe(seconds)
+        super().record(path, status, seconds)
+        if not self._due:
+            self._due = True
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
+            except RuntimeError:  # no loop (a test's direct call): write now
+                self.flush()
+
+    def flush(self) -> None:
+        """Add what was counted since the last flush to the multiprocess values."""
+        self._due = False
+        for kind, by_status in self.by_kind.items():
+            for status, count in list(by_status.items()):
+                done = self._flushed_kind.get((kind, status), 0)
+                if count > done:
+                    REQUESTS.labels(self.hop, kind, str(status), self.mode).inc(count - done)
+                    self._flushed_kind[(kind, status)] = count
+        # prometheus_client's Histogram keeps per-bucket (non-cumulative) values and a sum in
+        # multiprocess mode; observe() is one bucket inc and a sum inc, done here in bulk.
+        child = self._duration
+        for index, count in enumerate(self.buckets):
+            done = self._flushed_buckets[index]
+            if count > done:
+                child._buckets[index].inc(count - done)
+                self._flushed_buckets[index] = count
+        if self.seconds != self._flushed_seconds:
+            child._sum.inc(self.seconds - self._flushed_seconds)
+            self._flushed_seconds = self.seconds
+
+
+def _flush_workers() -> None:
+    for one in list(_RECORDERS.values()):
+        if isinstance(one, _WorkerRecorder):
+            one.flush()
 
 
 _BOUNDS = [floatToGoString(b) for b in LATENCY_BUCKETS]  # type: ignore[no-untyped-call]
-_RECORDERS: dict[tuple[str, str], HopRecorder | _WorkerRecorder] = {}
+_RECORDERS: dict[tuple[str, str], HopRecorder] = {}
 
 
-def recorder(hop: str, mode: str = "") -> HopRecorder | _WorkerRecorder:
+def recorder(hop: str, mode: str = "") -> HopRecorder:
     """The process's one recorder of ``(hop, mode)`` (a restarted agent keeps counting)."""
     found = _RECORDERS.get((hop, mode))
     if found is None:
@@ -269,7 +307,7 @@ class _HopCollector:
         )
         per_hop: dict[str, tuple[list[int], float]] = {}
         for one in list(_RECORDERS.values()):
-            if not isinstance(one, HopRecorder):
+            if isinstance(one, _WorkerRecorder):  # in multiprocess values instead
                 continue
             for kind, by_status in one.by_kind.items():
                 for status, count in list(by_status.items()):
@@ -287,6 +325,8 @@ class _HopCollector:
 
 if not _MULTIPROCESS:
     REGISTRY.register(_HopCollector())
+else:
+    atexit.register(_flush_workers)  # a worker stopping (EOF, SIGTERM) keeps its last second
 
 
 P = ParamSpec("P")

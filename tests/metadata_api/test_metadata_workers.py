@@ -28,7 +28,7 @@ from cloudmeta.api.metadata.app import MAX_WAITS_PER_INSTANCE
 from cloudmeta.config import Config
 from cloudmeta.inventory import Store
 from support.report import SOAK, record
-from support.scrape import delta, scrape
+from support.scrape import delta, scrape, settled
 
 CLOUDMETA = str(Path(sys.executable).with_name("cloudmeta"))
 TOKEN = "cmt-admin-token"
@@ -285,12 +285,12 @@ async def test_the_admin_metrics_count_every_workers_requests(
     path = "/openstack/latest/meta_data.json"
     try:
         await clients.connect({proc.pid, worker})
-        families, before = await scrape(url)
+        families, before = await settled(url, REQUESTS)
         assert {"cloudmeta_metadata_requests", "cloudmeta_document_cache_lookups"} <= families
         for pid, times in ((proc.pid, 3), (worker, 2)):
             for _ in range(times):
                 assert (await clients.request(pid, "GET", path))[0] == 200
-        _, after = await scrape(url)
+        _, after = await settled(url, REQUESTS)
         assert delta(after, before, REQUESTS, **ok) == 5
         count = "cloudmeta_metadata_request_duration_seconds_count"
         assert delta(after, before, count, hop="api") == 5

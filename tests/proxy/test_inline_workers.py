@@ -32,7 +32,7 @@ from cloudmeta.config import Config
 from cloudmeta.linux.names import bridge_name
 from cloudmeta.metrics import HopRecorder, recorder
 from cloudmeta.services import Running, ServiceSet, running_services
-from support.scrape import scrape, total
+from support.scrape import scrape, settled, total
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
@@ -209,8 +209,8 @@ def own_count() -> int:
 
 async def served_total(aio: Aio) -> float:
     """Inline requests answered by every process: the admin API's scrape (the worker's
-    multiprocess files summed in)."""
-    _, samples = await scrape(f"{aio.config.admin_url}/metrics")
+    multiprocess files summed in, once its last flush is in)."""
+    _, samples = await settled(f"{aio.config.admin_url}/metrics", REQUESTS)
     return total(samples, REQUESTS, hop="proxy", mode="inline")
 
 

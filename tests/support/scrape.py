@@ -42,3 +42,23 @@ def delta(
     **labels: str,
 ) -> float:
     return total(after, name, **labels) - total(dict(before), name, **labels)
+
+
+async def settled(url: str, name: str, deadline: float = 20.0) -> tuple[set[str], Samples]:
+    """A scrape once ``name``'s total holds still across a worker's flush interval: worker
+    processes write their request counts at most ``FLUSH_INTERVAL`` after a request
+    (:mod:`cloudmeta.metrics`), so a scrape right after one may not have them yet."""
+    import asyncio
+    import time
+
+    from cloudmeta.metrics import FLUSH_INTERVAL
+
+    give_up = time.monotonic() + deadline
+    families, samples = await scrape(url)
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL + 0.25)
+        families, later = await scrape(url)
+        if total(later, name) == total(samples, name):
+            return families, later
+        assert time.monotonic() < give_up, f"{name} kept changing for {deadline} s"
+        samples = later

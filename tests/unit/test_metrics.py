@@ -90,19 +90,31 @@ def test_gate_counts_per_listener_until_unwatched() -> None:
 
 
 _WORKER = """
+import asyncio
 from cloudmeta import metrics
 recorder = metrics.recorder("api")
-for _ in range({n}):
-    recorder.record("/openstack/latest/meta_data.json", 200, 0.002)
+
+async def serve():
+    # As in a worker's loop: counted in plain numbers, written a flush interval later.
+    for _ in range({n}):
+        recorder.record("/openstack/latest/meta_data.json", 200, 0.002)
+    # Nothing written yet (the flush is due in FLUSH_INTERVAL).
+    written = metrics.REQUESTS.labels("api", "openstack", "200", "")._value.get()
+    assert written == 0, written
+    if {wait}:
+        await asyncio.sleep(metrics.FLUSH_INTERVAL + 0.5)  # the loop's own flush
+        recorder.flush()  # nothing more to add: no double count
+
+asyncio.run(serve())
 metrics.FEED_REVISION.labels("document-cache").set({revision})
+# Without the wait, the worker exits with its counts unflushed: atexit writes them.
 """
 
 
-def _worker(directory: Path, n: int, revision: int) -> int:
+def _worker(directory: Path, n: int, revision: int, *, wait: bool) -> int:
     env = metrics.worker_environment(directory)
-    proc = subprocess.run(
-        [sys.executable, "-c", _WORKER.format(n=n, revision=revision)], env=env, check=True
-    )
+    script = _WORKER.format(n=n, revision=revision, wait=wait)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, check=True)
     assert proc.returncode == 0
     return n
 
@@ -117,8 +129,8 @@ def test_workers_files_are_merged_into_the_parents_families(tmp_path: Path) -> N
     metrics.FEED_REVISION.labels("document-cache").set(7)
     unwatch = metrics.watch_worker_files(directory)
     try:
-        _worker(directory, 3, 5)
-        _worker(directory, 2, 9)
+        _worker(directory, 3, 5, wait=True)
+        _worker(directory, 2, 9, wait=False)
         text = metrics.render().decode()
     finally:
         unwatch()
