@@ -187,7 +187,7 @@ async def _follow(listeners: InlineListeners) -> None:
 async def _serve(config: Config, local_api: bool) -> None:
     from cloudmeta.adminclient import AdminClient
     from cloudmeta.agent.service import MetadataAgent
-    from cloudmeta.http import Handler
+    from cloudmeta.signing import LocalMetadataApi
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -195,15 +195,16 @@ async def _serve(config: Config, local_api: bool) -> None:
     # Ctrl-C reaches the whole process group: the parent decides when the workers stop.
     loop.add_signal_handler(signal.SIGINT, lambda: None)
     async with AsyncExitStack() as stack:
-        local: Handler | None = None
+        local: LocalMetadataApi | None = None
         if local_api:
+            from cloudmeta.api.metadata import local_api as local_handler
             from cloudmeta.api.metadata import metadata_server
             from cloudmeta.inventory import Store
 
             store = await Store.open(config, migrate=False)
             stack.push_async_callback(store.close)
             http = await stack.enter_async_context(metadata_server(config, store))
-            local = http.request_handler
+            local = local_handler(http)
         client = await stack.enter_async_context(AdminClient(config))
         agent = MetadataAgent(config, client, local)
         await agent.start(unix_socket=False)

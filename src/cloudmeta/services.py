@@ -92,12 +92,17 @@ async def running_services(config: Config, services: ServiceSet) -> AsyncIterato
         stack.push_async_callback(monitor.close)
         # The metadata API of this process answers this process's agent in-process.
         local = servers.get("metadata")
+        in_process = None
+        if local is not None:
+            from cloudmeta.api.metadata import local_api
+
+            in_process = local_api(local)
         proxies, agent = await start_embedded(
             config,
             client,
             monitor,
             unix_socket=services.metadata_agent,
-            local_api=local.request_handler if local is not None else None,
+            local_api=in_process,
         )
         if agent is not None:
             stack.push_async_callback(agent.stop)

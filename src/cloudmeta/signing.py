@@ -5,8 +5,34 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-__all__ = ["InstanceSigner", "sign_instance_id", "verify_instance_id"]
+from aiohttp import web
+
+__all__ = [
+    "InstanceIdentity",
+    "InstanceSigner",
+    "LocalMetadataApi",
+    "sign_instance_id",
+    "verify_instance_id",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceIdentity:
+    """Who a metadata request is for, as the metadata API knows it: what the signed headers
+    say (``X-Instance-ID``, ``X-Tenant-ID``, the first ``X-Forwarded-For``), or what the agent
+    of the same process found and hands over without them."""
+
+    instance_id: str
+    tenant_id: str | None
+    address: str | None
+
+
+# The metadata API's handler when it runs in the agent's process (all-in-one): the request as
+# the instance sent it and the identity the agent found; no signed headers, no HMAC, no clone.
+LocalMetadataApi = Callable[[web.BaseRequest, InstanceIdentity], Awaitable[web.StreamResponse]]
 
 SIGNATURES_KEPT = 65536  # instances whose signature the agent remembers
 

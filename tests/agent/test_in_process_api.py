@@ -80,29 +80,27 @@ async def _forwarded(make_config: Any, local: Any, path: str = "/openstack") -> 
 
 
 async def test_local_answers_map_as_over_http(make_config: Any) -> None:
-    """Signed headers replace the caller's; 5xx and a slow API become 503 within the timeout."""
+    """The agent's identity is handed over beside the request as it came (the API reads no
+    identity header of it); 5xx and a slow API become 503 within the timeout."""
     from aiohttp import web
 
-    from cloudmeta.signing import sign_instance_id
+    from cloudmeta.signing import InstanceIdentity
 
     seen: list[Any] = []
 
-    async def ok(request: web.BaseRequest) -> web.StreamResponse:
-        seen.append((request.headers.getall("X-Instance-ID"), request.remote))
-        assert request.headers["X-Instance-ID-Signature"] == sign_instance_id(
-            "cmt-test-secret", "cmt-i"
-        )
+    async def ok(request: web.BaseRequest, identity: InstanceIdentity) -> web.StreamResponse:
+        seen.append((identity, request.headers.getall("X-Instance-ID")))
         return web.Response(text="ok")
 
-    async def failing(request: web.BaseRequest) -> web.StreamResponse:
+    async def failing(request: web.BaseRequest, _: InstanceIdentity) -> web.StreamResponse:
         return web.Response(status=500)
 
-    async def slow(request: web.BaseRequest) -> web.StreamResponse:
+    async def slow(request: web.BaseRequest, _: InstanceIdentity) -> web.StreamResponse:
         await asyncio.sleep(5)
         return web.Response(text="late")
 
     assert (await _forwarded(make_config, ok)).status == 200
-    assert seen == [(["cmt-i"], "192.0.2.10")]
+    assert seen == [(InstanceIdentity("cmt-i", "cmt-p", "192.0.2.10"), ["cmt-spoofed"])]
     assert (await _forwarded(make_config, failing)).status == 503
     started = time.monotonic()
     assert (await _forwarded(make_config, slow)).status == 503

@@ -12,9 +12,9 @@ from __future__ import annotations
 from cloudmeta.adminclient import AdminClient
 from cloudmeta.agent.service import MetadataAgent
 from cloudmeta.config import Config, ProxyMode
-from cloudmeta.http import Handler
 from cloudmeta.linux.process import ProcessMonitor
 from cloudmeta.proxy.manager import MetadataProxyManager
+from cloudmeta.signing import LocalMetadataApi
 
 __all__ = ["start_embedded"]
 
@@ -25,14 +25,15 @@ async def start_embedded(
     monitor: ProcessMonitor | None = None,
     *,
     unix_socket: bool = False,
-    local_api: Handler | None = None,
+    local_api: LocalMetadataApi | None = None,
 ) -> tuple[MetadataProxyManager, MetadataAgent | None]:
     """The manager for the DHCP/L3 agents and, if one runs here, the agent (stop it last).
 
     ``unix_socket=True`` (all-in-one) also serves ``metadata_proxy_socket``, so process and
     haproxy proxies of other hosts' tools can still reach this agent. ``local_api`` is the
     metadata API's handler when it runs in this process (all-in-one): the agent calls it
-    instead of a loopback HTTP exchange (:class:`~cloudmeta.agent.forward.Forwarder`).
+    with the identity it found, instead of a loopback HTTP exchange
+    (:class:`~cloudmeta.agent.forward.Forwarder`).
     """
     if config.metadata_proxy_mode is not ProxyMode.INLINE and not unix_socket:
         return MetadataProxyManager(config, monitor), None

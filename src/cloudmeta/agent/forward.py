@@ -1,9 +1,12 @@
 """Forwarding to the metadata API over a keep-alive pool, and mapping its answer.
 
 In the all-in-one the metadata API runs in the agent's own process and loop: a request without
-a body is then handed to the API's handler directly (:meth:`Forwarder.forward_local`), as the
-same request with the same signed headers, checked by the same code, without the loopback
-HTTP exchange (a third of the event loop's time under load: bench/README.md).
+a body is then handed to the API's handler directly (:meth:`Forwarder.forward_local`): the
+instance's request as it came and the identity the agent found (instance, project, caller's
+address), which the API takes in place of the signed headers. No loopback HTTP exchange (a
+third of the event loop's time under load: bench/README.md), and no header rebuild, request
+clone or HMAC check either: within one process the signature would only prove to the API what
+the agent already knows.
 
 What the instance sees is decided here: the API's status passes through, except 403 (the
 shared secrets differ: logged loudly, since the instance cannot tell) and an unreachable,
@@ -24,11 +27,11 @@ from multidict import CIMultiDict
 from cloudmeta.agent.lookup import Owner
 from cloudmeta.agent.upstreams import Upstreams
 from cloudmeta.config import Config
-from cloudmeta.http import Handler, UpstreamError, unavailable
+from cloudmeta.http import UpstreamError, unavailable
 from cloudmeta.http.longpoll import relay_extension
 from cloudmeta.logs import throttled_logger
 from cloudmeta.proxy.headers import clean_headers
-from cloudmeta.signing import InstanceSigner
+from cloudmeta.signing import InstanceIdentity, InstanceSigner, LocalMetadataApi
 from cloudmeta.statefiles import shared_secret
 
 __all__ = ["Forwarder", "api_headers"]
@@ -61,7 +64,7 @@ class Forwarder:
     A failed host is tried last until it answers a probe again.
     """
 
-    def __init__(self, config: Config, local: Handler | None = None) -> None:
+    def __init__(self, config: Config, local: LocalMetadataApi | None = None) -> None:
         self._local = local
         self._timeout = config.nova_metadata_timeout
         self._sign = InstanceSigner(shared_secret(config))
@@ -121,14 +124,15 @@ class Forwarder:
     async def forward_local(
         self, request: web.BaseRequest, caller_ip: str, owner: Owner
     ) -> web.StreamResponse:
-        """The in-process API's answer to ``request`` (no body) under the signed identity,
-        within the same ``nova_metadata_timeout`` (plus a long-poll's wait) as over HTTP."""
+        """The in-process API's answer to ``request`` (no body) for ``owner``, within the same
+        ``nova_metadata_timeout`` (plus a long-poll's wait) as over HTTP. The identity goes as
+        an object: the caller's own identity headers are never read by the API."""
         assert self._local is not None
-        out_headers = api_headers(request.headers.items(), caller_ip, owner, self._sign)
+        identity = InstanceIdentity(owner.instance_id, owner.project_id, caller_ip)
         limit = self._timeout + relay_extension(request.rel_url.raw_path_qs)
         try:
             async with asyncio.timeout(limit):
-                resp = await self._local(request.clone(headers=out_headers, remote=caller_ip))
+                resp = await self._local(request, identity)
         except TimeoutError:
             self._log.warning("metadata API too slow", timeout=limit, instance_id=owner.instance_id)
             return unavailable(

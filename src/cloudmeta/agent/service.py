@@ -31,7 +31,6 @@ from cloudmeta.agent.ratelimit import RateLimiter
 from cloudmeta.config import Config, ProxyMode
 from cloudmeta.dhcp.driver import dhcp_namespace
 from cloudmeta.http import (
-    Handler,
     Limits,
     Listener,
     plain,
@@ -54,6 +53,7 @@ from cloudmeta.proxy.headers import (
     ProxyTarget,
 )
 from cloudmeta.proxy.inline import InlineListeners
+from cloudmeta.signing import LocalMetadataApi
 
 __all__ = ["MetadataAgent"]
 
@@ -71,7 +71,7 @@ class MetadataAgent:
         self,
         config: Config,
         client: AdminClient,
-        local_api: Handler | None = None,
+        local_api: LocalMetadataApi | None = None,
         *,
         neighbour_table: Callable[[str], list[Neighbour]] = neighbours,
     ) -> None:

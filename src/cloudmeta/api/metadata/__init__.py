@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from typing import cast
 
 from cloudmeta.config import Config
 from cloudmeta.http import QuietServer
 from cloudmeta.inventory import Store
+from cloudmeta.signing import LocalMetadataApi
 
 from .app import MetadataService, serving
 from .errors import MetadataError
@@ -19,6 +21,7 @@ __all__ = [
     "MetadataService",
     "MetadataSource",
     "StoreSource",
+    "local_api",
     "metadata_server",
     "serving",
 ]
@@ -27,3 +30,10 @@ __all__ = [
 def metadata_server(config: Config, store: Store) -> AbstractAsyncContextManager[QuietServer]:
     """The metadata API over the inventory (what ``cloudmeta api`` serves on 8775)."""
     return serving(config, StoreSource(store))
+
+
+def local_api(server: QuietServer) -> LocalMetadataApi:
+    """The handler of a :func:`serving` server as the agent of the same process calls it:
+    with the identity it found. (Its ``request_handler`` is :meth:`MetadataService.handle`
+    under :func:`cloudmeta.metrics.instrument`, which passes the identity through.)"""
+    return cast(LocalMetadataApi, server.request_handler)

@@ -184,16 +184,21 @@ class MetadataService:
 
     # -- requests ------------------------------------------------------------------------
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(
+        self, request: web.BaseRequest, handed: Caller | None = None
+    ) -> web.StreamResponse:
+        """Answer ``request``; ``handed`` is the identity the metadata agent of this process
+        found (all-in-one, :data:`~cloudmeta.signing.LocalMetadataApi`), which then stands in
+        for the signed headers (the request's own identity headers are not read)."""
         try:
-            return await self._handle(request)
+            return await self._handle(request, handed)
         except MetadataError as exc:
             return _error(exc)
         except Exception:
             self._log.exception("metadata request failed", path=request.path[:MAX_PATH])
             return _error(MetadataError(500, _UNKNOWN))
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest, handed: Caller | None) -> web.StreamResponse:
         if len(request.raw_path) > MAX_PATH:
             raise MetadataError(400, f"The request path is longer than {MAX_PATH} bytes.")
         method = request.method
@@ -206,7 +211,7 @@ class MetadataService:
             return web.Response(body=body.data, headers=_root_headers())
         if not self.cache.current():
             await self.cache.sync()
-        caller, entry = await self._identify(request)
+        caller, entry = await self._identify(request, handed)
         instance_id = entry.instance.id
         if kind is _TOKEN:
             if method != "PUT":
@@ -324,9 +329,11 @@ class MetadataService:
             else:
                 del self._waits[instance_id]
 
-    async def _identify(self, request: web.BaseRequest) -> tuple[Caller, Entry]:
+    async def _identify(
+        self, request: web.BaseRequest, handed: Caller | None
+    ) -> tuple[Caller, Entry]:
         if self._signed:
-            caller = signed_caller(request.headers, self._check)
+            caller = handed or signed_caller(request.headers, self._check)
             entry = await self.cache.entry(caller.instance_id)
             if entry is None:
                 raise MetadataError(404, "The resource could not be found.")
@@ -339,7 +346,7 @@ class MetadataService:
                 )
                 raise MetadataError(404, "The resource could not be found.")
             return caller, entry
-        address = request.remote or ""
+        address = (handed.address if handed is not None else request.remote) or ""
         ids = await self.cache.addresses(address)
         if len(ids) != 1:
             self._log.warning(

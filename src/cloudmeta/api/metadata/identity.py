@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from multidict import CIMultiDictProxy
 
-from cloudmeta.signing import sign_instance_id, verify_instance_id
+from cloudmeta.signing import InstanceIdentity, sign_instance_id, verify_instance_id
 
 from .errors import MetadataError
 
@@ -16,11 +14,7 @@ __all__ = ["Caller", "Headers", "SignatureCheck", "sign_instance_id", "signed_ca
 Headers = CIMultiDictProxy[str]
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
-    instance_id: str
-    tenant_id: str | None
-    address: str | None
+Caller = InstanceIdentity  # the headers' identity, or the in-process agent's
 
 
 class SignatureCheck:
