@@ -132,9 +132,12 @@ async def _one(bench: Settings, state: Path, mode: str, inline_workers: int = 1)
         row = wrk_row(f"chain-{mode}-aio{suffix}", figures, bench.duration, networks=1, instances=1)
         row.pss_bytes = pss_bytes(pids)
         # CPU per request of the serving processes: what load on the machine moves least.
-        per_request = spent * 1e6 / max(1.0, figures["rps"] * round(bench.duration))
+        requests = max(1.0, figures["rps"] * round(bench.duration))
+        per_request = spent * 1e6 / requests
+        by_wrk = figures["client_cpu_s"] * 1e6 / requests
         row.note = (
-            f"cpu_us/request={per_request:.1f}; metadata_workers={inline_workers}; "
+            f"cpu_us/request={per_request:.1f}; client_cpu_us/request={by_wrk:.1f} (wrk); "
+            f"metadata_workers={inline_workers}; "
             f"[api] metadata_workers={bench.aio_workers}; {len(pids)} processes (all-in-one tree)"
         )
         if bench.profile is not None:
