@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import META_IP, Row, Settings, need_tools, percentile
+from bench.common import META_IP, NAME_PREFIX, Row, Settings, need_tools, percentile
 from bench.services import Api, Service, start_api
 
 # What cloud-init's DataSourceOpenStack asks, in order: wait_for_metadata_service, then
@@ -66,7 +66,7 @@ class Storm:
 
     @property
     def prefix(self) -> str:
-        return f"cmt-bench-{self.tag}-"
+        return f"{NAME_PREFIX}{self.tag}-"
 
     @property
     def fabric(self) -> str:
@@ -92,14 +92,14 @@ async def _run(settings: Settings, tmp: Path, sizes: tuple[int, ...], *, crawl: 
     try:
         tag = secrets.token_hex(3)
         options = api.agent_options(
-            namespace_prefix=f"cmt-bench-{tag}-",
+            namespace_prefix=f"{NAME_PREFIX}{tag}-",
             device_prefix="cmt-",
-            bridge_namespace=f"cmt-bench-{tag}-fabric",
+            bridge_namespace=f"{NAME_PREFIX}{tag}-fabric",
             enable_isolated_metadata=True,
             metadata_proxy_mode="inline",
             check_child_processes_interval=1.0,
         )
-        project = await api.client.create_project(f"cmt-bench-{tag}")
+        project = await api.client.create_project(f"{NAME_PREFIX}{tag}")
         dhcp = Service("dhcp-agent", options, tmp / "state" / "dhcp-agent.log").start()
         storm = Storm(api, dhcp, tag, project["id"], tmp / "state", settings.storm_per_network)
         rows = [await _storm(storm, n, crawl=False) for n in sizes]
