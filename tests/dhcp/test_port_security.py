@@ -103,11 +103,19 @@ async def test_rules_follow_new_and_deleted_ports(cloud: DhcpCloud) -> None:
 
 
 # IPv6 datagrams to all nodes (ff02::1) from inside an instance: flooded to every other port.
+# Until the link-local address has passed DAD there is no source (EADDRNOTAVAIL): wait for it.
 _MULTICAST = """
-import socket, sys
+import errno, socket, sys, time
 sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-for _ in range(int(sys.argv[1])):
-    sock.sendto(b"cmt", ("ff02::1", 9, 0, socket.if_nametoindex("eth0")))
+sent, deadline = 0, time.monotonic() + 20
+while sent < int(sys.argv[1]):
+    try:
+        sock.sendto(b"cmt", ("ff02::1", 9, 0, socket.if_nametoindex("eth0")))
+        sent += 1
+    except OSError as exc:
+        if exc.errno != errno.EADDRNOTAVAIL or time.monotonic() > deadline:
+            raise
+        time.sleep(0.1)
 """
 
 
