@@ -36,7 +36,7 @@ from bench import (
     scale,
     vmstorm,
 )
-from bench.common import Row, Settings, machine
+from bench.common import NAME_PREFIX, Row, Settings, machine
 
 Scenario = Callable[[Settings, Path], Awaitable[list[Row]]]
 
@@ -75,7 +75,7 @@ async def _main(args: argparse.Namespace) -> int:
     started = time.monotonic()
     for name in chosen:
         runner, limit = SCENARIOS[name]
-        tmp = Path(tempfile.mkdtemp(prefix="cmt-bench-"))
+        tmp = Path(tempfile.mkdtemp(prefix=NAME_PREFIX))
         t0 = time.monotonic()
         print(f"== {name}", flush=True)
         try:
@@ -85,7 +85,10 @@ async def _main(args: argparse.Namespace) -> int:
             failed.append(f"{name}: {exc}")
             got = []
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if args.keep:
+                print(f"   kept {tmp}", flush=True)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
         for row in got:
             print(
                 f"   {row.name:28} rps={row.rps or 0:9.0f} p50={row.p50_ms or 0:8.2f} "
@@ -162,6 +165,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--storm-sizes", default="", help="N,N,...: the sizes of bootstorm-large (250,500,1000)"
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave each scenario's directory (the services', dnsmasq's, dhclient's logs)",
     )
     parser.add_argument(
         "--profile", default="", help="DIR: py-spy flame graphs of the all-in-one (chain-aio)"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import META_IP, Row, Settings, need_tools, percentile
+from bench.common import META_IP, NAME_PREFIX, Row, Settings, need_tools, percentile
 from bench.services import Api, Service, start_api
 
 # What cloud-init's DataSourceOpenStack asks, in order: wait_for_metadata_service, then
@@ -66,7 +66,7 @@ class Storm:
 
     @property
     def prefix(self) -> str:
-        return f"cmt-bench-{self.tag}-"
+        return f"{NAME_PREFIX}{self.tag}-"
 
     @property
     def fabric(self) -> str:
@@ -92,14 +92,14 @@ async def _run(settings: Settings, tmp: Path, sizes: tuple[int, ...], *, crawl: 
     try:
         tag = secrets.token_hex(3)
         options = api.agent_options(
-            namespace_prefix=f"cmt-bench-{tag}-",
+            namespace_prefix=f"{NAME_PREFIX}{tag}-",
             device_prefix="cmt-",
-            bridge_namespace=f"cmt-bench-{tag}-fabric",
+            bridge_namespace=f"{NAME_PREFIX}{tag}-fabric",
             enable_isolated_metadata=True,
             metadata_proxy_mode="inline",
             check_child_processes_interval=1.0,
         )
-        project = await api.client.create_project(f"cmt-bench-{tag}")
+        project = await api.client.create_project(f"{NAME_PREFIX}{tag}")
         dhcp = Service("dhcp-agent", options, tmp / "state" / "dhcp-agent.log").start()
         storm = Storm(api, dhcp, tag, project["id"], tmp / "state", settings.storm_per_network)
         rows = [await _storm(storm, n, crawl=False) for n in sizes]
@@ -198,6 +198,26 @@ async def _crawl(namespace: str) -> tuple[bool, float]:
     return bool(data["uuid"] and data["ec2"]), float(data["seconds"]) * 1000
 
 
+def kernel_drops() -> dict[str, int]:
+    """Host-wide counters that tell a storm's lost packets apart (summed over CPUs):
+    ``neigh_full``: a neighbour entry refused because the table (``gc_thresh3``, one table for
+    every namespace on this kernel) was full, so dnsmasq's ARP-cache injection for an offer or
+    an ARP answer failed; ``backlog``: frames dropped by a full per-CPU input backlog
+    (``net.core.netdev_max_backlog``), where a frame flooded to a bridge's ports is queued."""
+    lines = Path("/proc/net/stat/arp_cache").read_text().splitlines()
+    column = lines[0].split().index("table_fulls")
+    fulls = sum(int(line.split()[column], 16) for line in lines[1:] if line.strip())
+    backlog = sum(
+        int(line.split()[1], 16) for line in Path("/proc/net/softnet_stat").read_text().splitlines()
+    )
+    return {"neigh_full": fulls, "backlog": backlog}
+
+
+def neigh_limit() -> int:
+    """``gc_thresh3``: above it no neighbour entry is made (the host's, for all namespaces)."""
+    return int(Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3").read_text())
+
+
 async def _storm(storm: Storm, count: int, *, crawl: bool) -> Row:
     from cloudmeta import linux
 
@@ -251,9 +271,18 @@ async def _storm(storm: Storm, count: int, *, crawl: bool) -> Row:
 
         for name in names:
             (dirs / name).mkdir(parents=True, exist_ok=True)
+        if 2 * count > neigh_limit():  # the instance's entry and its DHCP namespace's
+            print(
+                f"   {count} instances need ~{2 * count} neighbour entries; this host's "
+                f"gc_thresh3 is {neigh_limit()} for all namespaces: offers and ARP answers "
+                "will be lost",
+                flush=True,
+            )
+        drops = kernel_drops()
         started = time.monotonic()
         await asyncio.gather(*(boot(n) for n in names))
         seconds = time.monotonic() - started
+        drops = {k: v - drops[k] for k, v in kernel_drops().items()}
         for problem in failed_leases[:3]:
             print(f"   {problem}", flush=True)
     finally:
@@ -278,5 +307,6 @@ async def _storm(storm: Storm, count: int, *, crawl: bool) -> Row:
         f"{len(SEQUENCE)} requests per instance, p50/p99 per request; "
         f"{len(networks)} network(s) of <= {per}; leases failed {len(failed_leases)}, "
         f"requests failed {failed_requests}; lease at p50 {lease_p50:.1f} s, "
-        f"last {lease_last:.1f} s",
+        f"last {lease_last:.1f} s; neighbour table full {drops['neigh_full']}x "
+        f"(gc_thresh3 {neigh_limit()}, host-wide), backlog drops {drops['backlog']}",
     )  # fmt: skip

@@ -24,6 +24,9 @@ META_PATH = "/openstack/latest/meta_data.json"
 SECRET = "cmt-bench-secret"
 ADMIN_TOKEN = "cmt-bench-admin-token"
 CONNECTIONS = 64
+# What the names a scenario makes (namespaces, its state directory) start with; a session
+# sharing the machine sets its own (``CMT_BENCH_PREFIX=cmt-<tag>-``) so its names are told apart.
+NAME_PREFIX = os.environ.get("CMT_BENCH_PREFIX", "cmt-bench-")
 
 
 class BenchError(Exception):

@@ -3,6 +3,7 @@ bridge gets nothing of the other's; the rules follow ports as they come and go."
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -12,6 +13,7 @@ from cloudmeta import linux
 from cloudmeta.config import Config
 from cloudmeta.dhcp.antispoof import PortSecurity
 from cloudmeta.dhcp.model import FixedIp, Network, NetworkBundle, Port
+from cloudmeta.linux.iptables import iptables_counters
 from cloudmeta.linux.names import link_name
 
 
@@ -98,6 +100,51 @@ async def test_rules_follow_new_and_deleted_ports(cloud: DhcpCloud) -> None:
     await cloud.client.delete_network(network_id)
     await cloud.synced()
     assert "cm-" not in await rules(cloud)
+
+
+# IPv6 datagrams to all nodes (ff02::1) from inside an instance: flooded to every other port.
+# Until the link-local address has passed DAD there is no source (EADDRNOTAVAIL): wait for it.
+_MULTICAST = """
+import errno, socket, sys, time
+sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+sent, deadline = 0, time.monotonic() + 20
+while sent < int(sys.argv[1]):
+    try:
+        sock.sendto(b"cmt", ("ff02::1", 9, 0, socket.if_nametoindex("eth0")))
+        sent += 1
+    except OSError as exc:
+        if exc.errno != errno.EADDRNOTAVAIL or time.monotonic() > deadline:
+            raise
+        time.sleep(0.1)
+"""
+
+
+async def _nd_guard_passes(namespace: str) -> int:
+    """Frames counted by the rules that lead into the neighbour-discovery guard, wherever a
+    version of the agent hooks it (filter FORWARD before, raw PREROUTING now)."""
+    total = 0
+    for table, chain in (("filter", "FORWARD"), ("raw", "PREROUTING")):
+        for counter in await iptables_counters(namespace, table, chain, ipv6=True):
+            total += counter.packets if counter.rule.endswith("-j cloudmeta-nd") else 0
+    return total
+
+
+@pytest.mark.root
+@pytest.mark.timeout(120)
+async def test_a_flooded_frame_passes_the_nd_guard_once(cloud: DhcpCloud) -> None:
+    """A multicast from one instance is checked once as it enters the bridge, not once per
+    port it is flooded to: in FORWARD (br_netfilter runs it per delivered copy) a storm of
+    instances walked every port's rules for every copy (boot storm, bench/README.md)."""
+    assert cloud.bridge_namespace is not None
+    network_id, _ = await cloud.network("192.0.2.0/24")
+    sender, *_ = [await cloud.boot(network_id) for _ in range(4)]  # + the DHCP port: 4 copies
+    frames = 50
+    before = await _nd_guard_passes(cloud.bridge_namespace)
+    argv = [sys.executable, "-c", _MULTICAST, str(frames)]
+    await linux.run(argv, namespace=sender.namespace)
+    passes = await _nd_guard_passes(cloud.bridge_namespace) - before
+    # Each frame once (a few router solicitations or MLD reports may come in between).
+    assert frames <= passes < 2 * frames, passes
 
 
 async def test_bridges_on_the_host_write_no_rules() -> None:

@@ -97,8 +97,15 @@ def test_eui64_link_local_matches_the_kernels() -> None:
 
 
 def test_neighbour_discovery_may_announce_only_the_ports_own_mac() -> None:
-    (chain,) = nd_guard_chains([PortFilter("cmt-tapa1b2c3d4", "fa:16:3e:00:00:05", ())])
-    assert (chain.table, chain.name, chain.jump_from) == ("filter", "cloudmeta-nd", "FORWARD")
+    chain, gate = nd_guard_chains([PortFilter("cmt-tapa1b2c3d4", "fa:16:3e:00:00:05", ())])
+    # Once per frame as it enters the bridge (raw PREROUTING), not once per port it is flooded
+    # to (FORWARD); only neighbour discovery goes on to the ports' rules.
+    assert (gate.table, gate.name, gate.jump_from) == ("raw", "cloudmeta-nd", "PREROUTING")
+    assert gate.rules == tuple(
+        f"-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j cloudmeta-nd-ports"
+        for t in (133, 134, 135, 136, 137)
+    )
+    assert (chain.table, chain.name, chain.jump_from) == ("raw", "cloudmeta-nd-ports", None)
     head = "-m physdev --physdev-in cmt-tapa1b2c3d4 -p ipv6-icmp -m icmp6 --icmpv6-type"
     next_header = "4&0xff00=0x3a00"
     assert chain.rules == (

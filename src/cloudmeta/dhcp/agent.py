@@ -119,6 +119,7 @@ class DhcpAgent:
             {"dhcp_driver": "dnsmasq", "namespace_prefix": config.namespace_prefix},
         )
         self._hosted: set[str] = set()
+        self._neighbours_warned = False
 
     # -- public surface ----------------------------------------------------------------------
 
@@ -360,7 +361,25 @@ class DhcpAgent:
             port_ids=frozenset(p.id for p in bundle.ports),
             metadata=metadata,
         )
+        self._check_neighbour_table()
         await self._metadata_proxy(bundle, device, metadata)
+
+    def _check_neighbour_table(self) -> None:
+        """Warn once when the ports served outgrow the host's neighbour table: each needs an
+        entry in its DHCP namespace, and past ``gc_thresh3`` dnsmasq's offers are lost with
+        only dnsmasq's syslog saying so (a boot storm of 1 000: bench/README.md)."""
+        ports = sum(len(served.port_ids) for served in self._served.values())
+        limit = linux.neighbour_table_limit()
+        if self._neighbours_warned or limit is None or ports <= limit:
+            return
+        self._neighbours_warned = True
+        _log.warning(
+            "more ports served than the host's neighbour table holds: DHCP offers and ARP "
+            "answers will be lost; raise net.ipv4.neigh.default.gc_thresh3 (and gc_thresh2) "
+            "on this host above the number of ports",
+            ports=ports,
+            gc_thresh3=limit,
+        )
 
     async def _metadata_proxy(self, bundle: NetworkBundle, device: DhcpDevice, on: bool) -> None:
         if not on:

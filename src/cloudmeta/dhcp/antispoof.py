@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from cloudmeta import linux
 from cloudmeta.dhcp.model import NetworkBundle
-from cloudmeta.dhcp.portsec import PortFilter, nd_guard_chains, port_filters, render_ruleset
+from cloudmeta.dhcp.portsec import (
+    OLD_ND_CHAIN,
+    PortFilter,
+    nd_guard_chains,
+    port_filters,
+    render_ruleset,
+)
 from cloudmeta.logs import get_logger
 
 __all__ = ["PortSecurity"]
@@ -28,6 +34,7 @@ class PortSecurity:
         self._filters: dict[str, list[PortFilter]] = {}
         self._applied: str | None = None
         self._warned = False
+        self._migrated = False
 
     @property
     def enabled(self) -> bool:
@@ -55,6 +62,10 @@ class PortSecurity:
             return
         await linux.apply_ebtables(self._namespace, document)
         await linux.apply_iptables(self._namespace, nd_guard_chains(filters), ipv6=True)
+        if not self._migrated:  # the guard of an earlier version, in filter FORWARD
+            old = linux.Chain(*OLD_ND_CHAIN)
+            await linux.remove_iptables(self._namespace, [old], ipv6=True)
+            self._migrated = True
         self._applied = document
         _log.debug(
             "port security applied",

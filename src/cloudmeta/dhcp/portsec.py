@@ -22,6 +22,14 @@ steer the answers, and name the caller in haproxy mode) could point a neighbour'
 the attacker. A solicitation or advertisement from a port carries no option, or its own MAC
 as the first option (the kernel takes the first); router advertisements and redirects from
 instance ports are dropped.
+
+Where the guard runs decides what it costs: br_netfilter runs ``FORWARD`` once per port a frame
+is delivered to, so a multicast (MLD report, DAD, router solicitation) flooded to a network of
+200 ports walked the rules of every port 200 times; a boot storm of 1 000 instances spent most
+of both cores there (``nft_do_chain``), in softirq. The guard runs in ``raw PREROUTING``
+instead, once per frame as it enters the bridge and before it is flooded (a dropped frame
+reaches nobody), and only neighbour discovery (ICMPv6 types 133-137) goes past its first rules
+to the ports' rules.
 """
 
 from __future__ import annotations
@@ -34,9 +42,20 @@ from cloudmeta.dhcp.model import NetworkBundle, Port
 from cloudmeta.linux.iptables import Chain
 from cloudmeta.linux.names import link_name
 
-__all__ = ["PortFilter", "eui64_link_local", "nd_guard_chains", "port_filters", "render_ruleset"]
+__all__ = [
+    "OLD_ND_CHAIN",
+    "PortFilter",
+    "eui64_link_local",
+    "nd_guard_chains",
+    "port_filters",
+    "render_ruleset",
+]
 
-ND_CHAIN = "cloudmeta-nd"
+ND_CHAIN = "cloudmeta-nd"  # raw PREROUTING: neighbour discovery goes on to ND_PORTS_CHAIN
+ND_PORTS_CHAIN = "cloudmeta-nd-ports"  # the filtered ports' rules
+# Where the guard was before (filter FORWARD, once per delivered copy): removed on upgrade.
+OLD_ND_CHAIN = ("filter", "cloudmeta-nd")
+_ND_TYPES = (133, 134, 135, 136, 137)  # RS, RA, NS, NA, redirect
 # ICMPv6 type -> (offset of the options from the IPv6 header, the link-layer option's type)
 _ND_OPTIONS = {133: (48, 1), 135: (64, 1), 136: (64, 2)}
 _ND_DROPPED = (134, 137)  # router advertisement, redirect: never from an instance
@@ -139,7 +158,11 @@ def _nd_rules(f: PortFilter) -> list[str]:
 
 
 def nd_guard_chains(filters: Iterable[PortFilter]) -> tuple[Chain, ...]:
-    """The ip6tables chain checking every filtered port's neighbour discovery (bridged
-    frames reach the bridge namespace's ``FORWARD``)."""
+    """The ip6tables chains checking every filtered port's neighbour discovery: bridged
+    frames reach the bridge namespace's ``raw PREROUTING`` once each, as they enter."""
     rules = [rule for f in sorted(filters, key=lambda f: f.link) for rule in _nd_rules(f)]
-    return (Chain("filter", ND_CHAIN, tuple(rules), jump_from="FORWARD"),)
+    gate = tuple(f"-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j {ND_PORTS_CHAIN}" for t in _ND_TYPES)
+    return (
+        Chain("raw", ND_PORTS_CHAIN, tuple(rules)),
+        Chain("raw", ND_CHAIN, gate, jump_from="PREROUTING"),
+    )

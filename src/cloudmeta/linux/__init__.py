@@ -69,6 +69,7 @@ from cloudmeta.linux.netns import (
     list_namespaces,
     make_listening_socket,
     namespace_exists,
+    neighbour_table_limit,
     open_socket_in_namespace,
     set_sysctl,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "make_listening_socket",
     "namespace_exists",
     "namespace_pids",
+    "neighbour_table_limit",
     "open_socket_in_namespace",
     "pid_alive",
     "ping",

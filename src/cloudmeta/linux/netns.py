@@ -29,6 +29,7 @@ __all__ = [
     "in_namespace",
     "list_namespaces",
     "namespace_exists",
+    "neighbour_table_limit",
     "open_socket_in_namespace",
     "set_sysctl",
 ]
@@ -242,6 +243,19 @@ def set_sysctl(namespace: str | None, key: str, value: str | int) -> None:
             in_namespace(namespace, write)
     except OSError as exc:
         raise LinuxError(f"cannot set {key}={value} in {namespace}: {exc}") from exc
+
+
+def neighbour_table_limit() -> int | None:
+    """The host's ``net.ipv4.neigh.default.gc_thresh3`` (None if unreadable).
+
+    One neighbour table holds the entries of every namespace, and on current kernels its
+    limits exist only in the host's namespace: above ``gc_thresh3`` no entry is made, so
+    dnsmasq's ARP-cache injection for an offer fails (ENOBUFS) and the offer is lost.
+    """
+    try:
+        return int(Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def make_listening_socket(
