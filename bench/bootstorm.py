@@ -20,6 +20,7 @@ import contextlib
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class Storm:
     project_id: str
     state: Path
     per_network: int
+    raise_neigh_limits: bool = False
     networks: list[str] = field(default_factory=list)
 
     @property
@@ -101,7 +103,10 @@ async def _run(settings: Settings, tmp: Path, sizes: tuple[int, ...], *, crawl: 
         )
         project = await api.client.create_project(f"{NAME_PREFIX}{tag}")
         dhcp = Service("dhcp-agent", options, tmp / "state" / "dhcp-agent.log").start()
-        storm = Storm(api, dhcp, tag, project["id"], tmp / "state", settings.storm_per_network)
+        storm = Storm(
+            api, dhcp, tag, project["id"], tmp / "state", settings.storm_per_network,
+            settings.raise_neigh_limits,
+        )  # fmt: skip
         rows = [await _storm(storm, n, crawl=False) for n in sizes]
         if crawl:
             rows.append(await _storm(storm, settings.crawl_instances, crawl=True))
@@ -213,9 +218,29 @@ def kernel_drops() -> dict[str, int]:
     return {"neigh_full": fulls, "backlog": backlog}
 
 
+_NEIGH = Path("/proc/sys/net/ipv4/neigh/default")
+
+
 def neigh_limit() -> int:
     """``gc_thresh3``: above it no neighbour entry is made (the host's, for all namespaces)."""
-    return int(Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3").read_text())
+    return int((_NEIGH / "gc_thresh3").read_text())
+
+
+@contextlib.contextmanager
+def neigh_limits_at_least(entries: int) -> Iterator[dict[str, int]]:
+    """gc_thresh2/3 raised to hold ``entries`` (with headroom) for the block, then put back;
+    yields what was changed (name -> the value set), empty if the limits already sufficed."""
+    wanted = {"gc_thresh2": entries * 2, "gc_thresh3": entries * 4}
+    saved = {name: int((_NEIGH / name).read_text()) for name in wanted}
+    changed = {name: value for name, value in wanted.items() if value > saved[name]}
+    # gc_thresh3 first when raising (gc_thresh2 may not exceed it), restored in reverse.
+    for name in sorted(changed, reverse=True):
+        (_NEIGH / name).write_text(str(changed[name]))
+    try:
+        yield changed
+    finally:
+        for name in sorted(changed):
+            (_NEIGH / name).write_text(str(saved[name]))
 
 
 async def _storm(storm: Storm, count: int, *, crawl: bool) -> Row:
@@ -271,18 +296,26 @@ async def _storm(storm: Storm, count: int, *, crawl: bool) -> Row:
 
         for name in names:
             (dirs / name).mkdir(parents=True, exist_ok=True)
-        if 2 * count > neigh_limit():  # the instance's entry and its DHCP namespace's
-            print(
-                f"   {count} instances need ~{2 * count} neighbour entries; this host's "
-                f"gc_thresh3 is {neigh_limit()} for all namespaces: offers and ARP answers "
-                "will be lost",
-                flush=True,
-            )
-        drops = kernel_drops()
-        started = time.monotonic()
-        await asyncio.gather(*(boot(n) for n in names))
-        seconds = time.monotonic() - started
-        drops = {k: v - drops[k] for k, v in kernel_drops().items()}
+        needed = 2 * count  # the instance's entry and its DHCP namespace's
+        with contextlib.ExitStack() as limits:
+            raised = {}
+            if storm.raise_neigh_limits:
+                raised = limits.enter_context(neigh_limits_at_least(needed))
+                if raised:
+                    print(f"   neighbour limits raised for this storm: {raised}", flush=True)
+            if needed > neigh_limit():
+                print(
+                    f"   {count} instances need ~{needed} neighbour entries; this host's "
+                    f"gc_thresh3 is {neigh_limit()} for all namespaces: offers and ARP answers "
+                    "will be lost (--raise-neigh-limits raises it for the storm)",
+                    flush=True,
+                )
+            limit_used = neigh_limit()
+            drops = kernel_drops()
+            started = time.monotonic()
+            await asyncio.gather(*(boot(n) for n in names))
+            seconds = time.monotonic() - started
+            drops = {k: v - drops[k] for k, v in kernel_drops().items()}
         for problem in failed_leases[:3]:
             print(f"   {problem}", flush=True)
     finally:
@@ -308,5 +341,6 @@ async def _storm(storm: Storm, count: int, *, crawl: bool) -> Row:
         f"{len(networks)} network(s) of <= {per}; leases failed {len(failed_leases)}, "
         f"requests failed {failed_requests}; lease at p50 {lease_p50:.1f} s, "
         f"last {lease_last:.1f} s; neighbour table full {drops['neigh_full']}x "
-        f"(gc_thresh3 {neigh_limit()}, host-wide), backlog drops {drops['backlog']}",
+        f"(gc_thresh3 {limit_used}, host-wide{', raised for the storm' if raised else ''}), "
+        f"backlog drops {drops['backlog']}",
     )  # fmt: skip
