@@ -55,7 +55,7 @@ test-vm: install services
 	$(BIN)/pytest -q tests/vm
 
 bench: install services
-	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench $(if $(QUICK),--quick,--raise-host-limits)
 
 SOAK_REPORT := $(STATE)/soak-report.jsonl
 soak: install services

@@ -66,8 +66,8 @@ async def _main(args: argparse.Namespace) -> int:
     if args.storm_sizes:
         sizes = tuple(int(n) for n in args.storm_sizes.split(","))
         settings = dataclasses.replace(settings, storm_large_sizes=sizes)
-    if args.raise_neigh_limits:
-        settings = dataclasses.replace(settings, raise_neigh_limits=True)
+    if args.raise_host_limits:
+        settings = dataclasses.replace(settings, raise_host_limits=True)
     chosen = args.only.split(",") if args.only else [s for s in SCENARIOS if s not in OPT_IN]
     rows: list[Row] = []
     failed: list[str] = []
@@ -169,10 +169,10 @@ def main() -> None:
         "--storm-sizes", default="", help="N,N,...: the sizes of bootstorm-large (250,500,1000)"
     )
     parser.add_argument(
-        "--raise-neigh-limits",
+        "--raise-host-limits",
         action="store_true",
-        help="a boot storm needing more neighbour entries than the host's gc_thresh3 raises "
-        "gc_thresh2/3 for its duration (restored after), as a network node's operator does",
+        help="a boot storm raises the host-wide limits it meets (neighbour table gc_thresh2/3, "
+        "netdev_max_backlog) for its duration, restored after, as a network node's operator does",
     )
     parser.add_argument(
         "--keep",

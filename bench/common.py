@@ -50,10 +50,10 @@ class Settings:
     memory_sizes: tuple[int, ...] = (1, 50, 100, 200, 250)  # marginal PSS at 1, 50, 200
     memory_worker_sizes: tuple[int, ...] = (1, 50, 100)  # the same with metadata_workers = 2
     aio_workers: int | str = 1  # the all-in-one's [api] metadata_workers
-    # ``--raise-neigh-limits``: a storm needing more neighbour entries than the host's
-    # gc_thresh3 raises gc_thresh2/3 for its duration (restored after), as a network node's
-    # operator does; off, such a storm reports the limit and its lost offers instead.
-    raise_neigh_limits: bool = False
+    # ``--raise-host-limits``: a storm raises the host-wide limits it meets (gc_thresh2/3,
+    # netdev_max_backlog) for its duration (restored after), as a network node's operator
+    # does; off, such a storm reports the limits and its lost offers and frames instead.
+    raise_host_limits: bool = False
     profile: Path | None = None  # where py-spy's flame graphs go (``--profile``), None: off
 
     @classmethod
