@@ -2,9 +2,10 @@
 all-in-one``, for ``inline`` and ``haproxy`` one after the other in the same run.
 
 This is the topology users run (the lab, the README's one-host way): API, metadata agent, DHCP
-and L3 agents and the inline listeners in one process and one event loop; the row
-``chain-inline-aio-w2`` is the same with ``metadata_workers = 2`` (a second process serving the
-inline listeners, :mod:`cloudmeta.inline_workers`), measured in the same run. Each mode gets its
+and L3 agents and the inline listeners in one process and loop, plus, by default
+(``metadata_workers = auto``: one per core), worker processes serving the same inline listeners
+(:mod:`cloudmeta.inline_workers`); the row ``chain-inline-aio-w1`` is the same with one process
+(``metadata_workers = 1``), measured in the same run. Each mode gets its
 own all-in-one (child process, ``CLOUDMETA_*`` variables, SQLite in its state dir), one
 network with isolated metadata, one server, and an instance namespace plugged on the DHCP
 agent's bridge (in the bench's own bridge namespace, as the lab's fabric) that takes its lease
@@ -44,8 +45,9 @@ from bench.common import (
 from bench.services import Service, wait_http
 from bench.services import settings as base_settings
 
-# (mode, metadata_workers: the processes serving the inline listeners)
-RUNS = (("inline", 1), ("inline", 2), ("haproxy", 1))
+# (mode, metadata_workers: the processes serving the inline listeners): the default first
+# (auto: one per core here), then one process; haproxy mode has no inline listeners.
+RUNS: tuple[tuple[str, int | str], ...] = (("inline", "auto"), ("inline", 1), ("haproxy", "auto"))
 CIDR = "198.51.100.0/24"
 
 
@@ -53,13 +55,13 @@ async def run(bench: Settings, tmp: Path) -> list[Row]:
     need_tools("wrk", "haproxy", "dhclient", "dnsmasq")
     rows: list[Row] = []
     for mode, inline_workers in RUNS:
-        name = f"{mode}-w{inline_workers}" if inline_workers > 1 else mode
+        name = f"{mode}-w{inline_workers}" if inline_workers != "auto" else mode
         rows.append(await _one(bench, tmp / name, mode, inline_workers))
     return rows
 
 
 def aio_options(
-    state: Path, mode: str, prefix: str, workers: int | str, inline_workers: int = 1
+    state: Path, mode: str, prefix: str, workers: int | str, inline_workers: int | str = 1
 ) -> dict[str, Any]:
     """An all-in-one on free loopback ports, its agents' names under ``prefix``; ``workers``
     is ``[api] metadata_workers``, ``inline_workers`` the top-level ``metadata_workers``."""
@@ -84,7 +86,7 @@ def aio_options(
     )
 
 
-async def _one(bench: Settings, state: Path, mode: str, inline_workers: int = 1) -> Row:
+async def _one(bench: Settings, state: Path, mode: str, inline_workers: int | str) -> Row:
     from cloudmeta import linux
     from cloudmeta.adminclient import AdminClient
 
@@ -128,7 +130,7 @@ async def _one(bench: Settings, state: Path, mode: str, inline_workers: int = 1)
         before = cpu_seconds(pids)
         figures = await wrk(url, bench.duration, namespace=instance)
         spent = cpu_seconds(pids) - before
-        suffix = f"-w{inline_workers}" if inline_workers > 1 else ""
+        suffix = f"-w{inline_workers}" if mode == "inline" and inline_workers != "auto" else ""
         row = wrk_row(f"chain-{mode}-aio{suffix}", figures, bench.duration, networks=1, instances=1)
         row.pss_bytes = pss_bytes(pids)
         # CPU per request of the serving processes: what load on the machine moves least.
@@ -137,8 +139,8 @@ async def _one(bench: Settings, state: Path, mode: str, inline_workers: int = 1)
         by_wrk = figures["client_cpu_s"] * 1e6 / requests
         row.note = (
             f"cpu_us/request={per_request:.1f}; client_cpu_us/request={by_wrk:.1f} (wrk); "
-            f"metadata_workers={inline_workers}; "
-            f"[api] metadata_workers={bench.aio_workers}; {len(pids)} processes (all-in-one tree)"
+            f"metadata_workers={inline_workers} ({len(pids)} processes); "
+            f"[api] metadata_workers={bench.aio_workers} (the all-in-one tree, haproxy included)"
         )
         if bench.profile is not None:
             await _profiled(bench, url, instance, pids[0], bench.profile / f"{row.name}.svg")

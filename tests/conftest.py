@@ -57,6 +57,10 @@ def make_config(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> ConfigFacto
             "device_prefix": "cmt-",
             "metadata_proxy_shared_secret": "cmt-test-secret",
             "log_format": "json",
+            # One process per agent unless a test asks for workers (tests/proxy/
+            # test_inline_workers.py): the default, auto, would give every test's all-in-one
+            # a worker per core of the machine it runs on.
+            "metadata_workers": 1,
         }
         values.update(overrides)
         return Config(**values)

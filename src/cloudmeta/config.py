@@ -54,6 +54,11 @@ DEFAULT_CONFIG_FILE = Path("/etc/cloudmeta/cloudmeta.toml")
 ENV_PREFIX = "CLOUDMETA_"
 
 
+# ``metadata_workers = auto``'s ceiling: the inline processes a host gets without asking.
+AUTO_INLINE_WORKERS = 4
+_AUTO = -1  # metadata_workers before resolution
+
+
 class ConfigError(Exception):
     """The configuration file or an environment variable is not valid."""
 
@@ -219,15 +224,18 @@ class Config(BaseSettings):
     metadata_proxy_socket: Path | None = None
     metadata_proxy_mode: ProxyMode = ProxyMode.INLINE
     metadata_port: int = Field(9697, ge=1, le=65535)
-    # Processes serving the inline listeners (Neutron's metadata agent option), or "auto":
-    # one per core. With N > 1 the process of the embedded agent (all-in-one, a dhcp-agent or
-    # l3-agent in inline mode) starts N-1 workers, each with its own agent, port cache and (in
-    # the all-in-one) in-process metadata API, listening with SO_REUSEPORT in every served
-    # namespace (cloudmeta.inline_workers). Connection caps and rate-limit windows then hold
-    # per process. Default 1: each worker costs ~60 MiB PSS, and on a 2-core host shared with
-    # the load a second one did not raise the all-in-one's req/s (bench/README.md, "Every
-    # core"); Neutron's default (cpu_count // 2) suits hosts with cores to spare.
-    metadata_workers: int = Field(1, ge=1, le=64)
+    # Processes serving the inline listeners (Neutron's metadata agent option). With N > 1 the
+    # process of the embedded agent (all-in-one, a dhcp-agent or l3-agent in inline mode)
+    # starts N-1 workers, each with its own agent, port cache and (in the all-in-one)
+    # in-process metadata API, listening with SO_REUSEPORT in every served namespace
+    # (cloudmeta.inline_workers); connection caps then hold per process. Default "auto": one
+    # per core, at most AUTO_INLINE_WORKERS (a worker costs 50-86 MiB PSS, and a few already
+    # answer more than a boot storm asks), and 1 when [metadata_rate_limiting] is enabled: its
+    # windows are per process, so N processes would let an address through up to N times.
+    # On a quiet 2-core host one process left a core 70% idle; two served 1.6x the req/s
+    # (bench/README.md, "Every core"). 0 is Neutron's "no separate worker": one process.
+    # Resolved at load: the field holds the process count.
+    metadata_workers: int = Field(_AUTO, ge=_AUTO, le=64)
     # Deprecated (the token bucket before Neutron's options): mapped onto
     # [metadata_rate_limiting] when that section is not given; see `deprecations`.
     metadata_rate_limit: float | None = Field(None, ge=0)
@@ -293,13 +301,20 @@ class Config(BaseSettings):
     @field_validator("metadata_workers", mode="before")
     @classmethod
     def _auto_workers(cls, value: Any) -> Any:
-        return _workers(value)
+        """``auto``: resolved by :meth:`_resolve_inline_workers` once the rate limiting
+        section is known; 0 (Neutron: no separate worker) is one process."""
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return _AUTO
+        if value in (0, "0"):
+            return 1
+        return value
 
     @model_validator(mode="after")
     def _map_old_rate_options(self) -> Config:
         """The old names keep working: mapped onto the new section unless it is given."""
         if self.metadata_rate_limit is None and self.metadata_rate_burst is None:
             return self
+
         old = ", ".join(
             f"{name}={value}"
             for name, value in (
@@ -321,6 +336,17 @@ class Config(BaseSettings):
         self._deprecations.append(
             f"{old} is deprecated: use [metadata_rate_limiting]; mapped to {mapped}"
         )
+        return self
+
+    @model_validator(mode="after")
+    def _resolve_inline_workers(self) -> Config:
+        """``metadata_workers = auto``: one per core (at most AUTO_INLINE_WORKERS), or 1 when
+        the per-process rate-limit windows must stay exact."""
+        if self.metadata_workers == _AUTO:
+            if self.metadata_rate_limiting.rate_limit_enabled:
+                self.metadata_workers = 1
+            else:
+                self.metadata_workers = max(1, min(AUTO_INLINE_WORKERS, os.cpu_count() or 1))
         return self
 
     @property

@@ -19,7 +19,7 @@ EXPECTED = ("limit", "api", "chain-inline", "chain-process", "chain-haproxy", "m
             "boot-storm-cloud-init-",
             "scale-sqlite-ports-", "scale-sqlite-meta-", "scale-postgresql-ports-",
             "scale-postgresql-meta-", "chain-inline-metrics-on",
-            "chain-inline-metrics-off", "chain-inline-aio", "chain-inline-aio-w2",
+            "chain-inline-metrics-off", "chain-inline-aio", "chain-inline-aio-w1",
             "chain-haproxy-aio",
             "chain-inline-v6", "chain-inline-v4",
             "cross-host-delay", "node-loss")  # fmt: skip

@@ -198,17 +198,28 @@ def test_metadata_workers_auto_is_one_per_core(
 def test_inline_metadata_workers_take_auto_and_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Neutron's metadata agent option, at the top level; default 1 (bench/README.md)."""
+    """Neutron's metadata agent option, at the top level; default auto: one per core, at most
+    AUTO_INLINE_WORKERS, and one process when rate limiting needs exact windows."""
+    from cloudmeta.config import AUTO_INLINE_WORKERS
+
     file = tmp_path / "c.toml"
     file.write_text("")
-    assert load_config(file).metadata_workers == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert load_config(file).metadata_workers == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 32)
+    assert load_config(file).metadata_workers == AUTO_INLINE_WORKERS
     file.write_text('metadata_workers = "auto"\n')
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
-    assert load_config(file).metadata_workers == 4
+    assert load_config(file).metadata_workers == AUTO_INLINE_WORKERS
     assert load_config(file).api.metadata_workers == 1  # the API's own option is apart
+    file.write_text("[metadata_rate_limiting]\nrate_limit_enabled = true\n")
+    assert load_config(file).metadata_workers == 1  # per-process windows: one process
+    file.write_text("metadata_workers = 3\n[metadata_rate_limiting]\nrate_limit_enabled = true\n")
+    assert load_config(file).metadata_workers == 3  # asked for: the operator's choice
     monkeypatch.setenv("CLOUDMETA_METADATA_WORKERS", "2")
     assert load_config(file).metadata_workers == 2
-    monkeypatch.setenv("CLOUDMETA_METADATA_WORKERS", "0")
+    monkeypatch.setenv("CLOUDMETA_METADATA_WORKERS", "0")  # Neutron: no separate worker
+    assert load_config(file).metadata_workers == 1
+    monkeypatch.setenv("CLOUDMETA_METADATA_WORKERS", "-3")
     with pytest.raises(ConfigError, match="metadata_workers"):
         load_config(file)
 
