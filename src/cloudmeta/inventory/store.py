@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, event, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -48,6 +48,8 @@ from cloudmeta.logs import get_logger
 __all__ = ["REVISION_FILE", "ChangeRecord", "Store", "Tx"]
 
 T = TypeVar("T")
+# How long closing the store waits for connections still in use (a cancelled query).
+CLOSE_WAIT = 5.0
 _log = get_logger("inventory")
 # How many revisions of change history to keep; older `since` values answer "resync".
 HISTORY_REVISIONS = 10000
@@ -104,10 +106,40 @@ class Store:
     async def close(self) -> None:
         if self._listener is not None:
             await self._listener.close()
+        await self._returned(CLOSE_WAIT)
         await self.engine.dispose()
         if self._shared is not None:
             self._shared.close()
             self._shared = None
+
+    async def _returned(self, timeout: float) -> None:  # noqa: ASYNC109
+        """Until every pooled connection is back (at most ``timeout`` s). A request cancelled
+        at shutdown leaves its query running in the driver's thread (aiosqlite) until it
+        ends, and its session gives the connection back only then: disposing of the engine
+        before, and closing the loop, made that thread answer a closed loop
+        (``RuntimeError: Event loop is closed`` in a thread; tests/inventory/
+        test_store_close.py)."""
+        pool = self.engine.pool
+        if pool.checkedout() == 0:  # type: ignore[attr-defined]
+            return
+        loop = asyncio.get_running_loop()
+        checked_in = asyncio.Event()
+
+        def on_checkin(*_: object) -> None:
+            loop.call_soon_threadsafe(checked_in.set)
+
+        event.listen(pool, "checkin", on_checkin)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:  # cleared before the count is read: no check-in is missed
+                    checked_in.clear()
+                    if pool.checkedout() == 0:  # type: ignore[attr-defined]
+                        break
+                    await checked_in.wait()
+        except TimeoutError:
+            _log.warning("closing with database connections still in use", timeout=timeout)
+        finally:
+            event.remove(pool, "checkin", on_checkin)
 
     def change_token(self) -> int:
         """A number that changes as soon as a write commits here or in any process sharing
