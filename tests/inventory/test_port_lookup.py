@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import event, insert
@@ -73,10 +73,7 @@ async def test_sqlite_lookup_by_address_uses_the_index_not_the_networks_ports(
     store: Store,
 ) -> None:
     """10 000 ports on the lookup's network: the plan must not walk them (it once did)."""
-    network, _ = await _ports(store)
-    async with store.read() as session:
-        (known,) = await queries.find_port_views(session, device_id=["cmt-dev-1"])
-    await _bulk_ports(store, network, known["project_id"], 10_000)
+    network, known = await _crowded(store)
     async with store.read() as session:
         found, plan = await _planned(
             store,
@@ -85,6 +82,15 @@ async def test_sqlite_lookup_by_address_uses_the_index_not_the_networks_ports(
     assert [p["id"] for p in found] == [known["id"]]
     assert any("ix_fixed_ips_ip_address_network_id" in step for step in plan), plan
     assert not any("ix_ports_network_id" in step or "SCAN ports" in step for step in plan), plan
+
+
+async def _crowded(store: Store) -> tuple[str, dict[str, Any]]:
+    """:func:`_ports` plus 10 000 ports on the first network: (that network, cmt-dev-1's port)."""
+    network, _ = await _ports(store)
+    async with store.read() as session:
+        (known,) = await queries.find_port_views(session, device_id=["cmt-dev-1"])
+    await _bulk_ports(store, network, known["project_id"], 10_000)
+    return network, known
 
 
 async def _bulk_ports(store: Store, network: str, project_id: str, count: int) -> None:
@@ -124,10 +130,7 @@ async def test_sqlite_dhcp_ports_of_a_network_do_not_walk_its_ports(store: Store
     """Every document built asks for the DHCP ports of the instance's networks; with 10 000
     ports on the network SQLite walked all of them by ``ix_ports_network_id`` (28 ms at
     100 000: the p99 of ``meta_data.json`` at scale). Migration 0008's index answers it."""
-    network, _ = await _ports(store)
-    async with store.read() as session:
-        (known,) = await queries.find_port_views(session, device_id=["cmt-dev-1"])
-    await _bulk_ports(store, network, known["project_id"], 10_000)
+    network, _ = await _crowded(store)
     async with store.read() as session:
         found, plan = await _planned(
             store, queries.find_ports(session, network_id=[network], device_owner=["network:dhcp"])
