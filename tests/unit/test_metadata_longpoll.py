@@ -25,6 +25,7 @@ from cloudmeta.api.metadata.app import (
 from cloudmeta.api.metadata.source import Changed
 from cloudmeta.config import Config
 from cloudmeta.documents import Body, Instance, Seeded
+from cloudmeta.http import WireResponse
 from cloudmeta.signing import sign_instance_id
 
 SECRET = "cmt-test-secret"
@@ -45,9 +46,11 @@ def _request(
 
 async def _get(
     service: MetadataService, server: Instance, query: str = "", path: str = PATH
-) -> web.Response:
+) -> web.Response | WireResponse:
+    """The answer as a test reads it (``body``, ``headers``): aiohttp's, or the cached
+    documents' pre-serialised form."""
     response = await service.handle(_request(server, query, path))
-    assert isinstance(response, web.Response)
+    assert isinstance(response, web.Response | WireResponse)
     return response
 
 

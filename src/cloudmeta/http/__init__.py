@@ -6,7 +6,7 @@ pure path rules of :mod:`cloudmeta.documents`, nothing of the services."""
 from .gate import HEADER_TIMEOUT, Budget, HeadGate, Limits
 from .quiet import KEEPALIVE_TIMEOUT, QuietHandler, QuietServer
 from .relay import Relay, UpstreamError, is_forbidden_token_put, refuse_forwarded_token_put
-from .replies import RETRY_AFTER, plain, unavailable
+from .replies import RETRY_AFTER, WireHead, WireResponse, http_date, plain, unavailable
 from .serve import Handler, Listener, serve, tcp_sockets, unix_socket
 
 __all__ = [
@@ -22,6 +22,9 @@ __all__ = [
     "QuietServer",
     "Relay",
     "UpstreamError",
+    "WireHead",
+    "WireResponse",
+    "http_date",
     "is_forbidden_token_put",
     "plain",
     "refuse_forwarded_token_put",

@@ -40,7 +40,7 @@ from cloudmeta.documents import TEXT, Body, Seeded, Settings, Special, path_toke
 from cloudmeta.documents import root_listing as _root_listing
 from cloudmeta.documents.openstack import dump, vendor_data2
 from cloudmeta.documents.paths import JSON
-from cloudmeta.http import QuietServer  # short 400s, bounded keep-alive
+from cloudmeta.http import QuietServer, WireHead  # short 400s, bounded keep-alive; cached heads
 from cloudmeta.http.longpoll import LongPollError, requested_wait
 from cloudmeta.logs import get_logger, throttled_logger
 from cloudmeta.metrics import instrument
@@ -239,20 +239,22 @@ class MetadataService:
                 wait = requested_wait(request.query)
             except LongPollError as exc:
                 raise MetadataError(400, str(exc)) from None
-        headers = entry.etags.get(key)
-        if headers is not None and isinstance(resolved, Body | Seeded):
-            doc: Body | Seeded = resolved  # the hot path: rendered, headers built
+        head = entry.etags.get(key)
+        if head is not None and isinstance(resolved, Body | Seeded):
+            doc: Body | Seeded = resolved  # the hot path: rendered, head serialised
         else:
-            doc, headers = await self._document(entry, resolved, key, path, address)
+            doc, head = await self._document(entry, resolved, key, path, address)
         if wait is not None:
             # Without last_etag, the baseline is the document as the request found it.
-            last = wait.last_etag or headers["ETag"]
-            doc, headers = await self._long_poll(instance_id, path, address, last, wait.timeout)
-        if none_match(request.headers.get("If-None-Match"), headers["ETag"]):
-            return web.Response(status=304, headers={"ETag": headers["ETag"]})
+            last = wait.last_etag or head.headers["ETag"]
+            doc, head = await self._long_poll(instance_id, path, address, last, wait.timeout)
+        if "If-None-Match" in request.headers:
+            etag = head.headers["ETag"]
+            if none_match(request.headers["If-None-Match"], etag):
+                return web.Response(status=304, headers={"ETag": etag})
         if isinstance(doc, Seeded):
-            return web.Response(body=doc.render(self._seeds.next()), headers=headers)
-        return web.Response(body=doc.data, headers=headers)
+            return head.reply(request, doc.render(self._seeds.next()))
+        return head.reply(request, doc.data)
 
     def _resolve(self, entry: Entry, path: str, address: str | None) -> tuple[object, object]:
         """The remembered (or newly resolved) answer for ``path``, and its key in the entry."""
@@ -268,8 +270,8 @@ class MetadataService:
 
     async def _document(
         self, entry: Entry, resolved: object, key: object, path: str, address: str | None
-    ) -> tuple[Body | Seeded, CIMultiDict[str]]:
-        """The document to answer and its headers (with its ETag, cached beside it)."""
+    ) -> tuple[Body | Seeded, WireHead]:
+        """The document to answer and its head (with its ETag, cached beside it)."""
         if isinstance(resolved, Body | Seeded):
             doc: Body | Seeded = resolved
         elif resolved is Special.PASSWORD:
@@ -278,12 +280,12 @@ class MetadataService:
             doc = await self._special(entry, resolved, path, address)
             if key in entry.responses:
                 entry.responses[key] = doc
-        headers = entry.etags.get(key)
-        if headers is None:
-            headers = CIMultiDict({"Content-Type": doc.content_type, "ETag": etag_of(doc)})
+        head = entry.etags.get(key)
+        if head is None:
+            head = WireHead({"Content-Type": doc.content_type, "ETag": etag_of(doc)})
             if key in entry.responses:
-                entry.etags[key] = headers
-        return doc, headers
+                entry.etags[key] = head
+        return doc, head
 
     async def _long_poll(
         self,
@@ -292,7 +294,7 @@ class MetadataService:
         address: str | None,
         last_etag: str,
         timeout: float,  # noqa: ASYNC109 - the wait the request asked for
-    ) -> tuple[Body | Seeded, CIMultiDict[str]]:
+    ) -> tuple[Body | Seeded, WireHead]:
         """GCE's wait_for_change: the document once its ETag differs from the last one."""
         count = self._waits.get(instance_id, 0)
         if count >= MAX_WAITS_PER_INSTANCE:
@@ -315,12 +317,12 @@ class MetadataService:
                 if entry is None:  # the server is gone
                     raise MetadataError(404, "The resource could not be found.")
                 resolved, key = self._resolve(entry, path, address)
-                doc, headers = await self._document(entry, resolved, key, path, address)
-                if _opaque(headers["ETag"]) != last:
-                    return doc, headers
+                doc, head = await self._document(entry, resolved, key, path, address)
+                if _opaque(head.headers["ETag"]) != last:
+                    return doc, head
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.cache.stopping:
-                    return doc, headers
+                    return doc, head
                 await self.cache.wait_change(instance_id, entry, generation, remaining)
         finally:
             left = self._waits[instance_id] - 1

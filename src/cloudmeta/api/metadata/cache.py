@@ -97,7 +97,7 @@ class Entry:
         # Without an IPv4 fixed IP, local-ipv4 is the caller's address: answers vary by caller.
         self.has_v4 = bool(instance.fixed_ips(4))
         self.responses: dict[Any, Any] = {}
-        # Per remembered response: its answer headers with the ETag, computed once.
+        # Per remembered response: its answer head (ETag included, serialised once: WireHead).
         self.etags: dict[Any, Any] = {}
         keys: set[_IndexKey] = set(loaded.depends_on)
         if instance.key_name:  # a key pair created later under this name concerns us
