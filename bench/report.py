@@ -63,7 +63,7 @@ def _div(a: float | None, b: float | None) -> float | None:
 def baseline_of(name: str) -> tuple[str, str] | None:
     """(baseline row, what is compared) for a row: api / limit, chain-<mode> / chain-haproxy,
     memory-<mode>-K / memory-haproxy-K, scale-...-<n> / scale-...-100."""
-    if name == "api":
+    if name in ("api", "api-floor"):
         return "limit", "rps"
     if name.endswith("-aio") or "-aio-" in name:  # the all-in-one's rows among themselves
         return ("chain-haproxy-aio", "rps") if name != "chain-haproxy-aio" else None
@@ -78,6 +78,7 @@ def baseline_of(name: str) -> tuple[str, str] | None:
 
 def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, float | None]:
     api, limit = _find(rows, "api"), _find(rows, "limit")
+    floor = _find(rows, "api-floor")
     inline, haproxy = _find(rows, "chain-inline"), _find(rows, "chain-haproxy")
     inline_aio, haproxy_aio = _find(rows, "chain-inline-aio"), _find(rows, "chain-haproxy-aio")
     storm = _find(rows, "boot-storm-100")
@@ -104,6 +105,8 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
     }
     return {
         "api_over_limit": _div(api and api.rps, limit and limit.rps),
+        # the serving stack alone (no work of the API's) over nginx: api_over_limit's bound
+        "api_floor_over_limit": _div(floor and floor.rps, limit and limit.rps),
         "inline_over_haproxy_rps": _div(inline and inline.rps, haproxy and haproxy.rps),
         "inline_over_haproxy_p99": _div(inline and inline.p99_ms, haproxy and haproxy.p99_ms),
         "inline_pss_bytes_per_network": marginal.get("inline"),

@@ -69,6 +69,7 @@ __all__ = [
     "REQUESTS",
     "REQUEST_DURATION",
     "HopRecorder",
+    "Tally",
     "instrument",
     "metrics_handler",
     "path_kind",
@@ -108,6 +109,49 @@ _DURATION_HELP = (
 # count in plain integers and a collector builds the families at scrape time: a locked
 # increment per series costs a request more than everything else the metrics do.
 _MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+# A worker's counts reach its multiprocess files at most this long after the request.
+FLUSH_INTERVAL = 1.0
+
+
+def _flush_later(flush: Callable[[], None]) -> None:
+    """Run ``flush`` ``FLUSH_INTERVAL`` from now on the running loop (now, without one)."""
+    try:
+        asyncio.get_running_loop().call_later(FLUSH_INTERVAL, flush)
+    except RuntimeError:  # no loop (a test's direct call): write now
+        flush()
+
+
+class Tally:
+    """A counter series bumped on every request (a cache hit): in a worker, counted in a plain
+    integer and added to its multiprocess value within ``FLUSH_INTERVAL`` (and at exit), as
+    the hop recorders do; in the parent, incremented at once (a plain locked add)."""
+
+    __slots__ = ("_child", "_count", "_due", "_flushed")
+
+    def __init__(self, child: Counter) -> None:
+        self._child = child
+        self._count = 0
+        self._flushed = 0
+        self._due = False
+        _TALLIES.append(self)
+
+    def inc(self) -> None:
+        if not _MULTIPROCESS:
+            self._child.inc()
+            return
+        self._count += 1
+        if not self._due:
+            self._due = True
+            _flush_later(self.flush)
+
+    def flush(self) -> None:
+        self._due = False
+        if self._count > self._flushed:
+            self._child.inc(self._count - self._flushed)
+            self._flushed = self._count
+
+
+_TALLIES: list[Tally] = []
 REQUESTS = Counter(
     "cloudmeta_metadata_requests",
     _REQUESTS_HELP,
@@ -127,8 +171,8 @@ _PORT_CACHE = Counter(
     "(asked the admin API).",
     ["result"],
 )
-PORT_CACHE_HIT = _PORT_CACHE.labels("hit")
-PORT_CACHE_MISS = _PORT_CACHE.labels("miss")
+PORT_CACHE_HIT = Tally(_PORT_CACHE.labels("hit"))
+PORT_CACHE_MISS = Tally(_PORT_CACHE.labels("miss"))
 PORT_CACHE_EVICTIONS = Counter(
     "cloudmeta_port_cache_evictions",
     "Port-cache entries dropped: by a change that touched them, or all at once by a resync "
@@ -141,8 +185,8 @@ _DOCUMENT_CACHE = Counter(
     "inventory).",
     ["result"],
 )
-DOCUMENT_CACHE_HIT = _DOCUMENT_CACHE.labels("hit")
-DOCUMENT_CACHE_MISS = _DOCUMENT_CACHE.labels("miss")
+DOCUMENT_CACHE_HIT = Tally(_DOCUMENT_CACHE.labels("hit"))
+DOCUMENT_CACHE_MISS = Tally(_DOCUMENT_CACHE.labels("miss"))
 DOCUMENT_CACHE_EVICTIONS = Counter(
     "cloudmeta_document_cache_evictions",
     "Instance entries dropped from the metadata API's cache: change, expired, or clear "
@@ -224,10 +268,6 @@ class HopRecorder:
         self.seconds += seconds
 
 
-# A worker's counts reach its multiprocess files at most this long after the request.
-FLUSH_INTERVAL = 1.0
-
-
 class _WorkerRecorder(HopRecorder):
     """A worker's hop (metadata API or inline worker): counted in plain numbers as in the
     parent, and the deltas written to the multiprocess values at most ``FLUSH_INTERVAL``
@@ -248,10 +288,7 @@ class _WorkerRecorder(HopRecorder):
         super().record(path, status, seconds)
         if not self._due:
             self._due = True
-            try:
-                asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
-            except RuntimeError:  # no loop (a test's direct call): write now
-                self.flush()
+            _flush_later(self.flush)
 
     def flush(self) -> None:
         """Add what was counted since the last flush to the multiprocess values."""
@@ -279,6 +316,8 @@ def _flush_workers() -> None:
     for one in list(_RECORDERS.values()):
         if isinstance(one, _WorkerRecorder):
             one.flush()
+    for tally in _TALLIES:
+        tally.flush()
 
 
 _BOUNDS = [floatToGoString(b) for b in LATENCY_BUCKETS]  # type: ignore[no-untyped-call]

@@ -48,7 +48,8 @@ def test_quick_bench(tmp_path: Path) -> None:
                 continue
             assert row["rps"] or row["pss_bytes"] or row["seconds"], row
     assert set(data["ratios"]) == {
-        "api_over_limit", "inline_over_haproxy_rps", "inline_over_haproxy_p99",
+        "api_over_limit", "api_floor_over_limit",
+        "inline_over_haproxy_rps", "inline_over_haproxy_p99",
         "inline_pss_bytes_per_network", "boot_storm_100_seconds", "scale_p99_100k_over_100",
         "boot_storm_1000_seconds", "boot_storm_max_n", "boot_storm_max_n_seconds",
         "vm_boot_seconds", "vm_storm_4_seconds",  # None in --quick: no real VMs there

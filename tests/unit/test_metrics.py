@@ -98,12 +98,18 @@ async def serve():
     # As in a worker's loop: counted in plain numbers, written a flush interval later.
     for _ in range({n}):
         recorder.record("/openstack/latest/meta_data.json", 200, 0.002)
+        metrics.DOCUMENT_CACHE_HIT.inc()  # a Tally: the same deferred writing
     # Nothing written yet (the flush is due in FLUSH_INTERVAL).
     written = metrics.REQUESTS.labels("api", "openstack", "200", "")._value.get()
     assert written == 0, written
+    hits = metrics._DOCUMENT_CACHE.labels("hit")._value.get()
+    assert hits == 0, hits
     if {wait}:
         await asyncio.sleep(metrics.FLUSH_INTERVAL + 0.5)  # the loop's own flush
         recorder.flush()  # nothing more to add: no double count
+        metrics.DOCUMENT_CACHE_HIT.flush()
+        hits = metrics._DOCUMENT_CACHE.labels("hit")._value.get()
+        assert hits == {n}, hits
 
 asyncio.run(serve())
 metrics.FEED_REVISION.labels("document-cache").set({revision})
@@ -126,6 +132,7 @@ def test_workers_files_are_merged_into_the_parents_families(tmp_path: Path) -> N
     _, before = parse(metrics.render().decode())
     ours = metrics.recorder("api")
     ours.record("/openstack/latest/meta_data.json", 200, 0.002)
+    metrics.DOCUMENT_CACHE_HIT.inc()  # the parent's: at once
     metrics.FEED_REVISION.labels("document-cache").set(7)
     unwatch = metrics.watch_worker_files(directory)
     try:
@@ -139,6 +146,8 @@ def test_workers_files_are_merged_into_the_parents_families(tmp_path: Path) -> N
     assert {"cloudmeta_metadata_requests", "cloudmeta_change_feed_revision"} <= families
     assert delta(after, before, REQUESTS, **labels) == 1 + 3 + 2
     assert delta(after, before, COUNT, hop="api") == 6
+    hits = "cloudmeta_document_cache_lookups_total"
+    assert delta(after, before, hits, result="hit") == 1 + 3 + 2
     bucket = "cloudmeta_metadata_request_duration_seconds_bucket"
     assert delta(after, before, bucket, hop="api", le="0.0025") == 6
     assert delta(after, before, bucket, hop="api", le="0.001") == 0

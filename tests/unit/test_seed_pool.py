@@ -24,7 +24,7 @@ def test_no_byte_of_the_source_is_used_twice() -> None:
         # Distinct 4-byte words: any reuse of a slice would show as a repeated word.
         return b"".join(next(counter).to_bytes(4, "big") for _ in range(size // 4))
 
-    pool = SeedPool(size=8, batch=3, urandom=source)
+    pool = SeedPool(size=8, batch=3, source=source)
     words = []
     for _ in range(7):
         raw = base64.b64decode(pool.next())
