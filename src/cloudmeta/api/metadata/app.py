@@ -336,7 +336,9 @@ class MetadataService:
     ) -> tuple[Caller, Entry]:
         if self._signed:
             caller = handed or signed_caller(request.headers, self._check)
-            entry = await self.cache.entry(caller.instance_id)
+            entry = self.cache.cached(caller.instance_id) or await self.cache.entry(
+                caller.instance_id
+            )
             if entry is None:
                 raise MetadataError(404, "The resource could not be found.")
             if entry.instance.project_id != caller.tenant_id:

@@ -384,11 +384,17 @@ class SyncedInstanceCache:
         finally:
             self._token_poll = None
 
-    async def entry(self, instance_id: str) -> Entry | None:
-        """The instance's entry; a boot storm's concurrent misses share one load."""
+    def cached(self, instance_id: str) -> Entry | None:
+        """The instance's entry if it is cached (the hot path: no coroutine), else None."""
         entry = self.entries.get(instance_id)
         if entry is not None:
             DOCUMENT_CACHE_HIT.inc()
+        return entry
+
+    async def entry(self, instance_id: str) -> Entry | None:
+        """The instance's entry; a boot storm's concurrent misses share one load."""
+        entry = self.cached(instance_id)
+        if entry is not None:
             return entry
         DOCUMENT_CACHE_MISS.inc()
         generation = self._generation

@@ -43,10 +43,6 @@ class SignatureCheck:
         return True
 
 
-def _values(headers: Headers, name: str) -> list[str]:
-    return headers.getall(name, [])
-
-
 def signed_caller(headers: Headers, secret: bytes | SignatureCheck) -> Caller:
     """``_handle_instance_id_request``: 400 for missing/multiple headers, 403 for the signature.
 
@@ -54,9 +50,10 @@ def signed_caller(headers: Headers, secret: bytes | SignatureCheck) -> Caller:
     remembers the valid pairs).
     """
     check = secret if isinstance(secret, SignatureCheck) else SignatureCheck(secret)
-    instance_ids = _values(headers, "X-Instance-ID")
-    signatures = _values(headers, "X-Instance-ID-Signature")
-    tenants = _values(headers, "X-Tenant-ID")
+    values = headers.getall  # every header read as all its values (Nova refuses repeats)
+    instance_ids = values("X-Instance-ID", ())
+    signatures = values("X-Instance-ID-Signature", ())
+    tenants = values("X-Tenant-ID", ())
     if not instance_ids:
         raise MetadataError(400, "X-Instance-ID header is missing from request.")
     if not signatures:
@@ -70,6 +67,6 @@ def signed_caller(headers: Headers, secret: bytes | SignatureCheck) -> Caller:
     instance_id = instance_ids[0]
     if not check(instance_id, signatures[0]):
         raise MetadataError(403, "Invalid proxy request signature.")
-    forwarded = _values(headers, "X-Forwarded-For")
+    forwarded = values("X-Forwarded-For", ())
     address = forwarded[0].split(",")[0].strip() if forwarded else None
     return Caller(instance_id, tenants[0], address)
