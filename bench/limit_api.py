@@ -125,8 +125,10 @@ async def _floor(tmp: Path, body: bytes) -> AsyncIterator[tuple[str, list[int]]]
         await wait_http(url)
         yield url, [proc.pid for proc in procs]
     finally:
-        for proc in procs:
-            await _stop(proc)
+        for proc in procs:  # all told first: an interrupted wait leaves none running
+            if proc.returncode is None:
+                proc.terminate()
+        await asyncio.gather(*(_stop(proc) for proc in procs))
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

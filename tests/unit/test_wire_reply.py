@@ -6,6 +6,7 @@ closed); pipelined requests answered in order on one kept-alive connection."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,9 +18,16 @@ BODY = b'{"uuid": "cmt-wire"}'
 HEAD = WireHead({"Content-Type": "application/json", "ETag": 'W/"cmt-tag"'})
 
 
+BIG = b"x" * 16384
+ANSWERED: list[int] = []  # one item per /big answered (the back-pressure test)
+
+
 async def _handler(request: web.BaseRequest) -> web.StreamResponse:
     if request.path == "/aiohttp":  # the reference: aiohttp's own answer, same headers
         return web.Response(body=BODY, headers=HEAD.headers)
+    if request.path == "/big":
+        ANSWERED.append(1)
+        return HEAD.reply(request, BIG)
     return HEAD.reply(request, BODY)
 
 
@@ -118,9 +126,38 @@ async def test_pipelined_requests_are_answered_in_order(port: int) -> None:
     assert [_fields(a)[2] for a in answers] == [BODY] * 21 and not closed
 
 
-def test_a_line_break_in_a_header_is_refused() -> None:
-    with pytest.raises(ValueError, match="line break"):
-        WireHead({"ETag": '"a"\r\nSet-Cookie: x'})
+async def test_a_client_that_does_not_read_holds_the_answers_back(port: int) -> None:
+    """2 000 pipelined requests for 16 KiB answers (32 MiB), none read: the server stops
+    answering once the transport is full (aiohttp's drain), instead of buffering them all."""
+    ANSWERED.clear()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        writer.write(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 2000)
+        await asyncio.sleep(1.0)
+        held = len(ANSWERED)
+        assert 0 < held < 2000, held
+        received = 0
+        while received < 2000 * len(BIG):
+            chunk = await asyncio.wait_for(reader.read(1 << 20), 10)
+            assert chunk
+            received += chunk.count(b"x")
+        assert len(ANSWERED) == 2000
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"ETag": '"a"\r\nSet-Cookie: x'}, {"ETag": '"a"\x00'}, {"Bad Name": "x"}, {"X\n": "y"}],
+    ids=["line-break", "nul", "space-in-name", "break-in-name"],
+)
+def test_a_header_that_could_split_the_answer_is_refused(headers: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="control character"):
+        WireHead(headers)
 
 
 async def test_the_answer_object_shows_what_it_sends() -> None:

@@ -8,6 +8,7 @@ pre-serialised form (:class:`WireHead`), which skips aiohttp's per-request respo
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from email.utils import formatdate
@@ -59,6 +60,8 @@ def busy_bytes() -> bytes:
 
 
 _date: tuple[int, bytes] = (0, b"")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field-name
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what aiohttp refuses in a value
 
 
 def http_date() -> bytes:
@@ -86,9 +89,9 @@ class WireHead:
     def __init__(self, headers: Mapping[str, str]) -> None:
         lines = [b"HTTP/1.1 200 OK\r\n"]
         for name, value in {**headers, "Server": SERVER_SOFTWARE}.items():
-            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-                raise ValueError(f"header {name!r}: a line break cannot be sent")
-            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+            if not _TOKEN.fullmatch(name) or _CONTROL.search(value):
+                raise ValueError(f"header {name!r}: not a token, or a control character")
+            lines.append(f"{name}: {value}\r\n".encode())
         self._prefix = b"".join(lines)
         self.headers = CIMultiDict(headers)
         self._view = CIMultiDictProxy(self.headers)  # what an answer shows: fixed, serialised
@@ -145,9 +148,9 @@ class WireResponse(web.StreamResponse):
         if self._sent:
             return None
         self._sent = True
-        writer = request.writer
-        await writer.write(self._head + self.body if self._send_body else self._head)
-        await writer.write_eof()
+        # write_eof with the bytes: written, then drained while the transport is paused (a
+        # client pipelining requests without reading its answers waits, as for aiohttp's).
+        await request.writer.write_eof(self._head + self.body if self._send_body else self._head)
         return None
 
     async def write_eof(self, data: bytes = b"") -> None:
