@@ -26,6 +26,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "scale_p99_100k_over_100_postgresql": ("<=", 1.2),
     "scale_ab_meta_p99_100k_over_100_sqlite": ("<=", 1.2),
     "scale_ab_meta_p99_100k_over_100_postgresql": ("<=", 1.2),
+    "scale_ab_ports_p99_100k_over_100_sqlite": ("<=", 1.2),
+    "scale_ab_ports_p99_100k_over_100_postgresql": ("<=", 1.2),
     "vm_boot_seconds": ("<=", 30.0),
     "vm_storm_4_seconds": ("<=", 120.0),
     "inline_over_haproxy_rps_aio": (">=", 3.0),
@@ -124,15 +126,15 @@ def ratios(rows: list[Row], marginal: dict[str, float | None]) -> dict[str, floa
         "scale_p99_100k_over_100_postgresql": _worst(
             v for k, v in scale.items() if k.startswith("scale-postgresql-")
         ),
-        # the same ratio from alternating rounds (scale-ab), median p99 per side
-        "scale_ab_meta_p99_100k_over_100_sqlite": _div(
-            (ab_sqlite := _find(rows, "scale-ab-sqlite-meta-100000")) and ab_sqlite.p99_ms,
-            (ab_sqlite_100 := _find(rows, "scale-ab-sqlite-meta-100")) and ab_sqlite_100.p99_ms,
-        ),
-        "scale_ab_meta_p99_100k_over_100_postgresql": _div(
-            (ab_pg := _find(rows, "scale-ab-postgresql-meta-100000")) and ab_pg.p99_ms,
-            (ab_pg_100 := _find(rows, "scale-ab-postgresql-meta-100")) and ab_pg_100.p99_ms,
-        ),
+        # the same ratios from alternating rounds (scale-ab), median p99 per side
+        **{
+            f"scale_ab_{what}_p99_100k_over_100_{db}": _div(
+                (big := _find(rows, f"scale-ab-{db}-{what}-100000")) and big.p99_ms,
+                (small := _find(rows, f"scale-ab-{db}-{what}-100")) and small.p99_ms,
+            )
+            for what in ("meta", "ports")
+            for db in ("sqlite", "postgresql")
+        },
         "vm_boot_seconds": vm_boot.seconds if vm_boot else None,
         "vm_storm_4_seconds": vm_storm.seconds if vm_storm else None,
         "inline_over_haproxy_rps_aio": _div(

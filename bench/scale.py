@@ -165,8 +165,9 @@ AB_ROUNDS = "ABBAABBA"  # 8 rounds of scale_duration, alternating: the machine's
 
 
 async def run_ab(settings: Settings, tmp: Path) -> list[Row]:
-    """``--only scale-ab``: ``meta_data.json`` p99 at 100 and at 100 000 ports measured in
-    alternating rounds against two ``cloudmeta api`` (one inventory each), median per side.
+    """``--only scale-ab``: ``meta_data.json`` and the port lookup p99 at 100 and at 100 000
+    ports, measured in alternating rounds against two ``cloudmeta api`` (one inventory each),
+    median per side.
 
     One run per size (``scale``) puts the two sizes tens of seconds apart, and on a shared
     machine the run queue moves p99 by more than the inventory does; alternating rounds see the
@@ -182,7 +183,8 @@ async def run_ab(settings: Settings, tmp: Path) -> list[Row]:
                 try:
                     pairs = ((api_a, small, "a"), (api_b, big, "b"))
                     sides = [await _ab_side(api, tmp, kind, n, tag) for api, n, tag in pairs]
-                    rows += await _ab_rounds(settings, kind, sides)
+                    for what in ("meta", "ports"):
+                        rows += await _ab_rounds(settings, kind, what, sides)
                 finally:
                     await api_b.close()
             finally:
@@ -190,8 +192,10 @@ async def run_ab(settings: Settings, tmp: Path) -> list[Row]:
     return rows
 
 
-async def _ab_side(api: Api, tmp: Path, kind: str, size: int, tag: str) -> tuple[int, str, Path]:
-    """One API's inventory at ``size`` ports: (size, meta_data.json URL, its wrk script)."""
+async def _ab_side(
+    api: Api, tmp: Path, kind: str, size: int, tag: str
+) -> tuple[int, dict[str, tuple[str, Path]]]:
+    """One API's inventory at ``size`` ports: (size, {"meta"|"ports": (URL, wrk script)})."""
     from cloudmeta.inventory import Store
 
     server, project_id, network_id, ip = await small_inventory(api, 1)
@@ -201,22 +205,33 @@ async def _ab_side(api: Api, tmp: Path, kind: str, size: int, tag: str) -> tuple
         await _insert_ports(store, project_id, network_id, bulk["id"], 1, size)
     finally:
         await store.close()
-    script = lua_headers(tmp / f"{kind}-ab-{tag}.lua", signed_headers(server["id"], project_id, ip))
-    url = f"{api.metadata_url}{META_PATH}"
-    await wrk(url, 1, script=script)
-    return size, url, script
+    meta_lua = signed_headers(server["id"], project_id, ip)
+    ports_lua = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    targets = {
+        "meta": (f"{api.metadata_url}{META_PATH}",
+                 lua_headers(tmp / f"{kind}-ab-{tag}-meta.lua", meta_lua)),
+        "ports": (f"{api.admin_url}/v1/ports?ip_address={ip}&network_id={network_id}",
+                  lua_headers(tmp / f"{kind}-ab-{tag}-ports.lua", ports_lua)),
+    }  # fmt: skip
+    for url, script in targets.values():
+        await wrk(url, 1, script=script)
+    return size, targets
 
 
 async def _ab_rounds(
-    settings: Settings, kind: str, sides: list[tuple[int, str, Path]]
+    settings: Settings,
+    kind: str,
+    what: str,
+    sides: list[tuple[int, dict[str, tuple[str, Path]]]],
 ) -> list[Row]:
-    rounds: dict[int, list[dict[str, float]]] = {size: [] for size, _, _ in sides}
+    rounds: dict[int, list[dict[str, float]]] = {size: [] for size, _ in sides}
     for turn in AB_ROUNDS if not settings.quick else "AB":
-        size, url, script = sides[0] if turn == "A" else sides[1]
+        size, targets = sides[0] if turn == "A" else sides[1]
+        url, script = targets[what]
         rounds[size].append(
             await wrk(url, settings.scale_duration, script=script, connections=SCALE_CONNECTIONS)
         )
     return [
-        _median_row(f"scale-ab-{kind}-meta-{size}", figures, settings, size)
+        _median_row(f"scale-ab-{kind}-{what}-{size}", figures, settings, size)
         for size, figures in rounds.items()
     ]

@@ -58,6 +58,7 @@ def test_quick_bench(tmp_path: Path) -> None:
         "scale_p99_100k_over_100_sqlite", "scale_p99_100k_over_100_postgresql",
         "scale_ab_meta_p99_100k_over_100_sqlite",  # None unless --only scale-ab ran
         "scale_ab_meta_p99_100k_over_100_postgresql",
+        "scale_ab_ports_p99_100k_over_100_sqlite", "scale_ab_ports_p99_100k_over_100_postgresql",
         "cross_host_delay_p99_ms",
         "inline_v6_over_v4_rps", "inline_v6_over_v4_p99", "inline_v6_over_v4_cpu_per_request",
         "node_loss_failover_seconds",
