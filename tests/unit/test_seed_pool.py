@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import os
 
 from cloudmeta.api.metadata.seed import SEED_BYTES, SeedPool
 
@@ -32,3 +33,21 @@ def test_no_byte_of_the_source_is_used_twice() -> None:
         words += [raw[:4], raw[4:]]
     assert len(set(words)) == len(words) == 14
     assert reads == [24, 24, 24]  # one read per 3 seeds
+
+
+def test_a_forked_child_does_not_hand_out_its_parents_seeds() -> None:
+    pool = SeedPool()
+    pool.next()  # a batch is ready, in both processes after the fork
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next seed, to the parent
+        try:
+            os.write(write_end, pool.next())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        childs = pipe.read()
+    assert len(base64.b64decode(childs)) == SEED_BYTES
+    assert childs != pool.next()  # without the fork hook: the same seed in both

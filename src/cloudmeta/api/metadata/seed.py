@@ -7,13 +7,15 @@ the OS for that batch only (what the kernel's own generator does; this machine's
 one answer. Each seed is encoded as one run: the whole of a batch's first 510 bytes per seed
 (a multiple of 3, so every seed's part ends on a base64 group) in one call, and the last two
 bytes apart, which gives the same text as encoding the 512 bytes alone, at half the cost.
-The service's processes are exec'd, never forked, so no two processes share a batch.
+The service's processes are exec'd, never forked; a forked child still drops the seeds it
+inherited (``os.register_at_fork``), so no two processes ever hand out the same batch.
 """
 
 from __future__ import annotations
 
 import binascii
 import os
+import weakref
 from collections.abc import Callable
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -31,10 +33,21 @@ def keystream(size: int) -> bytes:
     return cipher.encryptor().update(bytes(size))
 
 
+_POOLS: weakref.WeakSet[SeedPool] = weakref.WeakSet()
+
+
+def _forget_inherited() -> None:
+    for pool in list(_POOLS):
+        pool._ready = []
+
+
+os.register_at_fork(after_in_child=_forget_inherited)
+
+
 class SeedPool:
     """Base64 seeds of ``size`` fresh random bytes, read from ``source`` ``batch`` at a time."""
 
-    __slots__ = ("_batch", "_ready", "_size", "_source")
+    __slots__ = ("__weakref__", "_batch", "_ready", "_size", "_source")
 
     def __init__(
         self,
@@ -46,6 +59,7 @@ class SeedPool:
         self._batch = batch
         self._source = source
         self._ready: list[bytes] = []
+        _POOLS.add(self)
 
     def next(self) -> bytes:
         """The next seed (base64, no newline); its bytes were never used before."""
