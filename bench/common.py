@@ -198,6 +198,41 @@ def wrk_row(name: str, figures: dict[str, float], duration: float, **extra: Any)
     )
 
 
+def median_row(
+    name: str,
+    figures: list[dict[str, float]],
+    seconds: float,
+    *,
+    spent: float | None = None,
+    client: bool = False,
+    listed: str = "p99_ms",
+    **extra: Any,
+) -> Row:
+    """One row from wrk rounds of ``seconds`` each: the median of each figure (one round's
+    stall on a shared machine does not decide it), failures summed; notes the servers' CPU
+    per request over all rounds (``spent`` seconds), wrk's own (``client``) and each round's
+    ``listed`` figure (``rps`` or ``p99_ms``)."""
+    med = {k: statistics.median(f[k] for f in figures) for k in ("rps", "p50_ms", "p99_ms")}
+    med["failures"] = sum(f["failures"] for f in figures)
+    row = wrk_row(name, med, seconds * len(figures), **extra)
+    served = max(1.0, sum(f["rps"] for f in figures) * round(seconds))
+    notes = []
+    if spent:
+        notes.append(f"cpu_us/request={spent * 1e6 / served:.1f}")
+    if client:
+        wrk_cpu = sum(f.get("client_cpu_s", 0.0) for f in figures)
+        notes.append(f"client_cpu_us/request={wrk_cpu * 1e6 / served:.1f} (wrk)")
+    if len(figures) > 1:
+        if listed == "rps":
+            notes.append("median of rounds; rounds req/s: " +
+                         " ".join(f"{f['rps']:.0f}" for f in figures))  # fmt: skip
+        else:
+            notes.append("median of rounds; rounds p99 ms: " +
+                         ", ".join(f"{f['p99_ms']:.2f}" for f in figures))  # fmt: skip
+    row.note = "; ".join(notes)
+    return row
+
+
 def percentile(values: list[float], pct: float) -> float:
     if len(values) == 1:
         return values[0]

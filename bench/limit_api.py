@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import statistics
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -20,10 +19,10 @@ from bench.common import (
     cpu_seconds,
     free_port,
     lua_headers,
+    median_row,
     need_tools,
     process_tree,
     wrk,
-    wrk_row,
 )
 from bench.services import (
     API_WORKERS,
@@ -85,27 +84,14 @@ async def run(settings: Settings, tmp: Path) -> list[Row]:
                 before = cpu_seconds(pids)
                 rounds[name].append(await wrk(url, seconds, script=script))
                 spent[name] += cpu_seconds(pids) - before
-    rows = [_median_row(name, figures, seconds, spent[name]) for name, figures in rounds.items()]
-    rows[0].note = f"{len(body)} bytes, nginx workers: one per core; " + rows[0].note
-    rows[2].note += f"; the serving stack alone, {API_WORKERS} processes"
-    rows[1].instances = 1
-    return rows
-
-
-def _median_row(name: str, figures: list[dict[str, float]], seconds: float, spent: float) -> Row:
-    """The median round's figures; the servers' CPU (not nginx's: 0) and wrk's per request."""
-    med = {k: statistics.median(f[k] for f in figures) for k in ("rps", "p50_ms", "p99_ms")}
-    med["failures"] = sum(f["failures"] for f in figures)
-    row = wrk_row(name, med, seconds * len(figures))
-    served = max(1.0, sum(f["rps"] for f in figures) * round(seconds))
-    client = sum(f.get("client_cpu_s", 0.0) for f in figures)
-    notes = [f"cpu_us/request={spent * 1e6 / served:.1f}"] if spent else []
-    notes.append(f"client_cpu_us/request={client * 1e6 / served:.1f} (wrk)")
-    if len(figures) > 1:
-        notes.append("median of rounds; rounds req/s: " +
-                     " ".join(f"{f['rps']:.0f}" for f in figures))  # fmt: skip
-    row.note = "; ".join(notes)
-    return row
+    rows = {
+        name: median_row(name, figures, seconds, spent=spent[name], client=True, listed="rps")
+        for name, figures in rounds.items()
+    }
+    rows["limit"].note = f"{len(body)} bytes, nginx workers: one per core; " + rows["limit"].note
+    rows["api-floor"].note += f"; the serving stack alone, {API_WORKERS} processes"
+    rows["api"].instances = 1
+    return list(rows.values())
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import statistics
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,9 +23,9 @@ from bench.common import (
     Settings,
     cpu_seconds,
     lua_headers,
+    median_row,
     process_tree,
     wrk,
-    wrk_row,
 )
 from bench.services import Api, config_of, signed_headers, small_inventory, start_api
 
@@ -98,38 +97,12 @@ async def _backend(settings: Settings, tmp: Path, kind: str, api: Api) -> list[R
                                                   connections=SCALE_CONNECTIONS))  # fmt: skip
                     spent[what] += cpu_seconds(pids) - before
             for what, figures in rounds.items():
-                rows.append(_median_row(f"scale-{kind}-{what}-{size}", figures, settings,
-                                        size, spent[what]))  # fmt: skip
+                rows.append(median_row(f"scale-{kind}-{what}-{size}", figures,
+                                       settings.scale_duration, spent=spent[what],
+                                       ports=size))  # fmt: skip
     finally:
         await store.close()
     return rows
-
-
-def _median_row(
-    name: str,
-    figures: list[dict[str, float]],
-    settings: Settings,
-    size: int,
-    spent: float | None = None,
-) -> Row:
-    """One figure per size from its rounds: the median p99 (one round's stall, which the
-    alternating rounds of ``scale-ab`` show on either side alike, does not decide the ratio)
-    and, given the API's CPU seconds ``spent``, its CPU per request over all of them (its
-    cost at n ports, whatever the neighbours do to p99 on a shared machine)."""
-    med = {k: statistics.median(f[k] for f in figures) for k in ("rps", "p50_ms", "p99_ms")}
-    med["failures"] = sum(f["failures"] for f in figures)
-    seconds = settings.scale_duration * len(figures)
-    row = wrk_row(name, med, seconds, ports=size)
-    notes = []
-    if spent is not None:
-        served = max(1.0, sum(f["rps"] for f in figures) * round(settings.scale_duration))
-        notes.append(f"cpu_us/request={spent * 1e6 / served:.1f}")
-    if len(figures) > 1:
-        notes.append("median of rounds; rounds p99 ms: " + ", ".join(
-            f"{f['p99_ms']:.2f}" for f in figures
-        ))  # fmt: skip
-    row.note = "; ".join(notes)
-    return row
 
 
 async def _insert_ports(
@@ -232,6 +205,6 @@ async def _ab_rounds(
             await wrk(url, settings.scale_duration, script=script, connections=SCALE_CONNECTIONS)
         )
     return [
-        _median_row(f"scale-ab-{kind}-{what}-{size}", figures, settings, size)
+        median_row(f"scale-ab-{kind}-{what}-{size}", figures, settings.scale_duration, ports=size)
         for size, figures in rounds.items()
     ]
